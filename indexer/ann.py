@@ -1,0 +1,118 @@
+"""The FAISS index: a rebuildable cache of the stored vectors, keyed by catalog id.
+
+Small libraries get an exact inner-product index. Large ones get IVF-PQ, whose candidates the
+search layer always re-ranks exactly against the stored vectors, so quantisation only decides
+which candidates are looked at, never the final scores.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from indexer.errors import PixseekError
+
+FLAT = "flat"
+IVFPQ = "ivfpq"
+AUTO = "auto"
+KINDS = (AUTO, FLAT, IVFPQ)
+
+# Below this many vectors an exact scan takes a few milliseconds; IVF-PQ only adds recall risk.
+AUTO_IVFPQ_MIN = 50_000
+MAX_TRAIN = 200_000
+
+
+def _faiss():
+    import faiss  # heavy: only commands that build or search an index pay for it
+
+    return faiss
+
+
+def choose_kind(requested: str, n: int) -> str:
+    if requested not in KINDS:
+        raise PixseekError(f"unknown index type '{requested}'", f"choose one of {', '.join(KINDS)}")
+    if requested == AUTO:
+        return IVFPQ if n >= AUTO_IVFPQ_MIN else FLAT
+    return requested
+
+
+def ivfpq_params(n: int, dim: int) -> tuple[int, int, int]:
+    """(nlist, m, nbits) that n training vectors can support.
+
+    nlist ~ 4 sqrt(n) with >= 39 points per list (FAISS's k-means minimum); m sub-quantisers of
+    ~8 dimensions each; nbits as large as the sample allows, up to FAISS's usual 8.
+    """
+    nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
+    m = max(d for d in range(1, dim + 1) if dim % d == 0 and d <= max(1, dim // 8))
+    nbits = int(max(1, min(8, math.floor(math.log2(max(2, n))) - 2)))
+    return nlist, m, nbits
+
+
+def build(vectors: np.ndarray, ids: np.ndarray, kind: str, use_gpu: bool | None = None):
+    """A FAISS index over `vectors` (float32, L2-normalised) with FAISS ids = catalog ids."""
+    faiss = _faiss()
+    n, dim = vectors.shape
+    kind = choose_kind(kind, n)
+    if use_gpu is None:
+        use_gpu = faiss.get_num_gpus() > 0
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if kind == FLAT or n < 2:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        index.add_with_ids(vectors, ids)
+        return index
+    nlist, m, nbits = ivfpq_params(n, dim)
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
+    if use_gpu:
+        # FAISS's documented way to train a CPU IVF index with GPU k-means; the index itself
+        # stays on the CPU so the file written is portable to machines without a GPU.
+        index.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(dim))
+    rng = np.random.default_rng(0)
+    sample = vectors if n <= MAX_TRAIN else vectors[rng.choice(n, MAX_TRAIN, replace=False)]
+    index.train(sample)
+    index.add_with_ids(vectors, ids)
+    index.nprobe = max(1, min(nlist, max(8, nlist // 8)))
+    return index
+
+
+def describe(index) -> dict[str, object]:
+    faiss = _faiss()
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return {"type": FLAT, "vectors": int(index.ntotal)}
+    pq = faiss.downcast_index(ivf)
+    return {
+        "type": IVFPQ,
+        "vectors": int(index.ntotal),
+        "nlist": int(ivf.nlist),
+        "nprobe": int(ivf.nprobe),
+        "m": int(getattr(pq, "pq").M) if hasattr(pq, "pq") else None,
+        "nbits": int(getattr(pq, "pq").nbits) if hasattr(pq, "pq") else None,
+    }
+
+
+def save(index, path: Path) -> None:
+    """Write to a temporary file and rename, so a crash never leaves half an index."""
+    faiss = _faiss()
+    tmp = path.with_name(path.name + ".tmp")
+    faiss.write_index(index, str(tmp))
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load(path: Path):
+    faiss = _faiss()
+    return faiss.read_index(str(path))
+
+
+def search(index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, approximate scores) of up to k candidates for one query vector."""
+    q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+    scores, ids = index.search(q, min(k, max(1, index.ntotal)))
+    keep = ids[0] >= 0
+    return ids[0][keep], scores[0][keep]

@@ -1,0 +1,59 @@
+"""The writer stage: vectors first (fsync'd), then their catalog rows, in large transactions.
+
+A row turns 'indexed' only in the transaction that follows its durable vector write, so a crash
+at any point leaves either a finished row or a 'pending' one that the next run embeds again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+
+from indexer.catalog import INDEXED, SKIPPED, Catalog
+from indexer.reader import ReadResult
+from indexer.vectors import VectorStore
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+class Writer:
+    def __init__(self, catalog: Catalog, vectors: VectorStore, commit_every: int = 512) -> None:
+        self.catalog = catalog
+        self.vectors = vectors
+        self.commit_every = commit_every
+        self._done: list[tuple[ReadResult, np.ndarray]] = []
+        self._skipped: list[ReadResult] = []
+        self.written = 0
+        self.skipped: list[tuple[int, str]] = []  # (id, reason) of this run
+
+    def add(self, result: ReadResult, vector: np.ndarray) -> None:
+        self._done.append((result, vector))
+        if len(self._done) + len(self._skipped) >= self.commit_every:
+            self.flush()
+
+    def skip(self, result: ReadResult) -> None:
+        self._skipped.append(result)
+        self.skipped.append((result.id, result.reason or "unknown error"))
+        if len(self._done) + len(self._skipped) >= self.commit_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._done and not self._skipped:
+            return
+        if self._done:
+            ids = np.array([r.id for r, _ in self._done], dtype=np.int64)
+            self.vectors.write(ids, np.stack([v for _, v in self._done]))
+        stamp = now_iso()
+        with self.catalog.transaction():
+            for result, _ in self._done:
+                self.catalog.update(result.id, {**result.fields, "status": INDEXED, "reason": None,
+                                                "indexed_at": stamp, "in_ann": 0})
+            for result in self._skipped:
+                self.catalog.update(result.id, {**result.fields, "status": SKIPPED, "reason": result.reason,
+                                                "indexed_at": stamp, "in_ann": 0})
+        self.written += len(self._done)
+        self._done.clear()
+        self._skipped.clear()
