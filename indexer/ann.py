@@ -8,12 +8,12 @@ which candidates are looked at, never the final scores.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from indexer.errors import PixseekError
+from indexer.library import replace_file
 
 FLAT = "flat"
 IVFPQ = "ivfpq"
@@ -97,12 +97,9 @@ def describe(index) -> dict[str, object]:
 
 def save(index, path: Path) -> None:
     """Write to a temporary file and rename, so a crash never leaves half an index."""
-    faiss = _faiss()
-    tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    # Serialised in memory and written by Python, so a full disk is an OSError with its errno
+    # (FAISS's own writer reports it as a RuntimeError).
+    replace_file(path, _faiss().serialize_index(index))
 
 
 def load(path: Path):

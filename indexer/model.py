@@ -9,6 +9,7 @@ embeds (indexing, text queries, image queries) goes through the same `Encoder`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,12 +170,28 @@ class Encoder:
         return ((batch - self._mean) / self._std).to(self.dtype)
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return self.submit_pixels(pixels).result()
+
+    def submit_pixels(self, pixels: np.ndarray) -> PendingVectors:
+        """Start embedding a batch; on a GPU this returns before the batch is computed.
+
+        The indexer submits batch i + 1 before it collects batch i, so the GPU computes while
+        the host writes and gathers the next batch. On the CPU the work is done here.
+        """
         import torch
 
         with torch.inference_mode():
             feats = self.model.encode_image(self.pixels_to_tensor(pixels))
             feats = torch.nn.functional.normalize(feats.float(), dim=-1)
-        return feats.cpu().numpy()
+            if not self.device.startswith("cuda"):
+                return PendingVectors(feats)
+            # Queue the copy back right behind this batch's kernels, with an event to wait on:
+            # a plain .cpu() later would also wait for every batch queued after this one.
+            host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
+            host.copy_(feats, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            return PendingVectors(host, done)
 
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
         from indexer.decode import to_model_input
@@ -192,6 +209,19 @@ class Encoder:
         return feats.cpu().numpy()
 
 
+class PendingVectors:
+    """L2-normalised float32 vectors of a submitted batch, in host memory once `ready` fires."""
+
+    def __init__(self, host: torch.Tensor, ready: torch.cuda.Event | None = None) -> None:
+        self._host = host
+        self._ready = ready
+
+    def result(self) -> np.ndarray:
+        if self._ready is not None:
+            self._ready.synchronize()
+        return self._host.numpy()
+
+
 def _load_error(spec: ModelSpec, exc: Exception) -> PixseekError:
     text = str(exc)
     if spec.local_dir is None and any(w in text.lower() for w in ("download", "connect", "offline", "resolve", "hub")):
@@ -200,6 +230,30 @@ def _load_error(spec: ModelSpec, exc: Exception) -> PixseekError:
             "copy a model folder (open_clip_config.json + weights) here and pass --model local-dir:/path/to/folder",
         )
     return PixseekError(f"could not load model {spec}: {text.splitlines()[0] if text else type(exc).__name__}")
+
+
+def input_size(spec: ModelSpec) -> int | None:
+    """The model's input size from its config alone, so decoding can start while it loads.
+
+    The same `vision_cfg.image_size` open_clip builds the image tower from (224 when absent, as
+    in open_clip's CLIPVisionCfg); None when only loading the model would tell (hf-hub, or a
+    folder without a readable config).
+    """
+    if spec.local_dir is not None:
+        try:
+            cfg = json.loads((spec.local_dir / "open_clip_config.json").read_text())["model_cfg"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    elif spec.name.startswith("hf-hub:"):
+        return None
+    else:
+        import open_clip
+
+        cfg = open_clip.get_model_config(spec.name)
+    if not isinstance(cfg, dict):
+        return None
+    size = (cfg.get("vision_cfg") or {}).get("image_size", 224)
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
 def load_encoder(spec: ModelSpec, device: str | None = None) -> Encoder:

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
+import imagehash
 import numpy as np
 
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, to_model_input
 from indexer.walk import content_hash
+
+
+READ_AHEAD = 48  # images per worker decoded ahead of the model
 
 
 @dataclass
@@ -47,7 +53,9 @@ def read_one(job: Job, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     except DecodeError as exc:
         return ReadResult(job.id, None, reason=exc.reason, seconds=time.perf_counter() - start)
     except FileNotFoundError:
-        return ReadResult(job.id, None, reason="file vanished during indexing", seconds=time.perf_counter() - start)
+        reason = "broken symbolic link: its target is missing" if os.path.islink(job.path) else \
+            "file vanished during indexing"
+        return ReadResult(job.id, None, reason=reason, seconds=time.perf_counter() - start)
     except PermissionError:
         return ReadResult(job.id, None, reason="permission denied: cannot read the file",
                           seconds=time.perf_counter() - start)
@@ -64,6 +72,8 @@ def read_one(job: Job, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         "camera_model": meta.camera_model,
         "lat": meta.lat,
         "lon": meta.lon,
+        # 256-bit pHash for near-duplicates (search/dupes.py): ~1.5 ms on the reduced image.
+        "phash": str(imagehash.phash(decoded.image, hash_size=16)),
     }
     return ReadResult(job.id, pixels, fields_, seconds=time.perf_counter() - start)
 
@@ -72,48 +82,89 @@ def read_chunk(jobs: list[Job], image_size: int, max_pixels: int) -> list[ReadRe
     return [read_one(job, image_size, max_pixels) for job in jobs]
 
 
+def _ignore_ctrl_c() -> None:
+    # A terminal's Ctrl-C reaches the whole process group; the parent alone handles it (it
+    # saves what was embedded and shuts the pool down), instead of each worker printing a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def default_workers() -> int:
-    # On a CPU-only machine the model needs the cores too; one decoder per spare core, at least one.
-    return max(1, (os.cpu_count() or 2) - 1)
+    """One decoder per core the process may use.
+
+    Decoders sleep whenever their read-ahead window is full, so on a CPU-only machine they take
+    from the model's threads only the time decoding needs, all cores at once; fewer decoders
+    make the model's threads wait longer for the one that holds their core (on 2 cores, 1 decoder
+    costs ~7% more wall time on 12 MP photos, see benchmarks/README.md). While the model loads,
+    every core decodes.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # forkserver: forking a process that already runs torch's thread pools can deadlock. Workers
+    # fork from a server that has the decoder imported already, so each starts in milliseconds.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["__main__", __name__])  # '__main__' is the default preload
+    return ctx
 
 
 class Reader:
-    """Decodes jobs in order, `workers` processes wide, at most `ahead` chunks in flight."""
+    """Decodes jobs in order, `workers` processes wide (0: inline), at most `ahead` chunks in flight.
 
-    def __init__(self, image_size: int, workers: int | None = None, chunk: int = 16,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        self.image_size = image_size
+    Each worker has about READ_AHEAD images decoded or in progress while the model works, more
+    than a CPU batch, so the model finds its next batch ready; the bound keeps memory flat.
+    """
+
+    def __init__(self, workers: int | None = None, chunk: int = 16, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.workers = default_workers() if workers is None else workers
         self.chunk = chunk
-        self.ahead = max(2, self.workers * 3)
+        self.ahead = max(2, self.workers * READ_AHEAD // chunk)
         self.max_pixels = max_pixels
         self._pool: ProcessPoolExecutor | None = None
+        self._started: tuple[int, Iterator[ReadResult]] | None = None
 
     def __enter__(self) -> Reader:
-        if self.workers > 0:
-            # forkserver: forking a process that already runs torch's thread pools can deadlock.
-            ctx = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._started = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def read(self, jobs: Iterable[Job]) -> Iterator[ReadResult]:
+    def start(self, jobs: Iterable[Job], image_size: int) -> None:
+        """Begin decoding now, while the caller does something else (loads the model)."""
+        self._started = (image_size, self._read(jobs, image_size))
+
+    def read(self, jobs: Iterable[Job], image_size: int) -> Iterator[ReadResult]:
+        """Decoded `jobs` in order: those `start` began, if it was given the same image size."""
+        if self._started is not None and self._started[0] == image_size:
+            started, self._started = self._started[1], None
+            return started
+        return self._read(jobs, image_size)
+
+    def _read(self, jobs: Iterable[Job], image_size: int) -> Iterator[ReadResult]:
         chunks = _chunks(jobs, self.chunk)
+        if self.workers == 0:
+            return (r for chunk in chunks for r in read_chunk(chunk, image_size, self.max_pixels))
         if self._pool is None:
-            for chunk in chunks:
-                yield from read_chunk(chunk, self.image_size, self.max_pixels)
-            return
-        pending: deque[Future] = deque()
-        for chunk in chunks:
-            pending.append(self._pool.submit(read_chunk, chunk, self.image_size, self.max_pixels))
-            if len(pending) >= self.ahead:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_ignore_ctrl_c)
+        pool = self._pool
+        # The first window goes out before this returns: decoding has started when the caller
+        # gets the iterator, not when it first asks for a result.
+        pending: deque[Future] = deque(pool.submit(read_chunk, chunk, image_size, self.max_pixels)
+                                       for chunk in islice(chunks, self.ahead))
+
+        def results() -> Iterator[ReadResult]:
+            while pending:
                 yield from pending.popleft().result()
-        while pending:
-            yield from pending.popleft().result()
+                for chunk in islice(chunks, 1):
+                    pending.append(pool.submit(read_chunk, chunk, image_size, self.max_pixels))
+
+        return results()
 
 
 def _chunks(jobs: Iterable[Job], size: int) -> Iterator[list[Job]]:

@@ -1,9 +1,13 @@
 """The runner: walk -> read (decode, in workers) -> embed -> write -> ANN, each stage timed.
 
     plan = plan_changes(walk(roots))          walk.py      stat data only
-    for chunk in Reader(jobs):                reader.py    worker processes, bounded read-ahead
-        vectors = encoder.encode_pixels(...)  model.py     batched, on the GPU when there is one
-        writer.add(...)                       writer.py    vectors fsync'd, then catalog commit
+    reader.start(jobs)                        reader.py    worker processes, bounded read-ahead,
+    encoder = load_encoder(spec)              model.py       decoding while the model loads
+    for batch in reader.read(jobs):
+        encoder.submit_pixels(batch)          model.py     batched; on a GPU the next batch is
+        writer.add(previous batch)            writer.py      gathered and the last one written
+                                                             while it computes; vectors fsync'd,
+                                                             then the catalog commit
     ann.build(all indexed vectors)            ann.py       written atomically
 """
 
@@ -20,12 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from indexer import ann
-from indexer.catalog import PENDING, Catalog
+from indexer.catalog import INDEXED, PENDING, Catalog
 from indexer.errors import Interrupted
 from indexer.library import (DIM, MODEL_FINGERPRINT, MODEL_NAME, MODEL_PRETRAINED, LibraryPaths,
                              check_same_model, recorded_spec)
-from indexer.model import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
-from indexer.reader import Job, Reader
+from indexer.model import DEFAULT_MODEL, Encoder, ModelSpec, PendingVectors, input_size, load_encoder
+from indexer.reader import Job, Reader, ReadResult
 from indexer.vectors import VectorStore
 from indexer.walk import check_roots, plan_changes, walk
 from indexer.writer import Writer, now_iso
@@ -123,9 +127,10 @@ def run_index(
     started = time.perf_counter()
     timer = StageTimer()
     report = IndexReport()
-    with library.write_lock():
+    with library.storage_errors(), library.write_lock():
         catalog = Catalog(library.catalog, create=True)
         try:
+            _drop_orphan_files(catalog, library)
             spec = _resolve_model(catalog.settings(), model, rebuild, library)
             report.model = str(spec)
             encoder: Encoder | None = None
@@ -134,19 +139,24 @@ def run_index(
                 _start_rebuild(catalog, library, encoder)
             with timer.stage("walk"):
                 plan = plan_changes(catalog, roots, walk(roots))
-            jobs = _apply_plan(catalog, plan, report)
-            if jobs and encoder is None:
-                encoder = load_encoder(spec, device)
-                if catalog.get_setting(MODEL_FINGERPRINT) is None:
-                    _record_model(catalog, encoder)
-            if on_model is not None and encoder is not None:
-                on_model(encoder)
-            if jobs:
-                assert encoder is not None
-                _embed(catalog, library, encoder, jobs, report, timer, workers, batch_size, on_progress)
+            jobs = _apply_plan(catalog, plan, report, _first_free_id(catalog, library))
+            with Reader(workers) as reader:
+                if jobs and encoder is None:
+                    size = input_size(spec)
+                    if size is not None:
+                        reader.start(jobs, size)  # the first batches decode while the model loads
+                    encoder = load_encoder(spec, device)
+                    if catalog.get_setting(MODEL_FINGERPRINT) is None:
+                        _record_model(catalog, encoder)
+                if on_model is not None and encoder is not None:
+                    on_model(encoder)
+                if jobs:
+                    assert encoder is not None
+                    _embed(catalog, library, encoder, reader, jobs, report, timer, batch_size, on_progress)
             kind = index_kind or catalog.get_setting(INDEX_KIND) or ann.AUTO
             changed = bool(jobs or plan.moved or plan.removed)
-            if changed or not library.ann.exists() or kind != catalog.get_setting(INDEX_KIND):
+            if (changed or not library.ann.exists() or kind != catalog.get_setting(INDEX_KIND)
+                    or catalog.ann_stale()):
                 with timer.stage("ann"):
                     report.index = _rebuild_ann(catalog, library, kind)
                 catalog.set_setting(INDEX_KIND, kind)
@@ -159,6 +169,23 @@ def run_index(
     return report
 
 
+def _drop_orphan_files(catalog: Catalog, library: LibraryPaths) -> None:
+    """With no row indexed, no vector or index entry is anyone's: clear what a crash left behind.
+
+    A rebuild killed between its commit and its deletes would otherwise leave the old model's
+    vectors (perhaps of another size) under the new model's rows.
+    """
+    if catalog.counts().get(INDEXED, 0) == 0:
+        library.vectors.unlink(missing_ok=True)
+        library.ann.unlink(missing_ok=True)
+
+
+def _first_free_id(catalog: Catalog, library: LibraryPaths) -> int:
+    """The lowest id that never had a vector, so a reader's older snapshot never sees one change."""
+    dim = int(catalog.get_setting(DIM) or 0)
+    return max(1, VectorStore(library.vectors, dim).rows) if dim else 1
+
+
 def _start_rebuild(catalog: Catalog, library: LibraryPaths, encoder: Encoder) -> None:
     """Forget every vector; all rows become pending and are embedded again with `encoder`."""
     with catalog.transaction():
@@ -168,7 +195,7 @@ def _start_rebuild(catalog: Catalog, library: LibraryPaths, encoder: Encoder) ->
     library.ann.unlink(missing_ok=True)
 
 
-def _apply_plan(catalog: Catalog, plan, report: IndexReport) -> list[Job]:
+def _apply_plan(catalog: Catalog, plan, report: IndexReport, first_id: int) -> list[Job]:
     """Record moves, removals and touches; give every file to embed an id. One transaction."""
     with catalog.transaction():
         catalog.delete(plan.removed)
@@ -181,7 +208,7 @@ def _apply_plan(catalog: Catalog, plan, report: IndexReport) -> list[Job]:
         catalog.delete([image_id for image_id, _ in plan.changed])
         fresh = plan.new + [f for _, f in plan.changed]
         ids = catalog.insert_pending([{"path": f.path, "folder": f.folder, "size": f.size,
-                                       "mtime_ns": f.mtime_ns} for f in fresh])
+                                       "mtime_ns": f.mtime_ns} for f in fresh], first_id)
         for image_id, f in plan.retry:
             catalog.update(image_id, {"size": f.size, "mtime_ns": f.mtime_ns})
     report.added, report.updated = len(plan.new), len(plan.changed)
@@ -195,49 +222,102 @@ def default_batch_size(encoder: Encoder) -> int:
     return 256 if encoder.device.startswith("cuda") else 32
 
 
-def _embed(catalog: Catalog, library: LibraryPaths, encoder: Encoder, jobs: list[Job], report: IndexReport,
-           timer: StageTimer, workers: int | None, batch_size: int | None, on_progress: Progress | None) -> None:
+PROGRESS_EVERY = 5.0  # seconds between the running-rate lines of a verbose run
+
+
+class _RateLog:
+    """Running per-stage rates every few seconds, logged at INFO (`pixseek index --verbose`),
+    so a user sees which stage holds a long run back while it runs."""
+
+    def __init__(self, timer: StageTimer, total: int, every: float) -> None:
+        self.timer = timer
+        self.total = total
+        self.every = every
+        self.decoded = self.embedded = self.written = 0
+        self._start = time.perf_counter()
+        self._next = self._start + every
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if now < self._next:
+            return
+        self._next = now + self.every
+        s = self.timer.seconds
+        log.info("%d/%d decoded, %d embedded, %d written: %.1f images/s | decode %.1f images/s per worker, "
+                 "embed %.1f images/s, write %.0f images/s, %.1fs waiting for decoders",
+                 self.decoded, self.total, self.embedded, self.written, self.written / (now - self._start),
+                 _rate(self.decoded, s["decode (in workers)"]), _rate(self.embedded, s["embed"]),
+                 _rate(self.written, s["write"]), s["wait"])
+
+
+def _rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else 0.0
+
+
+def _embed(catalog: Catalog, library: LibraryPaths, encoder: Encoder, reader: Reader, jobs: list[Job],
+           report: IndexReport, timer: StageTimer, batch_size: int | None, on_progress: Progress | None) -> None:
     vectors = VectorStore(library.vectors, encoder.dim)
     writer = Writer(catalog, vectors)
     batch_size = batch_size or default_batch_size(encoder)
     paths = {job.id: job.path for job in jobs}
-    done = 0
-    batch: list = []
+    batch: list[ReadResult] = []
+    # The batch the model is computing; it is written after the next one is submitted, so on a
+    # GPU the host writes and gathers while the device computes (see Encoder.submit_pixels).
+    in_flight: tuple[list[ReadResult], PendingVectors] | None = None
+    rates = _RateLog(timer, len(jobs), PROGRESS_EVERY)
+
+    def write_in_flight() -> None:
+        nonlocal in_flight
+        if in_flight is None:
+            return
+        results, pending = in_flight
+        in_flight = None
+        with timer.stage("embed"):
+            vecs = pending.result()
+        with timer.stage("write"):
+            for r, v in zip(results, vecs):
+                writer.add(r, v)
+        rates.written += len(results)
 
     def embed_batch() -> None:
-        nonlocal done
+        nonlocal in_flight
         with timer.stage("embed"):
-            vecs = encoder.encode_pixels(np.stack([r.pixels for r in batch]))
-        with timer.stage("write"):
-            for r, v in zip(batch, vecs):
-                writer.add(r, v)
-        done += len(batch)
+            pending = encoder.submit_pixels(np.stack([r.pixels for r in batch]))
+        for r in batch:
+            r.pixels = None  # stacked above; the writer keeps results for up to a commit's worth
+        write_in_flight()
+        in_flight = (batch.copy(), pending)
+        rates.embedded += len(batch)
         batch.clear()
 
     start = time.perf_counter()
     try:
-        with Reader(encoder.image_size, workers) as reader:
-            results = reader.read(jobs)
-            while True:
-                with timer.stage("wait"):
-                    result = next(results, None)
-                if result is None:
-                    break
-                timer.add("decode (in workers)", result.seconds)
-                if result.pixels is None:
-                    writer.skip(result)
-                    done += 1
-                else:
-                    batch.append(result)
-                    if len(batch) >= batch_size:
-                        embed_batch()
-                if on_progress is not None:
-                    on_progress(done + len(batch), len(jobs))
-            if batch:
-                embed_batch()
+        log.info("embedding %d files on %s: batches of %d, %d decoder processes",
+                 len(jobs), encoder.device, batch_size, reader.workers)
+        results = reader.read(jobs, encoder.image_size)
+        while True:
+            with timer.stage("wait"):
+                result = next(results, None)
+            if result is None:
+                break
+            timer.add("decode (in workers)", result.seconds)
+            rates.decoded += 1
+            if result.pixels is None:
+                writer.skip(result)
+            else:
+                batch.append(result)
+                if len(batch) >= batch_size:
+                    embed_batch()
+            if on_progress is not None:
+                on_progress(rates.decoded, len(jobs))
+            rates.tick()
+        if batch:
+            embed_batch()
+        write_in_flight()
         with timer.stage("write"):
             writer.flush()
     except KeyboardInterrupt:
+        write_in_flight()
         writer.flush()
         raise Interrupted(f"interrupted: {writer.written} images saved",
                           "run `pixseek index` again to continue where it stopped") from None

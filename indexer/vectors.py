@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.library import fsync_dir
+
 ROW_DTYPE = np.float16
 
 
@@ -21,6 +23,7 @@ class VectorStore:
         self.dim = dim
         self.row_bytes = dim * np.dtype(ROW_DTYPE).itemsize
         self._map: np.memmap | None = None
+        self._file_id: tuple[int, int] | None = None
 
     @property
     def rows(self) -> int:
@@ -30,14 +33,20 @@ class VectorStore:
     def write(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Write rows and make them durable before the caller commits the catalog."""
         data = np.ascontiguousarray(vectors, dtype=ROW_DTYPE)
+        created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             order = np.argsort(ids)
-            for i in order:
-                os.pwrite(fd, data[i].tobytes(), int(ids[i]) * self.row_bytes)
+            ids, data = np.asarray(ids)[order], data[order]
+            # One write per run of consecutive ids (new files get consecutive ids).
+            runs = np.flatnonzero(np.diff(ids) != 1) + 1
+            for run_ids, run_data in zip(np.split(ids, runs), np.split(data, runs)):
+                _pwrite_all(fd, run_data.tobytes(), int(run_ids[0]) * self.row_bytes)
             os.fsync(fd)
         finally:
             os.close(fd)
+        if created:
+            fsync_dir(self.path.parent)
         self._map = None
 
     def get(self, ids: np.ndarray) -> np.ndarray:
@@ -54,14 +63,27 @@ class VectorStore:
         return out
 
     def _mapped(self, need_rows: int) -> np.memmap | None:
-        # Re-map only when the file has grown past what this reader has seen.
-        if self._map is None or self._map.shape[0] < need_rows:
-            rows = self.rows
-            if rows == 0:
-                return None
-            self._map = np.memmap(self.path, dtype=ROW_DTYPE, mode="r", shape=(rows, self.dim))
+        # Re-map only when the file has grown past what this reader has seen, or was replaced
+        # (`index --rebuild` starts a new file; the old mapping would keep serving old vectors).
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._map = None
+            return None
+        if self._map is None or self._map.shape[0] < need_rows or self._file_id != (st.st_dev, st.st_ino):
+            with open(self.path, "rb") as fh:
+                st = os.fstat(fh.fileno())  # the size of the file actually mapped
+                rows = st.st_size // self.row_bytes
+                if rows == 0:
+                    return None
+                self._map = np.memmap(fh, dtype=ROW_DTYPE, mode="r", shape=(rows, self.dim))
+                self._file_id = (st.st_dev, st.st_ino)
         return self._map
 
-    def remove(self) -> None:
-        self._map = None
-        self.path.unlink(missing_ok=True)
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    # A nearly full disk can take part of a write without an error; the rest then raises ENOSPC.
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written

@@ -67,18 +67,36 @@ def walk(roots: list[Path]) -> Iterator[FileStat]:
             continue  # unreadable or vanished folder: nothing under it can be indexed anyway
         subdirs = []
         for entry in entries:
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or entry.path in seen_files:
                 continue
             try:
                 if entry.is_dir():
                     subdirs.append(entry.path)
-                elif is_image_name(entry.name) and entry.is_file() and entry.path not in seen_files:
-                    st = entry.stat()
-                    seen_files.add(entry.path)
-                    yield FileStat(entry.path, st.st_size, st.st_mtime_ns)
-            except OSError:
-                continue  # broken symlink or a file that vanished between listing and stat
+                    continue
+                if not is_image_name(entry.name):
+                    continue
+                st = entry.stat() if entry.is_file() else _dangling_link(entry)
+            except OSError:  # a symlink loop (ELOOP), or gone since the listing
+                st = _dangling_link(entry) if is_image_name(entry.name) else None
+            if st is not None:
+                seen_files.add(entry.path)
+                yield FileStat(entry.path, st.st_size, st.st_mtime_ns)
         stack.extend(reversed(subdirs))
+
+
+def _dangling_link(entry: os.DirEntry) -> os.stat_result | None:
+    """The link's own stat when `entry` is a symlink leading nowhere (missing target or a loop).
+
+    Such a file is still listed, so the run records why it was skipped; its link stat changes
+    once the link is fixed, which makes the next run pick it up. Anything else that is not a
+    regular file (a FIFO would block the reader forever) is left out.
+    """
+    try:
+        if entry.is_symlink() and not os.path.exists(entry.path):
+            return entry.stat(follow_symlinks=False)
+    except OSError:
+        pass  # gone since the listing
+    return None
 
 
 def content_hash(path: str, size: int | None = None) -> str:

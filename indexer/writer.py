@@ -20,10 +20,13 @@ def now_iso() -> str:
 
 
 class Writer:
-    def __init__(self, catalog: Catalog, vectors: VectorStore, commit_every: int = 512) -> None:
+    # Rows per commit: each commit costs an fsync, and a crash (not Ctrl-C, which flushes) loses
+    # at most this many embeddings. Fault-injection tests lower it to get many crash points.
+    commit_every = 512
+
+    def __init__(self, catalog: Catalog, vectors: VectorStore) -> None:
         self.catalog = catalog
         self.vectors = vectors
-        self.commit_every = commit_every
         self._done: list[tuple[ReadResult, np.ndarray]] = []
         self._skipped: list[ReadResult] = []
         self.written = 0

@@ -14,19 +14,24 @@ from typing import Any
 import numpy as np
 
 from indexer import ann
-from indexer.catalog import INDEXED, Catalog, ImageRow
+from indexer.catalog import INDEXED, Catalog, ImageRow, path_from_db
 from indexer.errors import PixseekError
 from indexer.library import DIM, LibraryPaths, check_same_model, recorded_spec
 from indexer.model import Encoder, ModelSpec, load_encoder
 from indexer.vectors import VectorStore
+from search import rank
 from search.filters import Filters
+from search.prompts import embed_texts
 from search.query import Term, parse_query
+from search.tags import check_tag
 
 # With filters, scoring every allowed image exactly is cheaper than over-fetching ANN candidates
 # until this many images (about 100 MB of float16 vectors at 512 dimensions).
 EXACT_FILTER_MAX = 100_000
 # IVF-PQ only shortlists; the exact re-rank looks at this many candidates per wanted result.
 RERANK_FACTOR = 10
+# --dedupe scores this many candidates per wanted result, so collapsing copies still leaves k.
+DEDUPE_FACTOR = 4
 
 
 @dataclass
@@ -43,11 +48,12 @@ class Result:
     lat: float | None
     lon: float | None
     size: int
+    hash: str | None = None  # content hash: keys caches (thumbnails) that must change with the file
 
     @classmethod
     def from_row(cls, row: ImageRow, score: float) -> Result:
         return cls(row.id, row.path, float(score), row.folder, row.width, row.height, row.taken_at,
-                   row.camera_make, row.camera_model, row.lat, row.lon, row.size)
+                   row.camera_make, row.camera_model, row.lat, row.lon, row.size, row.hash)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -92,6 +98,8 @@ class Library:
             if spec.local_dir is not None and not spec.local_dir.is_dir():
                 raise PixseekError(f"the library's model folder {spec.local_dir} is gone",
                                    "pass --model local-dir:/new/place/of/that/folder")
+            # Weights replaced under the same name would embed queries into another space.
+            check_same_model(self.settings, spec, self.paths.root)
             self._encoder = load_encoder(spec, self.device)
         return self._encoder
 
@@ -107,8 +115,9 @@ class Library:
         return self._ann
 
     # embedding queries ----------------------------------------------------------------------
-    def embed_text(self, text: str) -> np.ndarray:
-        return self.encoder.encode_texts([text])[0]
+    def embed_text(self, text: str, ensemble: bool = True) -> np.ndarray:
+        """The text's embedding, averaged over prompt templates when `ensemble` (search/prompts.py)."""
+        return embed_texts(self.encoder, [text], ensemble)[0]
 
     def embed_image(self, image: str | Path | bytes) -> np.ndarray:
         from indexer.decode import DecodeError, decode_image
@@ -117,8 +126,8 @@ class Library:
         try:
             decoded = decode_image(source, target_size=self.encoder.image_size)
         except DecodeError as exc:
-            name = "uploaded image" if isinstance(image, bytes) else str(image)
-            raise PixseekError(f"cannot read query image {name}: {exc.reason}",
+            name = "the uploaded image" if isinstance(image, bytes) else f"query image {image}"
+            raise PixseekError(f"cannot read {name}: {exc.reason}",
                                "use a JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC file") from None
         return self.encoder.encode_images([decoded.image])[0]
 
@@ -132,7 +141,7 @@ class Library:
         row = self.catalog.by_path(str(Path(path).expanduser().resolve()))
         return row.id if row is not None and row.status == INDEXED else None
 
-    def embed_terms(self, terms: list[Term], extra: list[np.ndarray] = ()) -> np.ndarray:
+    def embed_terms(self, terms: list[Term], extra: list[np.ndarray] = (), ensemble: bool = True) -> np.ndarray:
         """Weighted sum of the terms' embeddings (plus `extra` vectors), normalised.
 
         Negative weights push results away from a term, as in rclip's query arithmetic.
@@ -146,7 +155,7 @@ class Library:
             total += vec
         for term in terms:
             if term.kind == "text":
-                vec = self.embed_text(term.value)
+                vec = self.embed_text(term.value, ensemble)
             elif term.kind == "image":
                 vec = self.embed_image(term.value)
             else:
@@ -173,14 +182,24 @@ class Library:
         terms: list[Term] | None = None,
         k: int = 20,
         min_score: float | None = None,
+        min_z: float | None = None,
         filters: Filters | None = None,
+        allow_paths: bool = True,
+        ensemble: bool = True,
+        dedupe: bool = False,
+        sort: str = "score",
     ) -> list[Result]:
-        """Ranked results for a text query, an example image, an indexed image (`like`), or a mix."""
+        """Ranked results for a text query, an example image, an indexed image (`like`), or a mix.
+
+        allow_paths=False reads every query term as text (see `parse_query`). ensemble=False
+        embeds text terms as typed, without prompt templates. For min_z, dedupe and sort see
+        `search_vector`.
+        """
         if k < 1:
             raise PixseekError(f"-k must be at least 1, not {k}")
         all_terms = list(terms or [])
         if query:
-            all_terms += parse_query(query)
+            all_terms += parse_query(query, allow_paths)
         if image is not None and not isinstance(image, bytes):
             all_terms.append(Term("image", str(image)))
         exclude: set[int] = set()
@@ -192,8 +211,9 @@ class Library:
             exclude.add(like_id)
         self._check_not_empty()
         uploads = [self.embed_image(image)] if isinstance(image, bytes) else []
-        vec = self.embed_terms(all_terms, uploads)
-        return self.search_vector(vec, k=k, min_score=min_score, filters=filters, exclude=exclude)
+        vec = self.embed_terms(all_terms, uploads, ensemble)
+        return self.search_vector(vec, k=k, min_score=min_score, min_z=min_z, filters=filters, exclude=exclude,
+                                  dedupe=dedupe, sort=sort)
 
     def _check_not_empty(self) -> None:
         if self.catalog.counts().get(INDEXED, 0) == 0:
@@ -201,26 +221,36 @@ class Library:
                                "run `pixseek index FOLDER` first")
 
     def search_vector(self, vec: np.ndarray, *, k: int = 20, min_score: float | None = None,
-                      filters: Filters | None = None, exclude: set[int] | None = None) -> list[Result]:
+                      min_z: float | None = None, filters: Filters | None = None, exclude: set[int] | None = None,
+                      dedupe: bool = False, sort: str = "score") -> list[Result]:
+        """The k best matches of a query vector scoring at least min_score (cosine) and at least
+        min_z robust standard deviations above the query's median score over the library
+        (`rank.z_floor`). dedupe keeps only the best of each set of near-duplicates; sort is
+        "score" or "date" (`rank.sort_results`)."""
+        rank.check_sort(sort)
         filters = filters or Filters()
+        if filters.tag is not None:
+            check_tag(self.catalog, filters.tag.strip())
         exclude = exclude or set()
-        want = k + len(exclude)
+        floor = max(-np.inf if min_score is None else min_score,
+                    -np.inf if min_z is None else self._z_floor(vec, min_z))
+        want = k * (DEDUPE_FACTOR if dedupe else 1) + len(exclude)
         if filters.active():
             ids, scores = self._exact_filtered(vec, filters, want)
         else:
             ids, scores = self._ann_then_exact(vec, want)
-        results = []
         rows = self._rows(ids)
-        for image_id, score in zip(ids.tolist(), scores.tolist()):
-            row = rows.get(image_id)
-            if row is None or image_id in exclude:
-                continue
-            if min_score is not None and score < min_score:
-                break
-            results.append(Result.from_row(row, score))
-            if len(results) == k:
-                break
-        return results
+        ranked = [(rows[i], score) for i, score in zip(ids.tolist(), scores.tolist())
+                  if i in rows and i not in exclude and score >= floor]
+        if dedupe:
+            ranked = rank.collapse_near_duplicates(ranked)
+        return rank.sort_results([Result.from_row(row, score) for row, score in ranked[:k]], sort)
+
+    def _z_floor(self, vec: np.ndarray, min_z: float) -> float:
+        """`rank.z_floor` over this query's scores on an evenly spread sample of the library."""
+        stride = max(1, self.catalog.counts().get(INDEXED, 0) // rank.Z_SAMPLE)
+        sample = self._ids("id % ? = 0", [stride])
+        return rank.z_floor(self.vectors.get(sample) @ vec, min_z)
 
     def _rows(self, ids: np.ndarray) -> dict[int, ImageRow]:
         if len(ids) == 0:
@@ -257,8 +287,9 @@ class Library:
 
     def _ann_then_exact(self, vec: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         index = self._index()
-        # Images indexed after the ANN file was written (a run in progress) are scored exactly.
-        fresh = self._ids("in_ann = 0", [])
+        # Images indexed after the ANN file was written (a run in progress) are scored exactly;
+        # without the file (deleted, or a run stopped before writing it) all of them are.
+        fresh = self._ids("in_ann = 0" if index is not None else "", [])
         candidates = fresh
         if index is not None:
             ann_ids, _ = ann.search(index, vec, max(k * RERANK_FACTOR, 100))
@@ -289,3 +320,14 @@ class Library:
 
     def skipped(self) -> list[ImageRow]:
         return self.catalog.skipped()
+
+    def folders(self) -> list[str]:
+        """Folders holding indexed images, sorted: the choices of a folder filter."""
+        cur = self.catalog.db.execute("SELECT DISTINCT folder FROM images WHERE status = ? ORDER BY folder", [INDEXED])
+        return [path_from_db(r[0]) for r in cur]
+
+    def date_span(self) -> tuple[str | None, str | None]:
+        """Earliest and latest date taken (YYYY-MM-DD) among indexed images; None when none has one."""
+        first, last = self.catalog.db.execute(
+            "SELECT MIN(taken_at), MAX(taken_at) FROM images WHERE status = ?", [INDEXED]).fetchone()
+        return (first[:10] if first else None, last[:10] if last else None)

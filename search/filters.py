@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from indexer.catalog import path_to_db
 from indexer.errors import PixseekError
 
 
@@ -27,18 +28,20 @@ class Filters:
     date_to: str | None = None  # YYYY-MM-DD, inclusive
     camera: str | None = None  # substring of make or model, any case
     has_gps: bool | None = None
+    tag: str | None = None  # an auto-tag (see search/tags.py), any case
 
     def __post_init__(self) -> None:
         _day(self.date_from, "--from")
         _day(self.date_to, "--to")
 
     def active(self) -> bool:
-        return any(v is not None for v in (self.folder, self.date_from, self.date_to, self.camera, self.has_gps))
+        return any(v is not None for v in (self.folder, self.date_from, self.date_to, self.camera, self.has_gps,
+                                           self.tag))
 
     def sql(self) -> tuple[str, list[Any]]:
         clauses, params = [], []
         if self.folder is not None:
-            folder = str(Path(self.folder).expanduser().resolve())
+            folder = path_to_db(str(Path(self.folder).expanduser().resolve()))  # as the catalog stores it
             clauses.append("(folder = ? OR folder LIKE ? ESCAPE '\\')")
             escaped = folder.rstrip(os.sep).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             params += [folder, escaped + os.sep + "%"]
@@ -53,4 +56,7 @@ class Filters:
             params += [f"%{self.camera}%"] * 3
         if self.has_gps is not None:
             clauses.append("lat IS NOT NULL" if self.has_gps else "lat IS NULL")
+        if self.tag is not None:
+            clauses.append("id IN (SELECT image_id FROM tags WHERE label = ? COLLATE NOCASE)")
+            params.append(self.tag.strip())
         return " AND ".join(clauses), params

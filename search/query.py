@@ -20,7 +20,7 @@ from indexer.walk import is_image_name
 
 TermKind = Literal["text", "image", "id"]
 
-_WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?|\.\d+):(?=\S)")
+_WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?|\.\d+):(?=\S|$)")
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def _split(text: str) -> list[tuple[str, str]]:
     return parts
 
 
-def _term(sign: str, raw: str, original: str) -> Term:
+def _term(sign: str, raw: str, original: str, allow_paths: bool) -> Term:
     raw = raw.strip()
     weight = 1.0
     match = _WEIGHT.match(raw)
@@ -70,14 +70,19 @@ def _term(sign: str, raw: str, original: str) -> Term:
         raise PixseekError(f"stray quote in query term: {raw}", 'put each term in its own pair of quotes')
     if sign == "-":
         weight = -weight
-    path = Path(value).expanduser()
-    if is_image_name(path.name) and path.is_file():
-        return Term("image", str(path.resolve()), weight)
+    if allow_paths:
+        path = Path(value).expanduser()
+        if is_image_name(path.name) and path.is_file():
+            return Term("image", str(path.resolve()), weight)
     return Term("text", value, weight)
 
 
-def parse_query(text: str) -> list[Term]:
-    """Terms of a query string; raises PixseekError on malformed input."""
+def parse_query(text: str, allow_paths: bool = True) -> list[Term]:
+    """Terms of a query string; raises PixseekError on malformed input.
+
+    With allow_paths=False every term is text: a query typed into the web page must never make
+    the server open a file the catalog does not list.
+    """
     if not text or not text.strip():
         raise PixseekError("empty query", 'type what you are looking for, e.g. pixseek search "a dog on a beach"')
-    return [_term(sign, raw, text) for sign, raw in _split(text)]
+    return [_term(sign, raw, text, allow_paths) for sign, raw in _split(text)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -53,7 +54,10 @@ def _spec(model: str | None, pretrained: str | None):
 
 
 def _echo_json(data: object) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    # A non-UTF-8 file name reaches here as lone surrogates (PEP 383); as \udcXX escapes the output
+    # stays valid UTF-8 JSON, and json.loads gives back a str that opens the file.
+    typer.echo(re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 @app.command()
@@ -66,7 +70,7 @@ def index(
                           "IVF-PQ from 50,000 images), flat or ivfpq. Remembered by the library.",
                           show_default=False)] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Re-embed every image (e.g. with another --model).")] = False,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding processes (default: cores - 1).",
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding processes (default: one per core).",
                        show_default=False)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model batch "
                           "(default: 32 on CPU, 256 on GPU).", show_default=False)] = None,
@@ -82,7 +86,8 @@ def index(
     from indexer.runner import run_index
 
     if verbose:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr,
+                            force=True)
     paths = LibraryPaths.at(library)
     with _progress(as_json) as on_progress:
         report = run_index(paths, folders, model=_spec(model, pretrained), index_kind=index_type, rebuild=rebuild,
@@ -147,6 +152,24 @@ def search(
                        show_default=False)] = None,
     camera: Annotated[Optional[str], typer.Option("--camera", help="Camera make or model contains this text.",
                       show_default=False)] = None,
+    not_: Annotated[Optional[list[str]], typer.Option("--not", help='Push results away from this text '
+                    '(repeatable); the same as adding - "TEXT" to the query.', show_default=False)] = None,
+    min_z: Annotated[Optional[float], typer.Option("--min-z", help="Adaptive cutoff: keep results scoring at "
+                     "least Z standard deviations above this query's median score over the whole library (the "
+                     "spread measured robustly, by the median absolute deviation). Unlike --min-score it means "
+                     "the same for every query: 2 to 3 keeps images that clearly stand out, and a query "
+                     "nothing matches returns little or nothing.", show_default=False)] = None,
+    ensemble: Annotated[bool, typer.Option("--ensemble/--no-ensemble", help='Embed text through several '
+                        'prompts ("a photo of ...") and average them, as in the CLIP paper; --no-ensemble '
+                        "embeds the text exactly as typed.")] = True,
+    dedupe: Annotated[bool, typer.Option("--dedupe", help="Show only the best match of each set of "
+                      "near-duplicate photos (see pixseek dupes).")] = False,
+    sort: Annotated[str, typer.Option("--sort", help="score: best match first; date: the same results, "
+                    "newest taken first (undated last).")] = "score",
+    gps: Annotated[Optional[bool], typer.Option("--gps/--no-gps", help="Only photos with (--gps) or without "
+                   "(--no-gps) a GPS position.", show_default=False)] = None,
+    tag: Annotated[Optional[str], typer.Option("--tag", help="Only photos auto-tagged with this label "
+                   "(see pixseek tag).", show_default=False)] = None,
     library: LibraryOpt = None,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
@@ -156,15 +179,19 @@ def search(
     """Find photos by text, by an example image, by an indexed photo, or a mix of them."""
     from search.engine import Library
     from search.filters import Filters
+    from search.query import Term
 
-    if query is None and image is None and like is None:
+    if query is None and image is None and like is None and not not_:
         raise PixseekError("nothing to search for", 'give a query (pixseek search "a dog"), --image FILE or --like FILE')
     if image is not None and not image.is_file():
         raise PixseekError(f"query image not found: {image}", "check the path")
-    filters = Filters(folder=str(folder) if folder else None, date_from=date_from, date_to=date_to, camera=camera)
+    filters = Filters(folder=str(folder) if folder else None, date_from=date_from, date_to=date_to, camera=camera,
+                      has_gps=gps, tag=tag)
     lib = Library.open(library, model=_spec(model, pretrained), device=device)
     like_ref: int | str | None = int(like) if like is not None and like.isdigit() else like
-    results = lib.search(query, image=image, like=like_ref, k=k, min_score=min_score, filters=filters)
+    negatives = [Term("text", text, -1.0) for text in not_ or []]
+    results = lib.search(query, image=image, like=like_ref, terms=negatives, k=k, min_score=min_score, min_z=min_z,
+                         filters=filters, ensemble=ensemble, dedupe=dedupe, sort=sort)
     if as_json:
         _echo_json([r.as_dict() for r in results])
         return
@@ -174,6 +201,84 @@ def search(
     for rank, r in enumerate(results, 1):
         when = (r.taken_at or "")[:10]
         typer.echo(f"{rank:>3}  {r.score:6.3f}  {when:10}  {r.path}")
+
+
+@app.command()
+def dupes(
+    library: LibraryOpt = None,
+    max_distance: Annotated[Optional[int], typer.Option("--max-distance", help="Near duplicates: perceptual "
+                            "hashes differing in at most this many of 256 bits (default 16: resized and "
+                            "re-encoded copies; at most 32, where different photos start to match).",
+                            show_default=False)] = None,
+    similarity: Annotated[Optional[float], typer.Option("--similarity", help="Also pair photos whose embeddings "
+                          "have at least this cosine similarity, e.g. 0.95: finds crops and edits the hash misses. "
+                          "Compares every pair: minutes on 100,000 photos.", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find duplicate photos: exact copies (same content) and near copies (resized, re-encoded, edited).
+
+    Uses what indexing stored (content hash, perceptual hash, embedding); no photo is read again.
+    Each group lists the largest copy first.
+    """
+    from search.dupes import find_duplicates, missing_phash
+    from search.engine import Library
+
+    lib = Library.open(library)
+    groups = find_duplicates(lib.catalog, lib.vectors, **_given(max_distance=max_distance, min_cosine=similarity))
+    unhashed = missing_phash(lib.catalog)
+    if as_json:
+        _echo_json({"groups": [g.as_dict() for g in groups], "images_without_phash": unhashed})
+        return
+    for g in groups:
+        typer.echo(f"{g.kind} duplicates: {len(g.images)} images")
+        for r in g.images:
+            typer.echo(f"  {r.width or '?'}x{r.height or '?'}  {r.size / 1e6:7.2f} MB  {r.path}")
+    spare = sum(r.size for g in groups for r in g.images[1:])
+    typer.echo(f"{len(groups)} groups; keeping the first of each frees {spare / 1e6:.1f} MB" if groups
+               else "no duplicates found")
+    if unhashed:
+        typer.echo(f"note: {unhashed} images were indexed before perceptual hashes were stored; compare them "
+                   "with --similarity 0.95, or run `pixseek index --rebuild FOLDER`")
+
+
+@app.command()
+def tag(
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Text file, one label per line (beach, "
+                      "birthday, cat...). Default: the labels of the last run.", show_default=False)] = None,
+    top: Annotated[Optional[int], typer.Option("--top", help="At most this many tags per photo (default 3).",
+                   show_default=False)] = None,
+    min_prob: Annotated[Optional[float], typer.Option("--min-prob", help="Tag only labels at least this likely "
+                        "(0-1; default 0.2), so a photo that fits none of the labels gets no tag.",
+                        show_default=False)] = None,
+    ensemble: Annotated[bool, typer.Option("--ensemble/--no-ensemble", help="Average each label over several "
+                        'prompts ("a photo of ...").')] = True,
+    library: LibraryOpt = None,
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Auto-tag every photo with its most likely labels from your list (zero-shot, like CLIP).
+
+    Works from the stored embeddings, so no photo is read again; re-run after indexing new photos.
+    Then filter searches with --tag LABEL.
+    """
+    from search.engine import Library
+    from search.tags import read_labels, stored_labels, tag_images
+
+    lib = Library.open(library, device=device)
+    names = read_labels(labels) if labels is not None else stored_labels(lib.catalog)
+    if not names:
+        raise PixseekError("this library has no labels yet", "pass --labels labels.txt (one label per line)")
+    counts = tag_images(lib, names, ensemble=ensemble, **_given(top=top, min_prob=min_prob))
+    if as_json:
+        _echo_json({"library": str(lib.paths.root), "tagged": counts})
+        return
+    for label, n in counts.items():
+        typer.echo(f"{n:>7}  {label}")
+
+
+def _given(**options: object) -> dict[str, object]:
+    """The options the user set: the rest keep the defaults of the function they are passed to."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 @app.command()
@@ -230,8 +335,24 @@ def demo(
     run_demo(folder, per_class, typer.echo)
 
 
+@app.command()
+def ui(
+    library: LibraryOpt = None,
+    port: Annotated[int, typer.Option("--port", help="Port for the page.")] = 8501,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on. The default keeps the page on "
+                    "this computer; 0.0.0.0 opens it (and your photos) to your network.")] = "127.0.0.1",
+) -> None:
+    """Serve the search page and print its address: find photos by text or example, filter, page through."""
+    from ui.server import serve
+
+    serve(LibraryPaths.at(library), host, port, typer.echo)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit."""
+    # Libraries underneath (open_clip, huggingface_hub) log retries and warnings to the root
+    # logger; without a handler Python prints them all. --verbose installs a real one.
+    logging.getLogger().addHandler(logging.NullHandler())
     try:
         app()
     except PixseekError as exc:

@@ -1,0 +1,101 @@
+"""Zero-shot auto-tags: each image's most likely labels from a user's list, from its stored vector.
+
+Like CLIP's zero-shot classifier: every label is embedded (prompt-ensembled), an image's cosine
+scores against all labels go through a softmax at the model's own logit scale, and the labels
+with the highest probabilities become its tags. No image is decoded again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from indexer.catalog import Catalog
+from indexer.errors import PixseekError
+from search.prompts import embed_texts
+
+if TYPE_CHECKING:
+    from search.engine import Library
+
+DEFAULT_TOP = 3
+# A label needs this probability to become a tag: with softmax over the user's labels, a photo
+# that fits none of them spreads its mass thinly and gets no tag rather than a wrong one.
+DEFAULT_MIN_PROB = 0.2
+LABELS_SETTING = "tag_labels"
+_CHUNK = 65_536  # images scored per block of vectors
+
+
+def read_labels(path: Path) -> list[str]:
+    """One label per line; blank lines and lines starting with # are ignored, repeats dropped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise PixseekError(f"cannot read labels file {path} ({exc.strerror or exc})", "check the path") from None
+    except UnicodeDecodeError:
+        raise PixseekError(f"labels file {path} is not UTF-8 text", "save it as plain UTF-8 text") from None
+    labels = list(dict.fromkeys(s.strip() for s in lines if s.strip() and not s.strip().startswith("#")))
+    if len(labels) < 2:
+        raise PixseekError(f"{path} has {len(labels)} label(s); tagging compares labels with each other",
+                           "write at least two labels, one per line")
+    return labels
+
+
+def tag_images(library: Library, labels: list[str], *, top: int = DEFAULT_TOP, min_prob: float = DEFAULT_MIN_PROB,
+               ensemble: bool = True) -> dict[str, int]:
+    """Replace every indexed image's tags; returns how many images got each label."""
+    import torch
+
+    if top < 1:
+        raise PixseekError(f"--top must be at least 1, not {top}")
+    if not 0 <= min_prob <= 1:
+        raise PixseekError(f"--min-prob must be between 0 and 1, not {min_prob}")
+    ids = np.array(library.catalog.indexed_ids(), dtype=np.int64)
+    if len(ids) == 0:
+        raise PixseekError(f"the library at {library.paths.root} has no indexed images",
+                           "run `pixseek index FOLDER` first")
+    encoder = library.encoder
+    label_vecs = embed_texts(encoder, labels, ensemble)
+    with torch.no_grad():
+        scale = float(encoder.model.logit_scale.exp())
+    top = min(top, len(labels))
+    rows = []
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        logits = scale * (library.vectors.get(chunk) @ label_vecs.T)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        best = np.argsort(-probs, axis=1)[:, :top]
+        for image_id, picks, p in zip(chunk.tolist(), best, probs):
+            rows += [(image_id, labels[j], round(float(p[j]), 4)) for j in picks if p[j] >= min_prob]
+    _store(library.catalog, labels, rows)
+    counts = Counter(label for _, label, _ in rows)
+    return {label: counts[label] for label in labels}
+
+
+def _store(catalog: Catalog, labels: list[str], rows: list[tuple[int, str, float]]) -> None:
+    with catalog.transaction():
+        catalog.db.execute("DELETE FROM tags")
+        catalog.db.conn.executemany("INSERT INTO tags (image_id, label, score) VALUES (?, ?, ?)", rows)
+        catalog.set_setting(LABELS_SETTING, json.dumps(labels, ensure_ascii=False))
+
+
+def stored_labels(catalog: Catalog) -> list[str]:
+    """The labels of the last tagging run, so `pixseek tag` can re-run without --labels."""
+    raw = catalog.get_setting(LABELS_SETTING)
+    return json.loads(raw) if raw else []
+
+
+def check_tag(catalog: Catalog, label: str) -> None:
+    """A --tag nothing carries is a typo or a missing tagging run: say so rather than show nothing."""
+    if catalog.db.execute("SELECT 1 FROM tags WHERE label = ? COLLATE NOCASE LIMIT 1", [label]).fetchone():
+        return
+    known = stored_labels(catalog)
+    if not known:
+        raise PixseekError(f"no image is tagged '{label}': this library has no tags yet",
+                           "run `pixseek tag --labels labels.txt` first")
+    raise PixseekError(f"no image is tagged '{label}'", f"tags in this library: {', '.join(known[:20])}")
+
