@@ -131,7 +131,7 @@ def test_offline_download_failure_names_the_local_dir_option(indexed, cli_env):
 
 
 def test_every_command_has_help(cli_env):
-    for command in ["index", "search", "info", "demo", "models"]:
+    for command in ["index", "search", "info", "demo", "models", "dupes", "tag", "ui"]:
         proc = run([command, "--help"], cli_env, timeout=60)
         assert proc.returncode == 0 and "Usage" in proc.stdout, command
 
