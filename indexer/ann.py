@@ -8,6 +8,7 @@ which candidates are looked at, never the final scores.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ KINDS = (AUTO, FLAT, IVFPQ)
 
 # Below this many vectors an exact scan takes a few milliseconds; IVF-PQ only adds recall risk.
 AUTO_IVFPQ_MIN = 50_000
-MAX_TRAIN = 200_000
+MAX_TRAIN = 200_000  # k-means sample: 400 MB of float32 at 512 dimensions, however big the library
+ADD_CHUNK = 65_536  # vectors read and added at a time (128 MB of float32 at 512 dimensions)
 
 
 def _faiss():
@@ -51,32 +53,42 @@ def ivfpq_params(n: int, dim: int) -> tuple[int, int, int]:
     return nlist, m, nbits
 
 
-def build(vectors: np.ndarray, ids: np.ndarray, kind: str, use_gpu: bool | None = None):
-    """A FAISS index over `vectors` (float32, L2-normalised) with FAISS ids = catalog ids."""
+def build(ids: np.ndarray, dim: int, fetch: Callable[[np.ndarray], np.ndarray], kind: str,
+          use_gpu: bool | None = None):
+    """A FAISS index over the vectors of `ids` (FAISS ids = catalog ids).
+
+    fetch(some_ids) returns their float32, L2-normalised vectors. It is called a chunk at a time
+    (and once for the k-means sample), so building never holds a second copy of every vector:
+    an IVF-PQ build of any size needs the sample plus one chunk, not the library.
+    """
     faiss = _faiss()
-    n, dim = vectors.shape
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    n = len(ids)
     kind = choose_kind(kind, n)
     if use_gpu is None:
         use_gpu = faiss.get_num_gpus() > 0
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
     if kind == FLAT or n < 2:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        index.add_with_ids(vectors, ids)
-        return index
-    nlist, m, nbits = ivfpq_params(n, dim)
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
-    if use_gpu:
-        # FAISS's documented way to train a CPU IVF index with GPU k-means; the index itself
-        # stays on the CPU so the file written is portable to machines without a GPU.
-        index.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(dim))
-    rng = np.random.default_rng(0)
-    sample = vectors if n <= MAX_TRAIN else vectors[rng.choice(n, MAX_TRAIN, replace=False)]
-    index.train(sample)
-    index.add_with_ids(vectors, ids)
-    index.nprobe = max(1, min(nlist, max(8, nlist // 8)))
+    else:
+        nlist, m, nbits = ivfpq_params(n, dim)
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        if use_gpu:
+            # FAISS's documented way to train a CPU IVF index with GPU k-means; the index itself
+            # stays on the CPU so the file written is portable to machines without a GPU.
+            index.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(dim))
+        # Sorted, so the sample is read from the vector file front to back.
+        sample = ids if n <= MAX_TRAIN else np.sort(np.random.default_rng(0).choice(ids, MAX_TRAIN, replace=False))
+        index.train(_rows(fetch, sample))
+        index.nprobe = max(1, min(nlist, max(8, nlist // 8)))
+    for start in range(0, n, ADD_CHUNK):
+        chunk = ids[start:start + ADD_CHUNK]
+        index.add_with_ids(_rows(fetch, chunk), chunk)
     return index
+
+
+def _rows(fetch: Callable[[np.ndarray], np.ndarray], ids: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(fetch(ids), dtype=np.float32)
 
 
 def describe(index) -> dict[str, object]:

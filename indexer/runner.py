@@ -8,7 +8,7 @@
         writer.add(previous batch)            writer.py      gathered and the last one written
                                                              while it computes; vectors fsync'd,
                                                              then the catalog commit
-    ann.build(all indexed vectors)            ann.py       written atomically
+    ann.build(all indexed vectors, chunked)   ann.py       written atomically
 """
 
 from __future__ import annotations
@@ -333,8 +333,7 @@ def _rebuild_ann(catalog: Catalog, library: LibraryPaths, kind: str) -> dict[str
         catalog.mark_in_ann([])
         return {"type": "none", "vectors": 0}
     dim = int(catalog.get_setting(DIM) or 0)
-    vecs = VectorStore(library.vectors, dim).get(ids)
-    index = ann.build(vecs, ids, kind)
+    index = ann.build(ids, dim, VectorStore(library.vectors, dim).get, kind)
     ann.save(index, library.ann)
     catalog.mark_in_ann(ids.tolist())
     return ann.describe(index)

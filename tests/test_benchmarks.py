@@ -11,10 +11,12 @@ import re
 import subprocess
 import sys
 
+from PIL import Image
+
 from tests.conftest import CALTECH, REPO, need_shared
 
 SMOKE_FILES, SMOKE_BIG = 24, 3  # what --smoke limits index_throughput.py to
-THROUGHPUT_FIGURES = {"images", "seconds", "end-to-end", "model-only", "ratio", "peak memory"}
+THROUGHPUT_FIGURES = {"images", "seconds", "end-to-end", "steady", "model-only", "ratio", "peak memory"}
 
 
 def run_benchmark(script: str, *args: str, **env: str) -> str:
@@ -29,23 +31,39 @@ def figures(block: str) -> dict[str, float]:
     return {name: float(value) for name, value in re.findall(r"^(\S.*?)\s{2,}([\d.]+)\b", block, re.M)}
 
 
-def test_index_throughput_smoke_prints_every_figure_for_both_photo_sets(tmp_path, demo_spec):
+def test_index_throughput_smoke_prints_every_figure_for_every_photo_set(tmp_path, demo_spec):
     need_shared(CALTECH)
-    out = run_benchmark("index_throughput.py", "--smoke", "--model", f"local-dir:{demo_spec.local_dir}",
+    out = run_benchmark("index_throughput.py", "--smoke", "--repeat", "2", "--model", f"local-dir:{demo_spec.local_dir}",
                         PIXSEEK_BENCH_CACHE=str(tmp_path))  # the 12 MP photos are made afresh
-    blocks = out.split("\n== ")[1:]
-    assert [b.split(" ==")[0] for b in blocks] == [f"{CALTECH.name} ({SMOKE_FILES} files)",
-                                                   f"12 MP JPEGs ({SMOKE_BIG} files, 4000x3000)"]
-    for block, count in zip(blocks, (SMOKE_FILES, SMOKE_BIG)):
+    *blocks, summary = out.split("\n== ")[1:]
+    titles = [b.split(" ==")[0] for b in blocks]
+    sets = [f"{CALTECH.name} ({SMOKE_FILES} files)"] + [
+        f"12 MP JPEGs, {kind} ({SMOKE_BIG} files, 4000x3000, {size} MB each)"
+        for kind, size in zip(("plain upscaling", "grain 4"), re.findall(r"4000x3000, ([\d.]+) MB each", out)[:2])]
+    assert titles == [f"{s}, round {r} of 2" for r in (1, 2) for s in sets]  # round after round over all sets
+    for block, count in zip(blocks, (SMOKE_FILES, SMOKE_BIG, SMOKE_BIG) * 2):
         found = figures(block)
         assert THROUGHPUT_FIGURES <= found.keys(), block
         assert all(found[name] > 0 for name in THROUGHPUT_FIGURES), block
         assert found["images"] == count
         # The ratio printed is the one of the two rates printed (to their rounding).
-        assert abs(found["ratio"] - found["end-to-end"] / found["model-only"]) < 0.01 + 0.01 * found["ratio"]
+        assert abs(found["ratio"] - found["steady"] / found["model-only"]) < 0.01 + 0.01 * found["ratio"]
+        # A smoke run is shorter than two read-ahead windows: no steady window, the whole run.
+        assert found["steady"] == found["end-to-end"] and "too few images" in block
+    assert summary.startswith("ratio (steady / model-only), median of 2 rounds ==")
+    for label in sets:
+        median, first, second = map(float, re.search(re.escape(label) + r": ([\d.]+)\s+\(([\d.]+) / ([\d.]+)\)",
+                                                     summary).groups())
+        assert abs(median - (first + second) / 2) < 0.0015
+        assert [first, second] == [figures(b)["ratio"] for b in blocks if b.startswith(label)]
         stages = re.search(r"^stages\s+(.*)$", block, re.M).group(1)
         assert all(f"{stage} " in stages for stage in ("embed", "decode (in workers)", "write", "wait"))
-    assert len(list((tmp_path / "pixseek-bench" / "big-4000x3000").glob("*.jpg"))) == SMOKE_BIG
+    made = list((tmp_path / "pixseek-bench").glob("big-4000x3000-*/*.jpg"))
+    assert len(made) == 2 * SMOKE_BIG
+    plain, grainy = (sorted((tmp_path / "pixseek-bench" / f"big-4000x3000-grain{g}").glob("*.jpg"))[0] for g in (0, 4))
+    with Image.open(plain) as photo:
+        assert sorted(photo.size) == [3000, 4000]
+    assert grainy.stat().st_size > 1.5 * plain.stat().st_size  # grain compresses like a camera's noise
 
 
 def test_rescan_smoke_times_the_command_line_rerun_and_finds_no_heavy_import(demo_spec):
@@ -55,3 +73,14 @@ def test_rescan_smoke_times_the_command_line_rerun_and_finds_no_heavy_import(dem
     assert found["first index"] > 0 and found["re-run (CLI)"] > 0 and found["re-run (API)"] > 0
     assert re.search(r"unchanged 200, embedded 0", out)
     assert re.search(r"^heavy imports\s+none\b", out, re.M)
+
+
+def test_steady_window_leaves_a_read_ahead_window_out_at_both_ends(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from index_throughput import steady_window
+
+    stamps = {n: n / 10 for n in range(32, 481, 32)}  # batches of 32 consumed at 10 images/s
+    first, last, seconds = steady_window(stamps, 96)
+    assert (first, last) == (96, 384)
+    assert abs(seconds - 28.8) < 1e-9
+    assert steady_window({32: 3.2, 64: 6.4, 96: 9.6}, 96) is None
