@@ -27,11 +27,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 START_TIMEOUT_S = 120  # the server imports torch and Streamlit on a 2-core machine
 PAGE_TIMEOUT_MS = 60_000  # the first page load also loads the model
 CARD = "[class*='st-key-card-']"
-# True once the last rerun has finished and the first card's thumbnail has been drawn.
+# True once the last rerun has finished and the first card's thumbnail and name have been drawn
+# (the name's button can be drawn a frame after the script state says the rerun is over).
 FIRST_PAGE_SHOWN = """() => {
     const app = document.querySelector("[data-testid='stApp']");
     const img = document.querySelector("[class*='st-key-card-'] img");
-    return app && app.dataset.testScriptState === "notRunning" && img && img.complete && img.naturalWidth > 0;
+    const name = document.querySelector("[class*='st-key-card-'] [class*='st-key-open-']");
+    return app && app.dataset.testScriptState === "notRunning" && img && img.complete && img.naturalWidth > 0
+        && name && name.innerText.trim().length > 0;
 }"""
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser at {CHROMIUM}: run .ci/install-browser.sh")
