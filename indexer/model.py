@@ -204,9 +204,37 @@ class Encoder:
 
         with torch.inference_mode():
             tokens = self.tokenizer(texts).to(self.device)
-            feats = self.model.encode_text(tokens)
+            feats = encode_tokens(self.model, tokens)
             feats = torch.nn.functional.normalize(feats.float(), dim=-1)
         return feats.cpu().numpy()
+
+
+def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """`model.encode_text(tokens)`, computed only up to the longest text where that is exact.
+
+    CLIP's own text tower is causal and pools at the end-of-text token (the largest token id,
+    hence "argmax"), so the padding after the longest text of a batch can never change a result.
+    A query fills ~10 of 77 positions: skipping the rest makes a text query with its 8 prompt
+    templates ~6x faster on a CPU (ViT-B-32: 0.35 s -> 0.06 s). Other text towers (Hugging Face
+    encoders, other pooling) run unchanged.
+    """
+    import open_clip
+    import torch
+    from open_clip.transformer import text_global_pool
+
+    used = int((tokens != 0).any(dim=0).nonzero().max()) + 1  # padding (id 0) only trails
+    if (type(model) is not open_clip.CLIP or model.text_pool_type != "argmax" or model.attn_mask is None
+            or used >= tokens.shape[1]):
+        return model.encode_text(tokens)
+    tokens = tokens[:, :used]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:used].to(cast)
+    x = model.transformer(x, attn_mask=model.attn_mask[:used, :used])
+    x = text_global_pool(model.ln_final(x), tokens, model.text_pool_type)
+    projection = model.text_projection
+    if projection is None:
+        return x
+    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
 class PendingVectors:

@@ -108,3 +108,20 @@ def test_image_query_returns_red_circles(world):
     assert all(colours[top5] == "red") and all(shapes[top5] == "circle"), list(
         zip(colours[top5], shapes[top5])
     )
+
+
+def test_text_encoding_stops_at_the_longest_text_and_matches_the_full_computation(world, monkeypatch):
+    from indexer.model import encode_tokens
+
+    model, tokenizer = world["model"], open_clip.get_tokenizer(MODEL_NAME)
+    texts = ["a red circle", "a photo of a small green triangle on a white background", ""]
+    too_long = [" ".join(["a big red circle"] * 20)]  # fills the whole context: nothing to skip
+    tokens, long_tokens = tokenizer(texts), tokenizer(too_long)
+    assert (tokens[:, -8:] == 0).all()  # there is padding to skip
+    with torch.no_grad():
+        full, long_full = model.encode_text(tokens), model.encode_text(long_tokens)
+        monkeypatch.setattr(model, "encode_text", lambda t: pytest.fail("the padded path ran"))
+        trimmed = encode_tokens(model, tokens)
+        monkeypatch.setattr(model, "encode_text", lambda t: long_full)
+        assert encode_tokens(model, long_tokens) is long_full
+    assert torch.allclose(trimmed, full, atol=1e-5)
