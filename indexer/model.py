@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -26,6 +29,9 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "demo-model"
+OFFLINE_HINT = "copy a model folder (open_clip_config.json + weights) here and pass --model local-dir:/path/to/folder"
+HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # what open_clip looks for
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 log = logging.getLogger(__name__)
@@ -127,6 +133,7 @@ class Encoder:
         import torch
 
         _check_spec(spec)
+        _check_hub_reachable(spec)
         self.spec = spec
         self.device = pick_device(device)
         # Half precision on GPUs doubles throughput at no measurable cost to ranking; CPUs lack
@@ -250,13 +257,41 @@ class PendingVectors:
         return self._host.numpy()
 
 
+def _check_hub_reachable(spec: ModelSpec) -> None:
+    """Fail in seconds when weights must come from the Hugging Face hub and it cannot be reached.
+
+    Without this, huggingface_hub retries each candidate file five times with backoff: a minute
+    of retry messages before the error. Skipped when the files are cached, when the user set
+    HF_HUB_OFFLINE (open_clip then fails at once by itself) or a proxy (only it can tell).
+    """
+    if spec.name.startswith("hf-hub:"):
+        repo, files = spec.name[len("hf-hub:"):], ("open_clip_config.json",)
+    elif spec.local_dir is None and spec.pretrained:
+        import open_clip
+
+        repo, filename = os.path.split(open_clip.get_pretrained_cfg(spec.name, spec.pretrained).get("hf_hub", ""))
+        files = (filename,) if filename else HUB_WEIGHTS
+    else:
+        return  # a local folder, or random weights: nothing to download
+    if not repo or os.environ.get("HF_HUB_OFFLINE") or any(os.environ.get(v) for v in PROXY_VARIABLES):
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if any(isinstance(try_to_load_from_cache(repo, f), str) for f in files):
+        return
+    endpoint = urlparse(constants.ENDPOINT)
+    host = endpoint.hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, endpoint.port or (80 if endpoint.scheme == "http" else 443)), timeout=5).close()
+    except OSError:
+        raise PixseekError(f"could not download the weights for {spec}: {host} cannot be reached (no internet?)",
+                           OFFLINE_HINT) from None
+
+
 def _load_error(spec: ModelSpec, exc: Exception) -> PixseekError:
     text = str(exc)
     if spec.local_dir is None and any(w in text.lower() for w in ("download", "connect", "offline", "resolve", "hub")):
-        return PixseekError(
-            f"could not download the weights for {spec} (no internet?)",
-            "copy a model folder (open_clip_config.json + weights) here and pass --model local-dir:/path/to/folder",
-        )
+        return PixseekError(f"could not download the weights for {spec} (no internet?)", OFFLINE_HINT)
     return PixseekError(f"could not load model {spec}: {text.splitlines()[0] if text else type(exc).__name__}")
 
 

@@ -130,6 +130,25 @@ def test_offline_download_failure_names_the_local_dir_option(indexed, cli_env):
     assert_one_line_error(proc, "could not download", "local-dir:")
 
 
+def test_unreachable_hub_fails_at_once_with_one_line_not_a_minute_of_retries(indexed, cli_env, tmp_path):
+    import socket
+
+    _, _, root = indexed
+    with socket.socket() as sock:  # a port nothing listens on once closed: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in cli_env.items() if "proxy" not in k.lower() and k != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "hf"))  # nothing cached
+    proc = run(["index", str(root / "images"), "--model", "ViT-B-32"], env)
+    # huggingface_hub's own retries would print a "Retrying in 1s [Retry 1/5]" line each.
+    assert_one_line_error(proc, "could not download", "127.0.0.1 cannot be reached", "local-dir:")
+    # Nothing was lost: with a model at hand the next run embeds every photo the failed one found.
+    proc = run(["index", str(root / "images"), "--model", "demo", "--workers", "0"], env)
+    assert proc.returncode == 0, proc.stderr
+    count = len(list((root / "images").iterdir()))
+    assert f", {count} embedded at " in proc.stdout, proc.stdout
+
+
 def test_every_command_has_help(cli_env):
     for command in ["index", "search", "info", "demo", "models", "dupes", "tag", "ui"]:
         proc = run([command, "--help"], cli_env, timeout=60)

@@ -102,7 +102,8 @@ def index(
     if len(report.skipped) > 20:
         typer.echo(f"  ... and {len(report.skipped) - 20} more (pixseek info --skipped)")
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(report.stages.items(), key=lambda kv: -kv[1]))
-    rate = f", {report.images_per_second:.1f} images/s" if report.embedded else ""
+    # "embedded" also counts files a stopped or failed earlier run had found but not embedded.
+    rate = f", {report.embedded} embedded at {report.images_per_second:.1f} images/s" if report.embedded else ""
     typer.echo(f"{report.seconds:.1f}s{rate} ({stages}); library {paths.root}")
 
 
