@@ -16,7 +16,7 @@ import numpy as np
 from indexer import ann
 from indexer.catalog import INDEXED, Catalog, ImageRow, path_from_db
 from indexer.errors import PixseekError
-from indexer.library import DIM, LibraryPaths, check_same_model, recorded_spec
+from indexer.library import DIM, MODEL_FINGERPRINT, LibraryPaths, check_same_model, recorded_spec
 from indexer.model import Encoder, ModelSpec, load_encoder
 from indexer.vectors import VectorStore
 from search import rank
@@ -83,6 +83,20 @@ class Library:
 
     def close(self) -> None:
         self.catalog.close()
+
+    def _follow_index_runs(self) -> None:
+        """Take in what index runs changed since this Library was opened (the UI keeps one open).
+
+        A first index of an empty library, or `--rebuild` with another model, changes the model:
+        queries must then be embedded by the new one, into vectors of the new size.
+        """
+        settings = self.catalog.settings()
+        if settings == self.settings:
+            return
+        if settings.get(MODEL_FINGERPRINT) != self.settings.get(MODEL_FINGERPRINT):
+            self._encoder = None
+        self.settings = settings
+        self.vectors = VectorStore(self.paths.vectors, int(settings.get(DIM) or 0))
 
     # model and index, loaded on first use --------------------------------------------------
     @property
@@ -197,6 +211,7 @@ class Library:
         """
         if k < 1:
             raise PixseekError(f"-k must be at least 1, not {k}")
+        self._follow_index_runs()
         all_terms = list(terms or [])
         if query:
             all_terms += parse_query(query, allow_paths)
@@ -228,6 +243,7 @@ class Library:
         (`rank.z_floor`). dedupe keeps only the best of each set of near-duplicates; sort is
         "score" or "date" (`rank.sort_results`)."""
         rank.check_sort(sort)
+        self._follow_index_runs()
         filters = filters or Filters()
         if filters.tag is not None:
             check_tag(self.catalog, filters.tag.strip())
@@ -298,6 +314,7 @@ class Library:
 
     # about the library ----------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
+        self._follow_index_runs()
         counts = self.catalog.counts()
         index = self._index()
         reasons: dict[str, int] = {}

@@ -286,6 +286,30 @@ def test_rebuild_re_embeds_everything_with_the_new_model(other_library, demo_spe
     assert _search_paths(lib, k=1) <= _red_circles(records_a)
 
 
+def test_an_open_library_follows_a_rebuild_with_another_model(other_library, demo_spec, other_model):
+    lib, folder_a, records_a = other_library
+    opened = Library.open(lib)  # a long-lived reader, as the UI keeps
+    opened.search(QUERY, k=1)
+    assert opened.encoder.fingerprint() == other_model.fingerprint()
+    run_index(LibraryPaths.at(lib), [folder_a], model=demo_spec, rebuild=True, workers=TEST_WORKERS)
+    found = {r.path for r in opened.search(QUERY, k=1)}  # the old model's vectors are half as long
+    assert opened.encoder.fingerprint() == demo_spec.fingerprint()
+    assert found <= _red_circles(records_a)
+    assert opened.info()["model_fingerprint"] == demo_spec.fingerprint()
+
+
+def test_an_open_library_that_was_empty_searches_once_indexed(tmp_path, gallery, demo_spec):
+    folder_a, records_a, *_ = gallery
+    lib = LibraryPaths.at(tmp_path / "lib")
+    (tmp_path / "empty").mkdir()
+    run_index(lib, [tmp_path / "empty"], model=demo_spec, workers=TEST_WORKERS)
+    opened = Library.open(lib.root)
+    with pytest.raises(PixseekError, match="no indexed images"):
+        opened.search(QUERY, k=3)
+    run_index(lib, [folder_a], model=demo_spec, workers=TEST_WORKERS)
+    assert {r.path for r in opened.search(QUERY, k=1)} <= _red_circles(records_a)
+
+
 def test_rebuild_interrupted_by_ctrl_c_continues_with_a_plain_index_run(other_library, demo_spec, demo_encoder,
                                                                         monkeypatch):
     lib, folder_a, records_a = other_library
