@@ -87,6 +87,43 @@ def build(ids: np.ndarray, dim: int, fetch: Callable[[np.ndarray], np.ndarray], 
     return index
 
 
+def update(index, ids: np.ndarray, dim: int, fetch: Callable[[np.ndarray], np.ndarray]) -> bool:
+    """Make a trained IVF-PQ index hold exactly `ids` without training it again.
+
+    A run that adds a few photos to a large library then pays for those photos, not for a
+    k-means over the library (2 cores: 16 s at 60,000 vectors, minutes at 200,000). Returns
+    False, changing nothing, for an index of another kind or size of vector, or when the library
+    has grown or shrunk about twofold since the lists were sized (nlist ~ sqrt(n)): the caller
+    then builds a new one.
+    """
+    faiss = _faiss()
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None or index.d != dim:
+        return False
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if not ivf.nlist / math.sqrt(2) <= ivfpq_params(len(ids), dim)[0] <= ivf.nlist * math.sqrt(2):
+        return False
+    held = ids_in(index)
+    gone = np.setdiff1d(held, ids)
+    if len(gone):
+        index.remove_ids(gone)
+    new = np.setdiff1d(ids, held)
+    for start in range(0, len(new), ADD_CHUNK):
+        chunk = new[start:start + ADD_CHUNK]
+        index.add_with_ids(_rows(fetch, chunk), chunk)
+    return True
+
+
+def ids_in(index) -> np.ndarray:
+    """The ids an IVF index holds, read from its inverted lists (sorted)."""
+    faiss = _faiss()
+    ivf = faiss.extract_index_ivf(index)
+    lists = ivf.invlists
+    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+             for i in range(ivf.nlist) if lists.list_size(i)]
+    return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+
+
 def _rows(fetch: Callable[[np.ndarray], np.ndarray], ids: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(fetch(ids), dtype=np.float32)
 

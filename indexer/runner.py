@@ -8,7 +8,8 @@
         writer.add(previous batch)            writer.py      gathered and the last one written
                                                              while it computes; vectors fsync'd,
                                                              then the catalog commit
-    ann.build(all indexed vectors, chunked)   ann.py       written atomically
+    ann.update or ann.build                   ann.py       new vectors added to a trained index,
+                                                             or built in chunks; written atomically
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def run_index(
             if (changed or not library.ann.exists() or kind != catalog.get_setting(INDEX_KIND)
                     or catalog.ann_stale()):
                 with timer.stage("ann"):
-                    report.index = _rebuild_ann(catalog, library, kind)
+                    report.index = _refresh_ann(catalog, library, kind)
                 catalog.set_setting(INDEX_KIND, kind)
             catalog.set_setting(LAST_INDEXED, now_iso())
         finally:
@@ -326,14 +327,34 @@ def _embed(catalog: Catalog, library: LibraryPaths, encoder: Encoder, reader: Re
     report.skipped = [(paths[i], reason) for i, reason in writer.skipped]
 
 
-def _rebuild_ann(catalog: Catalog, library: LibraryPaths, kind: str) -> dict[str, object]:
+def _refresh_ann(catalog: Catalog, library: LibraryPaths, kind: str) -> dict[str, object]:
+    """Make the ANN file hold exactly the indexed rows: updated in place when it can be, else built."""
     ids = np.array(catalog.indexed_ids(), dtype=np.int64)
     if len(ids) == 0:
         library.ann.unlink(missing_ok=True)
         catalog.mark_in_ann([])
         return {"type": "none", "vectors": 0}
     dim = int(catalog.get_setting(DIM) or 0)
-    index = ann.build(ids, dim, VectorStore(library.vectors, dim).get, kind)
+    fetch = VectorStore(library.vectors, dim).get
+    index = _updated_in_place(library, ids, dim, fetch, kind)
+    trained = index is None
+    if index is None:
+        index = ann.build(ids, dim, fetch, kind)
     ann.save(index, library.ann)
     catalog.mark_in_ann(ids.tolist())
-    return ann.describe(index)
+    return {**ann.describe(index), "trained": trained}
+
+
+def _updated_in_place(library: LibraryPaths, ids: np.ndarray, dim: int,
+                      fetch: Callable[[np.ndarray], np.ndarray], kind: str):
+    """The library's IVF-PQ index brought up to date without training, or None to build anew.
+
+    Exact indexes are always rebuilt: they need no training, so that costs only the copy.
+    """
+    if ann.choose_kind(kind, len(ids)) != ann.IVFPQ or not library.ann.exists():
+        return None
+    try:
+        index = ann.load(library.ann)
+    except RuntimeError:  # unreadable: FAISS says so with a RuntimeError; a new one replaces it
+        return None
+    return index if ann.update(index, ids, dim, fetch) else None

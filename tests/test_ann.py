@@ -53,3 +53,38 @@ def test_ivfpq_params_leave_enough_training_points_per_list():
     for n in (100, 5_000, 200_000):
         nlist, m, nbits = ann.ivfpq_params(n, 512)
         assert n // nlist >= 39 and 512 % m == 0 and 1 <= nbits <= 8
+
+
+def _ivfpq(n: int, vectors: np.ndarray):
+    return ann.build(np.arange(1, n + 1), DIM, lambda some: vectors[some], ann.IVFPQ, use_gpu=False)
+
+
+def test_update_drops_and_adds_ids_in_a_trained_index_without_training_it_again():
+    import faiss
+
+    vectors = unit_vectors(N + 201, DIM)
+    index = _ivfpq(N, vectors)
+    quantizer = faiss.extract_index_ivf(index).quantizer
+    centroids = quantizer.reconstruct_n(0, quantizer.ntotal)
+    now = np.concatenate([np.arange(101, N + 1), np.arange(N + 1, N + 201)])  # 100 gone, 200 new
+    fetched: list[np.ndarray] = []
+
+    def fetch(some: np.ndarray) -> np.ndarray:
+        fetched.append(np.array(some))
+        return vectors[some]
+
+    assert ann.update(index, now, DIM, fetch)
+    assert np.array_equal(ann.ids_in(index), now)
+    assert np.array_equal(np.concatenate(fetched), np.arange(N + 1, N + 201))  # only new vectors are read
+    np.testing.assert_array_equal(quantizer.reconstruct_n(0, quantizer.ntotal), centroids)
+    assert all(i in ann.search(index, vectors[i], 10)[0] for i in (N + 1, N + 100, N + 200))
+    assert not any(i in ann.search(index, vectors[i], 10)[0] for i in (1, 50, 100))
+
+
+def test_update_declines_an_exact_index_and_a_library_that_doubled():
+    vectors = unit_vectors(2 * N + 1, DIM)
+    index = _ivfpq(N, vectors)
+    assert not ann.update(index, np.arange(1, 2 * N + 1), DIM, lambda some: vectors[some])
+    assert np.array_equal(ann.ids_in(index), np.arange(1, N + 1))  # left as it was
+    flat = ann.build(np.arange(1, N + 1), DIM, lambda some: vectors[some], ann.FLAT, use_gpu=False)
+    assert not ann.update(flat, np.arange(1, N + 1), DIM, lambda some: vectors[some])

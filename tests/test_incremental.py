@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from indexer import ann
 from indexer.library import LibraryPaths
 from indexer.runner import run_index
 from indexer.vectors import VectorStore
@@ -25,8 +26,8 @@ def photos(tmp_path) -> Path:
     return folder
 
 
-def _index(lib: LibraryPaths, roots: list[Path], spec):
-    return run_index(lib, roots, model=spec, workers=TEST_WORKERS)
+def _index(lib: LibraryPaths, roots: list[Path], spec, kind: str | None = None):
+    return run_index(lib, roots, model=spec, workers=TEST_WORKERS, index_kind=kind)
 
 
 def _names(lib: LibraryPaths, query: str, k: int = 3) -> list[str]:
@@ -42,9 +43,10 @@ def test_second_run_on_unchanged_folder_embeds_nothing(tmp_path, photos, demo_sp
     assert second.unchanged == 24
 
 
-def test_add_modify_rename_delete_are_counted_and_followed_by_search(tmp_path, photos, demo_spec):
+@pytest.mark.parametrize("kind", ["flat", "ivfpq"])
+def test_add_modify_rename_delete_are_counted_and_followed_by_search(tmp_path, photos, demo_spec, kind):
     lib = LibraryPaths.at(tmp_path / "lib")
-    _index(lib, [photos], demo_spec)
+    assert _index(lib, [photos], demo_spec, kind).index["trained"]
     rng = random.Random(11)
 
     draw_shape("red", "circle", rng).save(photos / "new-red-circle.jpg")  # added
@@ -64,6 +66,8 @@ def test_add_modify_rename_delete_are_counted_and_followed_by_search(tmp_path, p
 
     report = _index(lib, [photos], demo_spec)
     assert (report.added, report.updated, report.moved, report.removed) == (1, 1, 1, 1)
+    # A trained IVF-PQ index takes the changes in place; an exact one is simply rebuilt.
+    assert (report.index["type"], report.index["trained"]) == (kind, kind == "flat")
     assert report.unchanged == 24 - 3
     assert report.embedded == 2  # the moved file reuses its embedding
 
@@ -79,9 +83,10 @@ def test_add_modify_rename_delete_are_counted_and_followed_by_search(tmp_path, p
     assert "new-red-circle.jpg" in _names(lib, "a red circle", k=2)
 
 
-def test_catalog_vectors_and_index_agree_after_changes(tmp_path, photos, demo_spec):
+@pytest.mark.parametrize("kind", ["flat", "ivfpq"])
+def test_catalog_vectors_and_index_agree_after_changes(tmp_path, photos, demo_spec, kind):
     lib = LibraryPaths.at(tmp_path / "lib")
-    _index(lib, [photos], demo_spec)
+    _index(lib, [photos], demo_spec, kind)
     for p in list(photos.iterdir())[:5]:
         p.unlink()
     _index(lib, [photos], demo_spec)
@@ -90,6 +95,8 @@ def test_catalog_vectors_and_index_agree_after_changes(tmp_path, photos, demo_sp
     assert len(ids) == 19
     index = library._index()
     assert index.ntotal == 19
+    if kind == "ivfpq":
+        assert ann.ids_in(index).tolist() == ids
     vecs = VectorStore(lib.vectors, library.vectors.dim).get(np.array(ids))
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-2)
 
