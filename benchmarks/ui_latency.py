@@ -28,7 +28,7 @@ from pathlib import Path
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 from _common import CALTECH, RANDOM_MODEL, cache_dir, machine, model_spec
-from index_throughput import big_photos, image_files, link_folder
+from index_throughput import BIG_GRAINS, big_photos, image_files, link_folder
 
 from tests.test_ui_browser import CHROMIUM, FIRST_PAGE_SHOWN, browser_page, press_search, running_ui
 
@@ -93,7 +93,7 @@ def measure(label: str, folder: Path, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=RANDOM_MODEL, help=f"{RANDOM_MODEL} (default), demo, or a model spec")
-    # index_throughput.py's default count, so both share one set of cached 12 MP files.
+    # A prefix of index_throughput.py's 12 MP set: both use the same cached files.
     parser.add_argument("--big", type=int, default=48, help="how many 12 MP photos in the second library (0: none)")
     parser.add_argument("--per-page", type=int, default=60, choices=(20, 40, 60, 100))
     parser.add_argument("--queries", type=int, default=len(QUERIES), help="how many of the queries to time")
@@ -109,10 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     measure(f"caltech ({len(image_files(CALTECH))} JPEGs)", CALTECH, args)
     if args.big > 0:
         # A fixed folder of links keeps the library's paths, so a rerun does not embed again.
-        big = cache_dir() / "ui-latency" / f"big-{args.big}"
+        # Camera-bitrate photos: a thumbnail costs what it would for a phone's photo.
+        grain = BIG_GRAINS[-1]
+        big = cache_dir() / "ui-latency" / f"big-{args.big}-grain{grain:g}"
         if not big.is_dir():
-            link_folder(big_photos(image_files(CALTECH), args.big), big)
-        measure(f"12 MP JPEGs ({args.big})", big, args)
+            link_folder(big_photos(image_files(CALTECH), args.big, grain), big)
+        measure(f"12 MP JPEGs ({args.big}, grain {grain:g})", big, args)
     return 0
 
 

@@ -11,9 +11,11 @@ import re
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from tests.conftest import CALTECH, REPO, need_shared
+from tests.test_ui_browser import CHROMIUM
 
 SMOKE_FILES, SMOKE_BIG = 24, 3  # what --smoke limits index_throughput.py to
 THROUGHPUT_FIGURES = {"images", "seconds", "end-to-end", "steady", "model-only", "ratio", "peak memory"}
@@ -73,6 +75,19 @@ def test_rescan_smoke_times_the_command_line_rerun_and_finds_no_heavy_import(dem
     assert found["first index"] > 0 and found["re-run (CLI)"] > 0 and found["re-run (API)"] > 0
     assert re.search(r"unchanged 200, embedded 0", out)
     assert re.search(r"^heavy imports\s+none\b", out, re.M)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser at {CHROMIUM}: run .ci/install-browser.sh")
+def test_ui_latency_smoke_times_both_libraries_cold_and_warm(tmp_path):
+    need_shared(CALTECH)
+    out = run_benchmark("ui_latency.py", "--smoke", "--big", "3", PIXSEEK_BENCH_CACHE=str(tmp_path))
+    libraries = re.findall(r"^(.+): library (\S+) \((\d+) added", out, re.M)
+    assert [(label, int(added)) for label, _, added in libraries] == [
+        (f"caltech ({len(list(CALTECH.rglob('*.jpg')))} JPEGs)", len(list(CALTECH.rglob("*.jpg")))),
+        ("12 MP JPEGs (3, grain 4)", 3)]
+    timings = re.findall(r"^  (cold|warm): first card ([\d.]+) s median.*whole page ([\d.]+) s median", out, re.M)
+    assert [mode for mode, *_ in timings] == ["cold", "warm"] * 2
+    assert all(0 < float(first) <= float(whole) for _, first, whole in timings)
 
 
 def test_steady_window_leaves_a_read_ahead_window_out_at_both_ends(monkeypatch):
