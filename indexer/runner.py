@@ -337,12 +337,12 @@ def _refresh_ann(catalog: Catalog, library: LibraryPaths, kind: str) -> dict[str
     dim = int(catalog.get_setting(DIM) or 0)
     fetch = VectorStore(library.vectors, dim).get
     index = _updated_in_place(library, ids, dim, fetch, kind)
-    trained = index is None
-    if index is None:
+    rebuilt = index is None
+    if rebuilt:
         index = ann.build(ids, dim, fetch, kind)
     ann.save(index, library.ann)
     catalog.mark_in_ann(ids.tolist())
-    return {**ann.describe(index), "trained": trained}
+    return {**ann.describe(index), "rebuilt": rebuilt}
 
 
 def _updated_in_place(library: LibraryPaths, ids: np.ndarray, dim: int,

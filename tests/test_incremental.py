@@ -46,7 +46,7 @@ def test_second_run_on_unchanged_folder_embeds_nothing(tmp_path, photos, demo_sp
 @pytest.mark.parametrize("kind", ["flat", "ivfpq"])
 def test_add_modify_rename_delete_are_counted_and_followed_by_search(tmp_path, photos, demo_spec, kind):
     lib = LibraryPaths.at(tmp_path / "lib")
-    assert _index(lib, [photos], demo_spec, kind).index["trained"]
+    assert _index(lib, [photos], demo_spec, kind).index["rebuilt"]
     rng = random.Random(11)
 
     draw_shape("red", "circle", rng).save(photos / "new-red-circle.jpg")  # added
@@ -67,7 +67,7 @@ def test_add_modify_rename_delete_are_counted_and_followed_by_search(tmp_path, p
     report = _index(lib, [photos], demo_spec)
     assert (report.added, report.updated, report.moved, report.removed) == (1, 1, 1, 1)
     # A trained IVF-PQ index takes the changes in place; an exact one is simply rebuilt.
-    assert (report.index["type"], report.index["trained"]) == (kind, kind == "flat")
+    assert (report.index["type"], report.index["rebuilt"]) == (kind, kind == "flat")
     assert report.unchanged == 24 - 3
     assert report.embedded == 2  # the moved file reuses its embedding
 
