@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,15 @@ def test_unreachable_hub_fails_at_once_with_one_line_not_a_minute_of_retries(ind
     assert proc.returncode == 0, proc.stderr
     count = len(list((root / "images").iterdir()))
     assert f", {count} embedded at " in proc.stdout, proc.stdout
+
+
+def test_verbose_index_logs_pixseeks_stages_and_not_its_libraries_loading_steps(indexed, cli_env):
+    _, _, root = indexed
+    proc = run(["index", str(root / "images"), "--model", "demo", "--workers", "1", "--verbose"], cli_env)
+    assert proc.returncode == 0, proc.stderr
+    loggers = set(re.findall(r"^\S+ \S+ (\S+): ", proc.stderr, re.M))
+    assert {"indexer.model", "indexer.runner"} <= loggers
+    assert all(name.split(".")[0] in ("indexer", "search", "ui") for name in loggers), loggers
 
 
 def test_every_command_has_help(cli_env):

@@ -86,8 +86,11 @@ def index(
     from indexer.runner import run_index
 
     if verbose:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr,
+        # Only pixseek's own stages at INFO: open_clip and FAISS log their loading steps there too.
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr,
                             force=True)
+        for package in ("indexer", "search", "ui"):
+            logging.getLogger(package).setLevel(logging.INFO)
     paths = LibraryPaths.at(library)
     with _progress(as_json) as on_progress:
         report = run_index(paths, folders, model=_spec(model, pretrained), index_kind=index_type, rebuild=rebuild,
