@@ -304,10 +304,13 @@ def info(
         return
     typer.echo(f"library     {data['library']}")
     typer.echo(f"images      {data['images']} indexed, {data['skipped']} skipped, {data['pending']} pending")
-    typer.echo(f"model       {data['model']} ({data['embedding_dim']} dimensions)")
+    if data["model"] is None:
+        typer.echo("model       none yet: `pixseek index FOLDER` picks one")
+    else:
+        typer.echo(f"model       {data['model']} ({data['embedding_dim']} dimensions)")
     index_desc = ", ".join(f"{k} {v}" for k, v in data["index"].items() if k != "type")
     typer.echo(f"index       {data['index']['type']} ({index_desc})")
-    typer.echo(f"indexed at  {data['last_indexed_at']}")
+    typer.echo(f"indexed at  {data['last_indexed_at'] or 'never'}")
     for reason, n in sorted(data["skipped_reasons"].items(), key=lambda kv: -kv[1]):
         typer.echo(f"  {n:>5} skipped: {reason}")
     for item in data.get("skipped_files", []):
