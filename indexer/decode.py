@@ -15,7 +15,6 @@ import os
 import stat
 import struct
 import threading
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import pillow_heif
 from PIL import ExifTags, Image, ImageFile
 
-from indexer.metadata import ImageMeta, read_metadata
+from indexer.metadata import ImageMeta, read_metadata, warnings_ignored
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -180,11 +179,7 @@ def decode_image(
 
     with closing:
         try:
-            # Warnings (corrupt EXIF, truncated TIFF tags, ...) must never
-            # abort a decode, even under `-W error`. (catch_warnings is
-            # process-global; fine in single-threaded decode workers.)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings_ignored():
                 return _decode_open_file(fp, label, target_size, max_pixels)
         except DecodeError:
             raise

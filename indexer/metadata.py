@@ -8,16 +8,19 @@ metadata is a bonus, never a reason to lose a photo.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, TypeVar
 
 from PIL import ExifTags, Image
 
-__all__ = ["ImageMeta", "read_metadata"]
+__all__ = ["ImageMeta", "read_metadata", "warnings_ignored"]
 
 _T = TypeVar("_T")
 
@@ -55,11 +58,24 @@ class ImageMeta:
     lon: float | None = None  # decimal degrees, east positive
 
 
-def read_metadata(img: Image.Image) -> ImageMeta:
-    """Extract ImageMeta from an opened image's EXIF; never raises."""
-    # Pillow warns on some corrupt EXIF; under `-W error` that would raise.
+@contextlib.contextmanager
+def warnings_ignored() -> Iterator[None]:
+    """Pillow's warnings (corrupt EXIF, truncated TIFF tags, ...) must never abort a decode, even
+    under `-W error`. catch_warnings swaps process-wide state, so only the main thread (decoder
+    processes, the CLI) uses it: in the UI server's threads, where thumbnails decode side by
+    side, one thread's exit would restore the filters under another; there a warning is logged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        yield
+
+
+def read_metadata(img: Image.Image) -> ImageMeta:
+    """Extract ImageMeta from an opened image's EXIF; never raises."""
+    with warnings_ignored():
         exif = _safe(img.getexif)
         if exif is None:
             return ImageMeta()

@@ -682,3 +682,28 @@ def test_fuzzed_jpeg_gives_image_or_decode_error(mutations: list[tuple[str, int,
         else:
             assert isinstance(decoded, DecodedImage) and isinstance(decoded.meta, ImageMeta)
             assert decoded.image.mode == "RGB" and decoded.width > 0 and decoded.height > 0
+
+
+def test_decoding_in_threads_leaves_the_process_wide_warning_filters_alone(tmp_path: Path, monkeypatch) -> None:
+    import threading
+
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(path)
+    guarded_in: list[str] = []
+    real = warnings.catch_warnings
+
+    def recording(*args, **kwargs):
+        guarded_in.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(warnings, "catch_warnings", recording)
+    decoded: list[int] = []
+    threads = [threading.Thread(target=lambda: decoded.append(decode_image(path).width), name=f"ui-{i}")
+               for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert decoded == [64] * 4 and guarded_in == []  # the UI server's threads: no swap of global state
+    assert decode_image(path).width == 64  # in decoder processes and the CLI: the main thread
+    assert set(guarded_in) == {threading.main_thread().name}
