@@ -83,7 +83,7 @@ class Figures:
         rates = " / ".join(f"{r:.2f}" for r in self.model_rates)
         print(f"== {self.label} ==")
         print(f"images          {self.images}")
-        print(f"seconds         {self.seconds:.2f}   (read+embed; {self.total_seconds:.2f} with model load, walk, ANN)")
+        print(f"seconds         {self.seconds:.4g}   (read+embed; {self.total_seconds:.4g} with model load, walk, ANN)")
         print(f"end-to-end      {self.end_to_end:.2f} images/s   (whole run)")
         window = (f"images {self.steady[0]} to {self.steady[1]}, a full read-ahead window from either end"
                   if self.steady else "too few images for a steady window: the whole run")
