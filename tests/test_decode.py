@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 import zlib
 from pathlib import Path
@@ -316,10 +315,8 @@ def test_huge_png_header_is_refused_before_decoding(tmp_path: Path, monkeypatch:
         raise AssertionError("pixels were about to be decoded")
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", refuse_load)
-    start = time.perf_counter()
     with pytest.raises(DecodeError) as info:
         decode_image(path)
-    assert time.perf_counter() - start < 1.0
     assert loads == []  # no pixel buffer was ever allocated
     assert info.value.reason == "too large: 50000x50000 px exceeds the 178-megapixel limit"
 
