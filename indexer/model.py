@@ -110,9 +110,17 @@ def _check_spec(spec: ModelSpec) -> None:
             f"unknown model '{spec.name}'",
             "run `pixseek models` for the built-in names, or pass hf-hub:org/repo or local-dir:/path",
         )
-    if spec.pretrained and spec.pretrained not in open_clip.list_pretrained_tags_by_model(spec.name):
-        tags = ", ".join(open_clip.list_pretrained_tags_by_model(spec.name)) or "none"
-        raise PixseekError(f"model '{spec.name}' has no pretrained tag '{spec.pretrained}'", f"known tags: {tags}")
+    tags = open_clip.list_pretrained_tags_by_model(spec.name)
+    if spec.pretrained and spec.pretrained not in tags:
+        raise PixseekError(f"model '{spec.name}' has no pretrained tag '{spec.pretrained}'",
+                           f"known tags: {', '.join(tags) or 'none'}")
+    if not spec.pretrained:
+        # Without a tag open_clip builds the architecture with random weights: every search
+        # would run and rank, and every result would be noise.
+        if not tags:
+            raise PixseekError(f"model '{spec.name}' has no published weights",
+                               "pass weights you trained as --model local-dir:/path/to/folder")
+        raise PixseekError(f"model '{spec.name}' needs a weights tag", f"pass --pretrained, one of: {', '.join(tags)}")
 
 
 def pick_device(requested: str | None = None) -> str:

@@ -104,6 +104,11 @@ def test_another_model_is_refused_with_a_rebuild_hint(indexed, tmp_path):
     [
         (["index", "/no/such/folder"], ["folder not found"]),
         (["index", "{images}", "--model", "ViT-Nope-1"], ["unknown model", "pixseek models"]),
+        # Without a tag open_clip would build random weights: searches would rank noise.
+        (["index", "{images}", "--model", "ViT-L-14"], ["'ViT-L-14' needs a weights tag", "--pretrained", "openai"]),
+        (["index", "{images}", "--model", "convnext_tiny"], ["no published weights", "local-dir:"]),
+        (["index", "{images}", "--model", "ViT-B-32", "--pretrained", "nope"], ["no pretrained tag 'nope'",
+                                                                               "laion2b_s34b_b79k"]),
         (["index", "{images}", "--model", "local-dir:/no/such/model"], ["open_clip_config.json"]),
         (["index", "{images}", "--index", "hnsw"], ["unknown index type"]),
         (["search", "a cat"], ["no library", "pixseek index"]),
