@@ -81,9 +81,7 @@ def build(ids: np.ndarray, dim: int, fetch: Callable[[np.ndarray], np.ndarray], 
         sample = ids if n <= MAX_TRAIN else np.sort(np.random.default_rng(0).choice(ids, MAX_TRAIN, replace=False))
         index.train(_rows(fetch, sample))
         index.nprobe = max(1, min(nlist, max(8, nlist // 8)))
-    for start in range(0, n, ADD_CHUNK):
-        chunk = ids[start:start + ADD_CHUNK]
-        index.add_with_ids(_rows(fetch, chunk), chunk)
+    _add(index, ids, fetch)
     return index
 
 
@@ -107,10 +105,7 @@ def update(index, ids: np.ndarray, dim: int, fetch: Callable[[np.ndarray], np.nd
     gone = np.setdiff1d(held, ids)
     if len(gone):
         index.remove_ids(gone)
-    new = np.setdiff1d(ids, held)
-    for start in range(0, len(new), ADD_CHUNK):
-        chunk = new[start:start + ADD_CHUNK]
-        index.add_with_ids(_rows(fetch, chunk), chunk)
+    _add(index, np.setdiff1d(ids, held), fetch)
     return True
 
 
@@ -122,6 +117,12 @@ def ids_in(index) -> np.ndarray:
     parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
              for i in range(ivf.nlist) if lists.list_size(i)]
     return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+
+
+def _add(index, ids: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray]) -> None:
+    for start in range(0, len(ids), ADD_CHUNK):
+        chunk = ids[start:start + ADD_CHUNK]
+        index.add_with_ids(_rows(fetch, chunk), chunk)
 
 
 def _rows(fetch: Callable[[np.ndarray], np.ndarray], ids: np.ndarray) -> np.ndarray:

@@ -274,13 +274,13 @@ def _check_hub_reachable(spec: ModelSpec) -> None:
     """
     if spec.name.startswith("hf-hub:"):
         repo, files = spec.name[len("hf-hub:"):], ("open_clip_config.json",)
-    elif spec.local_dir is None and spec.pretrained:
+    elif spec.local_dir is None:  # a built-in name, whose tag _check_spec has made sure of
         import open_clip
 
         repo, filename = os.path.split(open_clip.get_pretrained_cfg(spec.name, spec.pretrained).get("hf_hub", ""))
         files = (filename,) if filename else HUB_WEIGHTS
     else:
-        return  # a local folder, or random weights: nothing to download
+        return  # a local folder: nothing to download
     if not repo or os.environ.get("HF_HUB_OFFLINE") or any(os.environ.get(v) for v in PROXY_VARIABLES):
         return
     from huggingface_hub import constants, try_to_load_from_cache

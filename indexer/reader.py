@@ -153,10 +153,13 @@ class Reader:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_ignore_ctrl_c)
         pool = self._pool
+
+        def submit(chunk: list[Job]) -> Future:
+            return pool.submit(read_chunk, chunk, image_size, self.max_pixels)
+
         # The first window goes out before this returns: decoding has started when the caller
         # gets the iterator, not when it first asks for a result.
-        pending: deque[Future] = deque(pool.submit(read_chunk, chunk, image_size, self.max_pixels)
-                                       for chunk in islice(chunks, self.ahead))
+        pending: deque[Future] = deque(submit(chunk) for chunk in islice(chunks, self.ahead))
 
         def results() -> Iterator[ReadResult]:
             while pending:
@@ -166,8 +169,7 @@ class Reader:
                 # one core for longer while torch's other threads wait for the one it displaced
                 # (2 cores, Caltech: ~2% more images/s than chunk by chunk; benchmarks/README.md).
                 if len(pending) <= self.ahead - self.workers:
-                    for chunk in islice(chunks, self.ahead - len(pending)):
-                        pending.append(pool.submit(read_chunk, chunk, image_size, self.max_pixels))
+                    pending.extend(submit(chunk) for chunk in islice(chunks, self.ahead - len(pending)))
 
         return results()
 

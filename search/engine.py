@@ -224,13 +224,13 @@ class Library:
                 raise PixseekError(f"{like} is not in the library", "index its folder first, or search with --image")
             all_terms.append(Term("id", str(like_id)))
             exclude.add(like_id)
-        self._check_not_empty()
+        self.check_not_empty()
         uploads = [self.embed_image(image)] if isinstance(image, bytes) else []
         vec = self.embed_terms(all_terms, uploads, ensemble)
         return self.search_vector(vec, k=k, min_score=min_score, min_z=min_z, filters=filters, exclude=exclude,
                                   dedupe=dedupe, sort=sort)
 
-    def _check_not_empty(self) -> None:
+    def check_not_empty(self) -> None:
         if self.catalog.counts().get(INDEXED, 0) == 0:
             raise PixseekError(f"the library at {self.paths.root} has no indexed images",
                                "run `pixseek index FOLDER` first")

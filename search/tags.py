@@ -53,10 +53,8 @@ def tag_images(library: Library, labels: list[str], *, top: int = DEFAULT_TOP, m
         raise PixseekError(f"--top must be at least 1, not {top}")
     if not 0 <= min_prob <= 1:
         raise PixseekError(f"--min-prob must be between 0 and 1, not {min_prob}")
+    library.check_not_empty()
     ids = np.array(library.catalog.indexed_ids(), dtype=np.int64)
-    if len(ids) == 0:
-        raise PixseekError(f"the library at {library.paths.root} has no indexed images",
-                           "run `pixseek index FOLDER` first")
     encoder = library.encoder
     label_vecs = embed_texts(encoder, labels, ensemble)
     with torch.no_grad():

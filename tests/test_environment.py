@@ -92,12 +92,16 @@ def no_write_permission(folder: Path, forker):
             p.chmod(mode)
 
 
+def _first_folder_library(tmp_path_factory, gallery, spec: ModelSpec, name: str) -> Path:
+    lib = tmp_path_factory.mktemp(name) / "lib"
+    run_index(LibraryPaths.at(lib), [gallery[0]], model=spec, workers=TEST_WORKERS)
+    return lib
+
+
 @pytest.fixture(scope="module")
 def demo_library(tmp_path_factory, gallery, demo_spec) -> Path:
     """A library of the first folder, built once; tests work on copies."""
-    lib = tmp_path_factory.mktemp("demo-library") / "lib"
-    run_index(LibraryPaths.at(lib), [gallery[0]], model=demo_spec, workers=TEST_WORKERS)
-    return lib
+    return _first_folder_library(tmp_path_factory, gallery, demo_spec, "demo-library")
 
 
 @pytest.fixture
@@ -255,9 +259,7 @@ def _assert_embedded_by(lib: Path, expected: dict[str, np.ndarray]) -> None:
 
 @pytest.fixture(scope="module")
 def other_model_library(tmp_path_factory, gallery, other_model) -> Path:
-    lib = tmp_path_factory.mktemp("other-library") / "lib"
-    run_index(LibraryPaths.at(lib), [gallery[0]], model=other_model, workers=TEST_WORKERS)
-    return lib
+    return _first_folder_library(tmp_path_factory, gallery, other_model, "other-library")
 
 
 @pytest.fixture
