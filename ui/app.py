@@ -8,8 +8,6 @@ vector of a catalog id, and every picture shown is a catalog file served by id.
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -32,7 +30,7 @@ from ui.page_backend import (
     library_root,
     shared_library,
 )
-from ui.page_text import file_name, file_size, literal, model_name, moment, shown
+from ui.page_text import duplicates_csv, file_name, file_size, literal, model_name, moment, shown
 from ui.server import MAX_UPLOAD_MB
 from ui.thumbs import upload_preview
 
@@ -309,7 +307,7 @@ def _duplicates_view(lib: PageLibrary, root: str, version: str) -> None:
     left, right = st.columns([3, 1], vertical_alignment="center")
     left.markdown(f"#### {len(groups):,} groups of duplicates · {sum(g.photos[0].id in decided for g in groups):,} "
                   "decided")
-    right.download_button("Export the list", _dupes_csv(groups, kept), file_name="pixseek-duplicates.csv",
+    right.download_button("Export the list", duplicates_csv(groups, kept), file_name="pixseek-duplicates.csv",
                           mime="text/csv", icon=":material/download:", width="stretch",
                           help="One row per file: its group, keep / copy / undecided, and its path. "
                           "pixseek never deletes or moves a file.")
@@ -337,20 +335,6 @@ def _mark_keep(lib: PageLibrary, keep: int, group: list[int]) -> None:
         lib.mark_keep(keep, group)
     except PixseekError as exc:
         st.session_state.dupes_problem = str(exc)
-
-
-def _dupes_csv(groups: list[DupeGroup], kept: dict[int, list[int]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["group", "decision", "path"])
-    for n, group in enumerate(groups, 1):
-        ids = {p.id for p in group.photos}
-        keep = next((k for k in kept if k in ids), None)
-        for photo in group.photos:
-            decision = "undecided" if keep is None else "keep" if photo.id == keep else "copy"
-            writer.writerow([n, decision, photo.path])
-    # A file name that is not UTF-8 goes out as its own bytes, so the list names the real file.
-    return out.getvalue().encode("utf-8", "surrogateescape")
 
 
 def main() -> None:

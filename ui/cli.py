@@ -355,6 +355,25 @@ def ui(
     serve(LibraryPaths.at(library), host, port, typer.echo)
 
 
+@app.command()
+def thumbs(library: LibraryOpt = None, as_json: JsonOpt = False) -> None:
+    """Make the page's thumbnails of every indexed photo now, so no page waits for them later.
+
+    Safe to re-run: only missing thumbnails are made. `pixseek ui` makes any still missing on demand.
+    """
+    from ui.page_backend import PageLibrary
+    from ui.thumbs import make_ahead
+
+    lib = PageLibrary(LibraryPaths.at(library).root)
+    with _progress(as_json) as on_progress:
+        counts = make_ahead(lib.thumbs_dir, lib.all_photos(), on_progress)
+    if as_json:
+        _echo_json({"library": str(lib.root), **counts})
+        return
+    typer.echo(f"thumbnails ready for {counts['ready']} photos, {counts['failed']} could not be read; "
+               f"in {lib.thumbs_dir}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit."""
     # Libraries underneath (open_clip, huggingface_hub) log retries and warnings to the root

@@ -6,12 +6,18 @@ can hold anything (`[click me](https://...)`, `<img src=...>`, bytes that are no
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import string
 import unicodedata
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ui.page_backend import DupeGroup
 
 # CommonMark lets a backslash escape any ASCII punctuation, and then it is only that character.
 _MARKDOWN_SPECIAL = re.compile("([" + re.escape(string.punctuation) + "])")
@@ -78,3 +84,18 @@ def model_name(spec: str | None) -> str:
     if spec and spec.startswith("local-dir:"):
         return f"{Path(spec[len('local-dir:'):]).name} (local folder)"
     return spec or "none"
+
+
+def duplicates_csv(groups: list[DupeGroup], kept: dict[int, list[int]]) -> bytes:
+    """The review as a list: one row per file with its group, keep / copy / undecided, and its path."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["group", "decision", "path"])
+    for n, group in enumerate(groups, 1):
+        ids = {p.id for p in group.photos}
+        keep = next((k for k in kept if k in ids), None)
+        for photo in group.photos:
+            decision = "undecided" if keep is None else "keep" if photo.id == keep else "copy"
+            writer.writerow([n, decision, photo.path])
+    # A file name that is not UTF-8 goes out as its own bytes, so the list names the real file.
+    return out.getvalue().encode("utf-8", "surrogateescape")
