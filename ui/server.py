@@ -34,6 +34,9 @@ def streamlit_command(host: str, port: int) -> list[str]:
         "--client.toolbarMode", "viewer",
         "--client.showErrorDetails", "none",
         "--server.fileWatcherType", "none",
+        # A full garbage collection after every rerun walks the model's whole heap: the page would
+        # show its results and then stay busy (and deaf to the next click) for as long again.
+        "--runner.postScriptGC", "false",
         # The uploader's limit, enforced by the server too: a client can skip the widget.
         "--server.maxUploadSize", str(MAX_UPLOAD_MB),
         "--server.maxMessageSize", str(MAX_UPLOAD_MB + 5),
