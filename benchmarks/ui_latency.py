@@ -12,7 +12,8 @@ Chromium (Debian's /usr/bin/chromium), runs each query in a fresh session with -
 per page (fewer when the library is smaller), twice:
 
     cold   the library's thumbs/ emptied just before: every photo on the page is decoded once
-    warm   the same queries again: the model, index and thumbnails are all ready
+    warm   the same queries again, after making every thumbnail ahead (as `pixseek thumbs` does):
+           the model, index and thumbnails are all ready
 
 and prints the median and worst seconds to (a) the first thumbnail drawn and (b) every thumbnail
 of the page drawn; warm, also from a click on "More like this" to its first thumbnail and from a
@@ -79,6 +80,7 @@ def time_page(url: str, query: str, per_page: int, warm: bool) -> dict[str, floa
     from playwright.sync_api import expect
 
     with browser_page(url) as page:
+        page.wait_for_function(ALL_SHOWN, polling="raf")  # the start page's thumbnails: no work left behind
         choice = page.get_by_role("combobox", name="Photos per page")
         choice.fill(str(per_page))
         choice.press("Enter")
@@ -98,6 +100,7 @@ def time_page(url: str, query: str, per_page: int, warm: bool) -> dict[str, floa
             tile.get_by_role("button", name="More like this").click()
             page.wait_for_function(FIRST_PAGE_SHOWN, polling="raf")
             times["like"] = time.perf_counter() - clicked
+            page.wait_for_function(ALL_SHOWN, polling="raf")
             page.wait_for_function(RERUN_DONE, polling="raf")
             clicked = time.perf_counter()
             page.locator(TILE).nth(2).click()
@@ -111,9 +114,17 @@ def summary(name: str, values: list[float]) -> str:
 
 
 def measure(label: str, folder: Path, model: str, queries: tuple[str, ...], args: argparse.Namespace) -> None:
+    from ui.page_backend import PageLibrary
+    from ui.thumbs import make_ahead
+
     library = library_for(label, folder, model)
     with running_ui(library.root, cache_dir() / "ui-latency" / "server.log") as url:
         for mode in ("cold", "warm"):
+            if mode == "warm":
+                # What `pixseek thumbs` does: every thumbnail ready, so no query waits for one.
+                made = time.perf_counter()
+                counts = make_ahead(library.thumbs, PageLibrary(library.root).all_photos())
+                print(f"  pixseek thumbs: {counts['ready']} photos ready in {time.perf_counter() - made:.0f} s")
             runs = []
             for query in queries:
                 if mode == "cold":

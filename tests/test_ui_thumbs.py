@@ -73,10 +73,7 @@ def test_make_ahead_makes_both_sizes_of_every_photo_and_counts_the_unreadable(tm
     broken.write_bytes(b"not a photo")
     photos = [result(i, photo(tmp_path / f"p{i}.jpg", (300, 200)), f"h{i}") for i in (1, 2, 3)] + [
         result(4, broken, "h4")]
-    seen: list[tuple[int, int]] = []
-    assert make_ahead(tmp_path / "thumbs", photos, lambda done, total: seen.append((done, total))) == {
-        "ready": 3, "failed": 1}
-    assert seen[-1] == (4, 4)
+    assert make_ahead(tmp_path / "thumbs", photos) == {"ready": 3, "failed": 1}
     for p in photos[:3]:
         assert all(thumb_path(tmp_path / "thumbs", p.id, p.hash, size).is_file() for size in SIZES.values())
 
@@ -100,15 +97,21 @@ def test_upload_preview_goes_through_the_guarded_decoder(tmp_path):
 def test_route_serves_catalog_ids_only_and_refuses_foreign_hosts(shapes_library, monkeypatch):
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
-    from starlette.routing import Route
+    from starlette.routing import Route, WebSocketRoute
     from starlette.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
 
     from ui.page_backend import shared_library
     from ui.page_server import HostCheck, thumb
 
     monkeypatch.setenv("PIXSEEK_LIBRARY", str(shapes_library.root))
     first = shared_library(shapes_library.root).browse(Filters(), 1)[0]
-    app = Starlette(routes=[Route("/thumb/{size}/{name}.jpg", thumb)],
+    async def echo(socket):
+        await socket.accept()
+        await socket.send_text("hello")
+        await socket.close()
+
+    app = Starlette(routes=[Route("/thumb/{size}/{name}.jpg", thumb), WebSocketRoute("/ws", echo)],
                     middleware=[Middleware(HostCheck, hosts=frozenset({"127.0.0.1", "localhost"}))])
     client = TestClient(app, base_url="http://127.0.0.1:8501")
     served = client.get(thumb_url(first, GRID))
@@ -119,3 +122,14 @@ def test_route_serves_catalog_ids_only_and_refuses_foreign_hosts(shapes_library,
     assert client.get("/thumb/grid/..%2f..%2fetc%2fpasswd.jpg").status_code == 404
     assert client.get(thumb_url(first, GRID), headers={"Host": "evil.example:8501"}).status_code == 403
     assert client.get(thumb_url(first, GRID), headers={"Host": "localhost:8501"}).status_code == 200
+    with client.websocket_connect("/ws") as socket:
+        assert socket.receive_text() == "hello"
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ws", headers={"Host": "evil.example:8501"}):
+        pass  # a DNS rebinding page's WebSocket is closed before it opens
+
+
+def test_the_server_enforces_the_upload_limit_itself():
+    from ui.server import MAX_UPLOAD_MB, streamlit_command
+
+    command = streamlit_command("127.0.0.1", 8501)
+    assert command[command.index("--server.maxUploadSize") + 1] == str(MAX_UPLOAD_MB)

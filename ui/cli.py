@@ -365,8 +365,7 @@ def thumbs(library: LibraryOpt = None, as_json: JsonOpt = False) -> None:
     from ui.thumbs import make_ahead
 
     lib = PageLibrary(LibraryPaths.at(library).root)
-    with _progress(as_json) as on_progress:
-        counts = make_ahead(lib.thumbs_dir, lib.all_photos(), on_progress)
+    counts = make_ahead(lib.thumbs_dir, lib.all_photos())
     if as_json:
         _echo_json({"library": str(lib.root), **counts})
         return

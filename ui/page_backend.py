@@ -125,10 +125,6 @@ class PageLibrary:
         return Summary(info["images"], info["model"], info["index"]["type"], info["last_indexed_at"],
                        info["skipped"], info["skipped_reasons"])
 
-    def folders(self) -> list[str]:
-        with self.lock:
-            return self._lib.folders()
-
     def date_span(self) -> tuple[str | None, str | None]:
         with self.lock:
             return self._lib.date_span()
@@ -140,13 +136,13 @@ class PageLibrary:
             row = self._lib.catalog.get(image_id)
         return Result.from_row(row, 0.0) if row is not None and row.status == INDEXED else None
 
-    def browse(self, filters: Filters, k: int, offset: int = 0) -> list[Result]:
+    def browse(self, filters: Filters, k: int) -> list[Result]:
         """Photos matching the filters, latest taken first (undated last), score 0."""
         where, params = filters.sql()
         sql = (f"status = ? {'AND ' + where if where else ''} "
-               "ORDER BY taken_at IS NULL, taken_at DESC, id DESC LIMIT ? OFFSET ?")
+               "ORDER BY taken_at IS NULL, taken_at DESC, id DESC LIMIT ?")
         with self.lock:
-            rows = list(self._lib.catalog.rows(sql, [INDEXED, *params, k, offset]))
+            rows = list(self._lib.catalog.rows(sql, [INDEXED, *params, k]))
         return [Result.from_row(r, 0.0) for r in rows]
 
     def all_photos(self) -> list[Result]:

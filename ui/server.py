@@ -61,7 +61,11 @@ def allowed_hosts(host: str) -> list[str]:
 def serve(library: LibraryPaths, host: str, port: int, echo: Callable[[str], None]) -> None:
     """Start the page, print its URL when it answers, and stop it on Ctrl-C or SIGTERM."""
     _check_port_free(host, port)
-    env = {**os.environ, ENV_LIBRARY: str(library.root), ENV_HOSTS: ",".join(allowed_hosts(host))}
+    env = {**os.environ, ENV_LIBRARY: str(library.root), ENV_HOSTS: ",".join(allowed_hosts(host)),
+           # A query is one small batch: a second torch thread mostly waits for the first, and on a
+           # machine that is also drawing the page it costs several times what it saves
+           # (benchmarks/README.md, ui_latency.py). OMP_NUM_THREADS set by the user wins.
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     # Streamlit's own banner would repeat the URL; its warnings and errors still reach stderr.
     child = subprocess.Popen(streamlit_command(host, port), env=env, stdout=subprocess.DEVNULL)
     # Without this a plain `kill` of pixseek would leave the server running on its own.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
@@ -73,8 +72,7 @@ def thumbnail(thumbs_dir: Path, result: Result, size: ThumbSize = GRID) -> Thumb
     return Thumb(str(target))
 
 
-def make_ahead(thumbs_dir: Path, photos: list[Result], on_done: Callable[[int, int], None] | None = None
-               ) -> dict[str, int]:
+def make_ahead(thumbs_dir: Path, photos: list[Result]) -> dict[str, int]:
     """Both thumbnails of every photo, so no page waits for one: counts of 'ready' and 'failed' photos."""
     counts = {"ready": 0, "failed": 0}
 
@@ -82,10 +80,8 @@ def make_ahead(thumbs_dir: Path, photos: list[Result], on_done: Callable[[int, i
         return all(thumbnail(thumbs_dir, photo, size).image is not None for size in SIZES.values())
 
     with ThreadPoolExecutor(THREADS) as pool:
-        for done, ok in enumerate(pool.map(make, photos), 1):
+        for ok in pool.map(make, photos):
             counts["ready" if ok else "failed"] += 1
-            if on_done is not None:
-                on_done(done, len(photos))
     return counts
 
 
