@@ -122,7 +122,7 @@ def test_route_serves_catalog_ids_only_and_refuses_foreign_hosts(shapes_library,
     assert client.get("/thumb/grid/..%2f..%2fetc%2fpasswd.jpg").status_code == 404
     assert client.get(thumb_url(first, GRID), headers={"Host": "evil.example:8501"}).status_code == 403
     assert client.get(thumb_url(first, GRID), headers={"Host": "localhost:8501"}).status_code == 200
-    with client.websocket_connect("/ws") as socket:
+    with client.websocket_connect("/ws", headers={"Host": "127.0.0.1:8501"}) as socket:
         assert socket.receive_text() == "hello"
     with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ws", headers={"Host": "evil.example:8501"}):
         pass  # a DNS rebinding page's WebSocket is closed before it opens

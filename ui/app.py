@@ -341,7 +341,7 @@ def main() -> None:
     start = time.perf_counter()
     st.set_page_config(page_title="pixseek", page_icon="🔎", layout="wide")
     # Streamlit's top margin leaves room for a toolbar the viewer mode hides: give it to photos.
-    st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 2.5rem}</style>")
+    st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 4.25rem}</style>")
     st.session_state.setdefault("page", 1)
     st.session_state.setdefault("upload_key", 0)
     root = library_root()
