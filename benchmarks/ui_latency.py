@@ -93,7 +93,7 @@ def time_page(url: str, query: str, per_page: int, warm: bool) -> dict[str, floa
         times["whole"] = time.perf_counter() - pressed
         if warm:
             page.wait_for_function(RERUN_DONE, polling="raf")
-            tile = page.locator(TILE).nth(1)
+            tile = page.locator(TILE).first
             tile.hover()
             page.evaluate(REMEMBER_GRID)
             clicked = time.perf_counter()
@@ -103,7 +103,7 @@ def time_page(url: str, query: str, per_page: int, warm: bool) -> dict[str, floa
             page.wait_for_function(ALL_SHOWN, polling="raf")
             page.wait_for_function(RERUN_DONE, polling="raf")
             clicked = time.perf_counter()
-            page.locator(TILE).nth(2).click()
+            page.locator(TILE).last.click()
             page.wait_for_function(LARGE_SHOWN, polling="raf")
             times["large"] = time.perf_counter() - clicked
         return times

@@ -219,7 +219,7 @@ def _search_bar() -> None:
                          key=f"upload-{st.session_state.upload_key}", on_change=_on_upload)
 
 
-def _start_page(root: str, version: str) -> None:
+def _start_page(lib: PageLibrary, root: str, version: str) -> None:
     """Before the first query: the latest photos, the folders and the tags, each one click away."""
     st.caption("Describe a photo to find it, e.g. " + ", ".join(literal(e) for e in EXAMPLES)
                + ". Join ideas with **+**, leave things out with **-**, or search by an example photo.")
@@ -239,7 +239,6 @@ def _start_page(root: str, version: str) -> None:
                           args=(label,))
     latest = _latest(root, version)
     st.markdown("#### Latest photos", help="By the date they were taken")
-    lib = shared_library(Path(root))
     photo_grid(latest, lib.tags_of([p.id for p in latest]), scored=False, key=GRID_KEY, on_like=_on_grid_like,
                on_tag=_on_grid_tag)
 
@@ -271,7 +270,7 @@ def _pager(page: int, has_next: bool) -> None:
 def _photos(lib: PageLibrary, root: str, version: str, filters: Filters, per_page: int, start: float) -> None:
     query: Query | None = st.session_state.get("query")
     if query is None and not filters.active():
-        _start_page(root, version)
+        _start_page(lib, root, version)
         return
     page = st.session_state.page
     want = min(page * per_page, MAX_RESULTS)
@@ -298,6 +297,9 @@ def _photos(lib: PageLibrary, root: str, version: str, filters: Filters, per_pag
 @st.fragment
 def _duplicates_view(lib: PageLibrary, root: str, version: str) -> None:
     """Groups of copies side by side; the copy to keep is marked in the catalog. Nothing is deleted."""
+    problem = st.session_state.pop("dupes_problem", None)
+    if problem:
+        st.warning(problem)
     groups = _duplicates(root, version)
     if not groups:
         st.info("No duplicates found: no two photos in this library are copies of each other.")
@@ -356,9 +358,6 @@ def main() -> None:
         st.info(str(exc))
         return
     filters, per_page, view = _sidebar(str(root), version, summary)
-    problem = st.session_state.pop("dupes_problem", None)
-    if problem:
-        st.warning(problem)
     if view == "Duplicates":
         _duplicates_view(lib, str(root), version)
         return
