@@ -120,7 +120,7 @@ def measure(label: str, folder: Path, model: str, queries: tuple[str, ...], args
     library = library_for(label, folder, model)
     with running_ui(library.root, cache_dir() / "ui-latency" / "server.log") as url:
         for mode in ("cold", "warm"):
-            if mode == "warm":
+            if mode == "warm" and not args.smoke:  # (a whole library's thumbnails: a minute on 2 cores)
                 # What `pixseek thumbs` does: every thumbnail ready, so no query waits for one.
                 made = time.perf_counter()
                 counts = make_ahead(library.thumbs, PageLibrary(library.root).all_photos())
