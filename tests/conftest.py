@@ -43,7 +43,7 @@ def demo_encoder(demo_spec):
 @pytest.fixture(scope="session")
 def shapes_gallery(tmp_path_factory):
     """240 generated images (10 per colour x shape) with their true labels."""
-    from ui.shapes import generate_gallery
+    from pixseek_data.shapes import generate_gallery
 
     folder = tmp_path_factory.mktemp("gallery")
     return folder, generate_gallery(folder, per_class=10, seed=1234)
@@ -79,11 +79,12 @@ def dated_shapes_library(tmp_path_factory, demo_spec):
     from PIL import Image
 
     from indexer.runner import run_index
-    from ui.shapes import generate_gallery
+    from pixseek_data.shapes import generate_gallery
 
     root = tmp_path_factory.mktemp("dated-shapes")
     labels = {}
-    for name, per_class, seed, taken in (("garden", 1, 11, "2020:07:15 10:30:00"), ("studio", 2, 22, "2022:05:01 16:00:00")):
+    shoots = (("garden", 1, 11, "2020:07:15 10:30:00"), ("studio", 2, 22, "2022:05:01 16:00:00"))
+    for name, per_class, seed, taken in shoots:
         for shape in generate_gallery(root / name, per_class=per_class, seed=seed):
             with Image.open(shape.path) as img:
                 pixels = img.copy()
