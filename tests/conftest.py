@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from indexer.library import LibraryPaths
 from indexer.model import DEMO_MODEL_DIR, ModelSpec
@@ -14,6 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 PHOTO_LIBRARY = SHARED_DATA / "photo_library"
 CALTECH = SHARED_DATA / "caltech101-bench"
+
+# Property tests draw the same examples on every run and keep no example database, so a test
+# passes or fails by the code, never by the luck of the draw (CI and a fresh clone alike).
+settings.register_profile("derandomized", derandomize=True, database=None)
+settings.load_profile("derandomized")
 
 # Index runs in tests decode inline: worker start-up would dominate these small galleries.
 TEST_WORKERS = 0
