@@ -148,7 +148,7 @@ class Library:
                                    "index its folder first, or search with --image")
             terms.append(Term("id", str(like_id)))
             exclude.add(like_id)
-        self._check_not_empty()
+        self.check_not_empty()
         uploads = [self.embed_image(request.image)] if isinstance(request.image, bytes) else []
         vec = self._embedder.terms(terms, uploads, self._dim(), request.ensemble)
         return self.search_vector(vec, k=request.k, min_score=request.min_score, min_z=request.min_z,
@@ -174,7 +174,7 @@ class Library:
         return rank.ranked(self.catalog.indexed_rows(ids.tolist()), ids, scores, k=k, floor=floor, exclude=exclude,
                            dedupe=dedupe, sort=sort)
 
-    def _check_not_empty(self) -> None:
+    def check_not_empty(self) -> None:
         if self.catalog.indexed_count() == 0:
             raise PixseekError(f"the library at {self.paths.root} has no indexed images",
                                "run `pixseek index FOLDER` first")

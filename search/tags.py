@@ -53,23 +53,24 @@ def tag_images(library: Library, labels: list[str], *, top: int = DEFAULT_TOP, m
     if not 0 <= min_prob <= 1:
         raise PixseekError(f"--min-prob must be between 0 and 1, not {min_prob}")
     library.check_not_empty()
-    ids = np.array(library.catalog.indexed_ids(), dtype=np.int64)
-    encoder = library.encoder
-    label_vecs = embed_texts(encoder, labels, ensemble)
-    with torch.no_grad():
-        scale = float(encoder.model.logit_scale.exp())
-    top = min(top, len(labels))
-    rows = []
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        logits = scale * (library.vectors.get(chunk) @ label_vecs.T)
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-        best = np.argsort(-probs, axis=1)[:, :top]
-        for image_id, picks, p in zip(chunk.tolist(), best, probs):
-            rows += [(image_id, labels[j], round(float(p[j]), 4)) for j in picks if p[j] >= min_prob]
-    # A writer like `pixseek index`: the same lock, the same one-line storage errors.
+    # A writer like `pixseek index`, under the same lock from the first read, so no run changes
+    # the images between scoring them and storing their tags; the same one-line storage errors.
     with storage_errors(library.paths.root), write_lock(library.paths):
+        ids = np.array(library.catalog.indexed_ids(), dtype=np.int64)
+        encoder = library.encoder
+        label_vecs = embed_texts(encoder, labels, ensemble)
+        with torch.no_grad():
+            scale = float(encoder.model.logit_scale.exp())
+        top = min(top, len(labels))
+        rows = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            logits = scale * (library.vectors.get(chunk) @ label_vecs.T)
+            probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probs /= probs.sum(axis=1, keepdims=True)
+            best = np.argsort(-probs, axis=1)[:, :top]
+            for image_id, picks, p in zip(chunk.tolist(), best, probs):
+                rows += [(image_id, labels[j], round(float(p[j]), 4)) for j in picks if p[j] >= min_prob]
         library.catalog.replace_tags(rows, labels)
     counts = Counter(label for _, label, _ in rows)
     return {label: counts[label] for label in labels}
