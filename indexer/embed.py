@@ -47,14 +47,15 @@ class Embedder:
             yield from self._submit(batch)
         yield from self.drain()
 
-    def _submit(self, batch: list[ReadResult]) -> list[Embedded]:
+    def _submit(self, batch: list[ReadResult]) -> Iterator[Embedded]:
         pending = self.encoder.submit_pixels(np.stack([r.pixels for r in batch]))
         for r in batch:
             r.pixels = None  # stacked above; the writer keeps results for up to a commit's worth
-        done = self.drain()
+        yield from self.drain()
+        # In flight only once the previous batch is written: Ctrl-C while writing that one keeps
+        # what the writer holds, not a batch the writer has not seen yet.
         self._in_flight = (batch, pending)
         self.embedded += len(batch)
-        return done
 
     def drain(self) -> list[Embedded]:
         """The batch the model is computing, once computed (also after Ctrl-C stopped the stage)."""

@@ -13,8 +13,6 @@ from indexer.library.rows import columns_since
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 3
-
 
 def _add_columns(db: sqlite_utils.Database, version: int) -> None:
     for name, kind in columns_since(version).items():
@@ -44,3 +42,4 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
+SCHEMA_VERSION = max(MIGRATIONS)  # what a library this pixseek writes is at
