@@ -33,7 +33,7 @@ import _common  # noqa: F401  (puts the repository on sys.path)
 from _common import CALTECH, RANDOM_MODEL, cache_dir, machine, model_spec
 from index_throughput import BIG_GRAINS, big_photos, image_files, link_folder
 
-from tests.test_ui_browser import (
+from tests.harness import (
     CHROMIUM,
     FIRST_PAGE_SHOWN,
     GRID_ROOT,
@@ -62,13 +62,13 @@ LARGE_SHOWN = "() => {" + GRID_ROOT + """
 
 
 def library_for(label: str, folder: Path, model: str):
-    from indexer.library import LibraryPaths
-    from indexer.runner import run_index
+    from indexer.runner import IndexOptions, run_index
+    from search import LibraryPaths
 
     slug = "".join(c if c.isalnum() else "-" for c in f"{label}-{model}")
     library = LibraryPaths.at(cache_dir() / "ui-latency" / slug)
     start = time.perf_counter()
-    report = run_index(library, [folder], model=model_spec(model))
+    report = run_index(library, [folder], IndexOptions(model=model_spec(model)))
     print(f"{label}: library {library.root} ({report.added} added, {report.unchanged} unchanged, "
           f"{time.perf_counter() - start:.0f} s)")
     return library
@@ -114,6 +114,7 @@ def summary(name: str, values: list[float]) -> str:
 
 
 def measure(label: str, folder: Path, model: str, queries: tuple[str, ...], args: argparse.Namespace) -> None:
+    from search import Filters
     from ui.page_backend import PageLibrary
     from ui.thumbs import make_ahead
 
@@ -123,7 +124,7 @@ def measure(label: str, folder: Path, model: str, queries: tuple[str, ...], args
             if mode == "warm" and not args.smoke:  # (a whole library's thumbnails: a minute on 2 cores)
                 # What `pixseek thumbs` does: every thumbnail ready, so no query waits for one.
                 made = time.perf_counter()
-                counts = make_ahead(library.thumbs, PageLibrary(library.root).all_photos())
+                counts = make_ahead(library.thumbs, PageLibrary(library.root).browse(Filters()))
                 print(f"  pixseek thumbs: {counts['ready']} photos ready in {time.perf_counter() - made:.0f} s")
             runs = []
             for query in queries:
@@ -139,7 +140,7 @@ def measure(label: str, folder: Path, model: str, queries: tuple[str, ...], args
 
 
 def demo_folder(per_class: int) -> Path:
-    from ui.shapes import generate_gallery
+    from pixseek_data.shapes import generate_gallery
 
     folder = cache_dir() / "ui-latency" / f"shapes-{per_class}"
     if not folder.is_dir():

@@ -20,13 +20,12 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from indexer.catalog import Catalog
-from indexer.library import ENV_LIBRARY, MODEL_FINGERPRINT, LibraryPaths
-from search.engine import Library
+from indexer.library.catalog import Catalog
+from pixseek_data.shapes import draw_shape, generate_gallery
+from search import ENV_LIBRARY, Library, LibraryPaths
 from tests.conftest import TEST_WORKERS
 from ui.page_backend import MAX_QUERY_CHARS, MAX_TERMS, PageLibrary, PixseekError, check_query
 from ui.page_text import camera, duplicates_csv, literal, shown
-from ui.shapes import draw_shape, generate_gallery
 
 APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 # The first run in a process imports torch and loads the model.
@@ -251,7 +250,7 @@ def test_library_of_other_weights_gets_a_message(library, tmp_path, monkeypatch)
     copy = tmp_path / "library"
     shutil.copytree(library.root, copy)
     catalog = Catalog(copy / "catalog.db")
-    catalog.set_setting(MODEL_FINGERPRINT, "local:0000000000000000")
+    catalog.save_settings(model_fingerprint="local:0000000000000000")
     catalog.close()
     at = open_page(copy, monkeypatch)
     assert "changed since the library" in at.error[0].value

@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from indexer.decode import DecodeError, decode_image
-from search.engine import Result
-from search.filters import Filters
+from search import DecodeError, Filters, Result, decode_image
 from ui.thumbs import GRID, LARGE, SIZES, make_ahead, thumb_path, thumb_url, thumbnail, upload_preview
 
 ORIENTATION = 0x0112

@@ -23,10 +23,10 @@ from ui.page_backend import (
     DecodeError,
     DupeGroup,
     Filters,
+    LibraryInfo,
     PageLibrary,
     PixseekError,
     Result,
-    Summary,
     library_root,
     shared_library,
 )
@@ -59,7 +59,7 @@ class Query:
 # `version` is the library's version (PageLibrary.version): an index or tag run that commits
 # changes it, and the next rerun reads the new state.
 @st.cache_data(show_spinner=False, max_entries=8)
-def _summary(root: str, version: str) -> Summary:
+def _summary(root: str, version: str) -> LibraryInfo:
     return shared_library(Path(root)).summary()
 
 
@@ -163,7 +163,7 @@ def _results(lib: PageLibrary, query: Query | None, filters: Filters, k: int) ->
 
 
 # presentation -----------------------------------------------------------------------------------
-def _sidebar(root: str, version: str, summary: Summary) -> tuple[Filters, int, str]:
+def _sidebar(root: str, version: str, summary: LibraryInfo) -> tuple[Filters, int, str]:
     folders = _folders(root, version)
     tags = _tags(root, version)
     first, last = _date_span(root, version)
@@ -197,10 +197,10 @@ def _sidebar(root: str, version: str, summary: Summary) -> tuple[Filters, int, s
     return filters, per_page, view
 
 
-def _about(summary: Summary, root: str) -> None:
+def _about(summary: LibraryInfo, root: str) -> None:
     st.markdown("### Library")
     st.caption(f"**{summary.images:,}** photos · indexed {moment(summary.last_indexed_at)}  \n"
-               f"Model {literal(model_name(summary.model))} · index {literal(summary.index_type)}  \n"
+               f"Model {literal(model_name(summary.model))} · index {literal(summary.index['type'])}  \n"
                f"{literal(root)}")
     if summary.skipped:
         with st.expander(f"{summary.skipped:,} files skipped"):

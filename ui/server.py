@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from indexer.errors import PixseekError
-from indexer.library import ENV_LIBRARY, LibraryPaths
+from search import ENV_LIBRARY, LibraryPaths
 
 ENV_HOSTS = "PIXSEEK_UI_HOSTS"  # the host names the page may be reached by, for ui/page_server.py
 MAX_UPLOAD_MB = 20  # an example photo for "search by photo": the uploader's limit and the server's

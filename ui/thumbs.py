@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
@@ -72,16 +73,21 @@ def thumbnail(thumbs_dir: Path, result: Result, size: ThumbSize = GRID) -> Thumb
     return Thumb(str(target))
 
 
-def make_ahead(thumbs_dir: Path, photos: list[Result]) -> dict[str, int]:
-    """Both thumbnails of every photo, so no page waits for one: counts of 'ready' and 'failed' photos."""
+def make_ahead(thumbs_dir: Path, photos: list[Result],
+               on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """Both thumbnails of every photo, so no page waits for one: counts of 'ready' and 'failed' photos.
+
+    on_progress(done, total) is called after each photo."""
     counts = {"ready": 0, "failed": 0}
 
     def make(photo: Result) -> bool:
         return all(thumbnail(thumbs_dir, photo, size).image is not None for size in SIZES.values())
 
     with ThreadPoolExecutor(THREADS) as pool:
-        for ok in pool.map(make, photos):
+        for done, ok in enumerate(pool.map(make, photos), 1):
             counts["ready" if ok else "failed"] += 1
+            if on_progress is not None:
+                on_progress(done, len(photos))
     return counts
 
 
