@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 
 from indexer.library.catalog import Catalog
 from pixseek_data.shapes import draw_shape, generate_gallery
-from search import ENV_LIBRARY, Library, LibraryPaths
+from search import ENV_LIBRARY, Filters, Library, LibraryPaths
 from tests.conftest import TEST_WORKERS
 from ui.page_backend import MAX_QUERY_CHARS, MAX_TERMS, PageLibrary, PixseekError, check_query
 from ui.page_text import camera, duplicates_csv, literal, shown
@@ -281,6 +281,24 @@ def test_duplicates_are_reviewed_side_by_side_and_the_keep_mark_is_stored(tmp_pa
         [["keep" if i == keep else "copy", p] for i, p in zip(ids, paths_of(lib, ids))])
     assert original.exists() and copy.exists()  # reviewing never deletes or moves a file
     page_lib.close()
+
+
+
+def test_a_keep_mark_replaces_those_it_overlaps_and_is_refused_while_an_index_run_writes(tmp_path, demo_spec):
+    from indexer.library import write_lock
+
+    generate_gallery(tmp_path / "photos", per_class=1, seed=5)
+    lib = index(tmp_path / "photos", tmp_path / "library", demo_spec)
+    page_lib = PageLibrary(lib.root)
+    a, b, c = [p.id for p in page_lib.browse(Filters(), 3)]
+    page_lib.mark_keep(a, [a, b])
+    page_lib.mark_keep(c, [b, c])  # b is in another group now: the mark that held it goes
+    with write_lock(lib), pytest.raises(PixseekError, match="already updating"):
+        page_lib.mark_keep(a, [a, b])
+    page_lib.close()
+    reopened = PageLibrary(lib.root)
+    assert reopened.kept() == {c: [b]}
+    reopened.close()
 
 
 def jpeg_with_camera(path: Path, make: str, model: str) -> None:

@@ -4,12 +4,15 @@ ahead by `pixseek thumbs`, and served by catalog id behind a Host check (ui/page
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from search import DecodeError, Filters, Result, decode_image
+from search import DecodeError, Filters, Library, LibraryPaths, Result, decode_image
+from tests.conftest import TEST_WORKERS
+from tests.harness import assert_one_line_error, cli
 from ui.thumbs import GRID, LARGE, SIZES, make_ahead, thumb_path, thumb_url, thumbnail, upload_preview
 
 ORIENTATION = 0x0112
@@ -74,6 +77,26 @@ def test_make_ahead_makes_both_sizes_of_every_photo_and_counts_the_unreadable(tm
     assert make_ahead(tmp_path / "thumbs", photos) == {"ready": 3, "failed": 1}
     for p in photos[:3]:
         assert all(thumb_path(tmp_path / "thumbs", p.id, p.hash, size).is_file() for size in SIZES.values())
+
+
+def test_pixseek_thumbs_makes_both_sizes_of_every_indexed_photo_and_counts_the_gone(tmp_path, demo_spec):
+    from indexer.runner import run_index
+
+    (tmp_path / "photos").mkdir()
+    paths = [photo(tmp_path / "photos" / f"p{i}.jpg", (300, 200 + 20 * i), colour=(60 * i, 90, 30)) for i in range(3)]
+    library = LibraryPaths.at(tmp_path / "library")
+    run_index(library, [tmp_path / "photos"], model=demo_spec, workers=TEST_WORKERS)
+    paths[0].unlink()  # gone since it was indexed: no thumbnail, counted as failed
+    out = json.loads(cli("thumbs", "--library", str(library.root), "--json").stdout)
+    assert out == {"library": str(library.root), "ready": 2, "failed": 1}
+    with Library.open(library.root) as lib:
+        made = {Path(r.path): [thumb_path(lib.thumbs_dir, r.id, r.hash, s).is_file() for s in SIZES.values()]
+                for r in lib.latest()}
+    assert made == {p.resolve(): [p.exists()] * len(SIZES) for p in paths}
+
+
+def test_pixseek_thumbs_without_a_library_is_one_line_error(tmp_path):
+    assert_one_line_error(cli("thumbs", "--library", str(tmp_path / "nowhere"), code=1), "no library at")
 
 
 def test_unwritable_library_still_gets_pictures(tmp_path):
