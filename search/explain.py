@@ -1,0 +1,83 @@
+"""Why a photo matched: each query term's share of its score, and the words, tags and concepts that apply.
+
+A query of terms e_i with weights w_i is the vector q = sum_i w_i e_i / |sum_i w_i e_i|
+(search/engine.py embed_terms), and a photo's score is q . x with its stored vector x. That is
+linear in the terms, so the score splits exactly into one part per term:
+
+    score = q . x = sum_i w_i (e_i . x) / |sum_i w_i e_i|
+
+so a term's contribution is w_i (e_i . x) / |sum_i w_i e_i|: negative for a subtracted term
+the photo resembles, and the parts add up to the score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Explanation", "TermContribution", "contributions", "explain"]
+
+
+@dataclass(frozen=True)
+class TermContribution:
+    term: str  # the term as the user wrote it ("beach", an image path, "#12")
+    weight: float
+    similarity: float  # cosine of the term's embedding with the photo
+    contribution: float  # its part of the score
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class Explanation:
+    score: float
+    terms: list[TermContribution] = field(default_factory=list)
+    matched_words: list[str] = field(default_factory=list)  # spans of the photo's text the keywords matched
+    tags: list[str] = field(default_factory=list)
+    concepts: dict[str, float] = field(default_factory=dict)  # concept name -> probability
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"score": round(self.score, 4), "terms": [t.as_dict() for t in self.terms],
+                "matched_words": self.matched_words, "tags": self.tags,
+                "concepts": {k: round(v, 4) for k, v in self.concepts.items()}}
+
+
+def contributions(
+    labels: Sequence[str], weights: Sequence[float], embeddings: np.ndarray, vectors: np.ndarray
+) -> np.ndarray:
+    """(n photos, n terms) contributions; each row adds up to the photo's score against the query.
+
+    `embeddings` (n terms, dim) are the terms' unit embeddings and `vectors` (n photos, dim)
+    the photos' stored ones; the labels only fix the number of terms.
+    """
+    e = np.asarray(embeddings, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if not (len(labels) == len(w) == len(e)):
+        raise ValueError("one label, weight and embedding per term")
+    norm = np.linalg.norm(w @ e)
+    if norm < 1e-12:
+        raise ValueError("the terms cancel out: the query has no direction")
+    x = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    return (x @ e.T) * w / norm
+
+
+def explain(
+    labels: Sequence[str],
+    weights: Sequence[float],
+    embeddings: np.ndarray,
+    vector: np.ndarray,
+    *,
+    matched_words: Sequence[str] = (),
+    tags: Sequence[str] = (),
+    concepts: dict[str, float] | None = None,
+) -> Explanation:
+    """The explanation of one photo (its stored `vector`) for a query of these terms."""
+    parts = contributions(labels, weights, embeddings, vector)[0]
+    sims = np.atleast_2d(np.asarray(vector, dtype=np.float64)) @ np.asarray(embeddings, dtype=np.float64).T
+    terms = [TermContribution(label, float(w), float(s), float(c))
+             for label, w, s, c in zip(labels, weights, sims[0], parts)]
+    return Explanation(float(parts.sum()), terms, list(matched_words), list(tags), dict(concepts or {}))
