@@ -22,7 +22,9 @@ __all__ = ["MIN_EXAMPLES", "Concept", "teach"]
 # Fewer examples per side than this and the probe mostly learns the examples' accidents.
 MIN_EXAMPLES = 5
 # Strength of the L2 penalty against the (class-balanced) summed loss, like 1/C in
-# scikit-learn's LogisticRegression: the fit trusts the data more as examples are added.
+# scikit-learn's LogisticRegression, so the fit trusts the data more as examples are added.
+# Weak: it only has to keep the weights finite; a stronger pull towards zero blurs the probe
+# into the difference of the class means and ranks worse (benchmarks/README.md, concepts).
 REGULARISATION = 0.01
 _STEPS = 500
 _FORMAT = 1
@@ -85,7 +87,8 @@ def teach(
     """Fit a concept to yes and no example vectors (rows), with its leave-one-out accuracy."""
     yes, no = np.atleast_2d(np.asarray(vectors_yes, np.float64)), np.atleast_2d(np.asarray(vectors_no, np.float64))
     if not yes.size or not no.size:
-        raise PixseekError("a concept needs examples of both kinds", "give photos that show it (--yes) and that don't (--no)")
+        raise PixseekError("a concept needs examples of both kinds",
+                           "give photos that show it (--yes) and photos that don't (--no)")
     if yes.shape[1] != no.shape[1]:
         raise ValueError("yes and no vectors differ in dimension")
     if set(yes_ids) & set(no_ids):
