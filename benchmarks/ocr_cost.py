@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""What reading text in photos costs on this CPU, how much of it is read, and keyword look-ups.
+
+    python3 benchmarks/ocr_cost.py [--photos 40] [--docs 100000] [--smoke]
+
+- Per photo, in this process (onnxruntime on every core): Caltech photos 640 px wide with one
+  English and one Chinese word rendered on them (tests/text_photos.py), the same photos without
+  text, and the original Caltech files (about 300 px wide). Wall and CPU seconds per photo, and
+  how many photos came out with text.
+- Word recall of the rendered words (English, Chinese), and the keyword top-3 rate: how often
+  the keyword index (search/keywords.py) over the OCR text ranks a word's photo in its top 3.
+- ocr_batch over all three sets with 1 worker of 2 threads and with 2 workers of 1 thread.
+- The keyword index over DOCS synthetic documents: milliseconds per query for a word of three or
+  more characters (trigram index) and for two-character terms (LIKE scan).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sqlite3
+import statistics
+import time
+from pathlib import Path
+
+import _common  # noqa: F401  (puts the repository on sys.path)
+from _common import CALTECH, machine, temp_dir
+from PIL import Image
+
+from indexer.ocr import OcrJob, ocr_batch, ocr_one, read_text
+from search import keywords
+from tests.text_photos import CHINESE, ENGLISH, cjk_font, plain_photo, render, source_photos
+
+
+def per_photo(name: str, paths: list[Path]) -> dict[int, str]:
+    walls, cpus, texts = [], [], {}
+    for i, path in enumerate(paths):
+        cpu = time.process_time()
+        result = ocr_one(OcrJob(i, str(path)))
+        cpus.append(time.process_time() - cpu)
+        walls.append(result.seconds)
+        texts[i] = result.text
+    with_text = sum(bool(t) for t in texts.values())
+    print(f"{name:<28} {len(paths):>4} photos   wall s/photo median {statistics.median(walls):.3f} "
+          f"mean {statistics.mean(walls):.3f}   CPU s/photo {statistics.mean(cpus):.3f}   with text {with_text}")
+    return texts
+
+
+def squashed(text: str) -> str:
+    return "".join(text.split()).casefold()
+
+
+def quality(photos, texts: dict[int, str]) -> None:
+    conn = sqlite3.connect(":memory:")
+    keywords.ensure_table(conn)
+    keywords.upsert(conn, [(i, keywords.document(p.path, ocr_text=texts[i])) for i, p in enumerate(photos)])
+    for language, is_lang in (("English", str.isascii), ("Chinese", lambda w: not w.isascii())):
+        words = [(i, w) for i, p in enumerate(photos) for w in p.words if is_lang(w)]
+        if not words:
+            print(f"{language:<28} not rendered (no CJK font)")
+            continue
+        read = sum(squashed(w) in squashed(texts[i]) for i, w in words) / len(words)
+        top3 = sum(i in [h for h, _ in keywords.keyword_search(conn, [w], limit=3)] for i, w in words) / len(words)
+        print(f"{language:<28} {len(words):>4} words    word recall {read:.3f}   keyword top-3 rate {top3:.3f}")
+
+
+def batch(paths: list[Path]) -> None:
+    jobs = [OcrJob(i, str(p)) for i, p in enumerate(paths)]
+    for workers in (1, 2):
+        start = time.perf_counter()
+        n = sum(1 for _ in ocr_batch(jobs, workers=workers))
+        wall = time.perf_counter() - start
+        print(f"ocr_batch, {workers} worker{'s' * (workers > 1)}{'':<13} {n:>4} photos   {wall:.2f} s "
+              f"({n / wall:.2f} photos/s, worker start-up included)")
+
+
+def keyword_lookups(n_docs: int) -> None:
+    rng = random.Random(0)
+    vocabulary = list(ENGLISH) + ["total", "receipt", "street", "open", "sale", "menu", "price"]
+    conn = sqlite3.connect(":memory:")
+    keywords.ensure_table(conn)
+    docs = []
+    for i in range(n_docs):
+        words = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(0, 8)))
+        chinese = "".join(rng.choice(CHINESE) for _ in range(rng.randint(0, 2)))
+        docs.append((i + 1, keywords.KeywordDoc(ocr=f"{words} {chinese}".strip(), name=f"IMG {i:05d}")))
+    start = time.perf_counter()
+    keywords.upsert(conn, docs)
+    conn.commit()
+    print(f"keyword index, {n_docs} documents: built in {time.perf_counter() - start:.2f} s")
+    for label, term in (("word of 6 letters (trigram)", "coffee"), ("3 Chinese characters (trigram)", "火车站"),
+                        ("2 Chinese characters (LIKE)", "北京"), ("2 digits (LIKE)", "42")):
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            hits = keywords.keyword_search(conn, [term], limit=100)
+            times.append(time.perf_counter() - start)
+        print(f"  {label:<32} {statistics.median(times) * 1000:8.1f} ms per query (top {len(hits)})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=40, help="photos per set")
+    parser.add_argument("--docs", type=int, default=100_000, help="documents for the keyword look-ups")
+    parser.add_argument("--smoke", action="store_true", help="3 photos per set, 2,000 documents")
+    args = parser.parse_args()
+    n, n_docs = (3, 2_000) if args.smoke else (args.photos, args.docs)
+    if not CALTECH.is_dir():
+        raise SystemExit(f"Caltech photos not found at {CALTECH}")
+    print(f"machine: {machine()}; CJK font: {cjk_font() or 'none'}")
+    with temp_dir("ocr") as tmp:
+        folder = Path(tmp)
+        sources = source_photos(CALTECH, n)
+        photos = render(sources, folder / "text")
+        (folder / "plain").mkdir()
+        plain = [plain_photo(s, folder / "plain" / f"plain-{i:03d}.jpg") for i, s in enumerate(sources)]
+        # Other photos for the originals, so that none is one the sets above were made from.
+        originals = source_photos(CALTECH, n, offset=2)
+        read_text(Image.new("RGB", (64, 64)))  # load the models before any timing
+        texts = per_photo("with rendered text (640 px)", [p.path for p in photos])
+        per_photo("same photos, no text", plain)
+        per_photo("Caltech files as they are", originals)
+        quality(photos, texts)
+        batch([p.path for p in photos] + plain + originals)
+    keyword_lookups(n_docs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""benchmarks/ocr_cost.py runs end to end in smoke mode and prints every figure it promises."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import CALTECH, need_shared
+from tests.test_benchmarks import run_benchmark
+
+
+def test_ocr_cost_smoke_prints_cost_recall_top3_batch_and_lookup_figures():
+    need_shared(CALTECH)
+    out = run_benchmark("ocr_cost.py", "--smoke")
+    cost = r"^(.+?)\s+3 photos\s+wall s/photo median ([\d.]+) mean ([\d.]+)\s+CPU s/photo ([\d.]+)"
+    costs = re.findall(cost, out, re.M)
+    assert [name.strip() for name, *_ in costs] == ["with rendered text (640 px)", "same photos, no text",
+                                                    "Caltech files as they are"]
+    assert all(float(v) > 0 for _, *values in costs for v in values)
+    rates = re.findall(r"word recall ([\d.]+)\s+keyword top-3 rate ([\d.]+)", out)
+    assert rates and all(0 <= float(v) <= 1 for pair in rates for v in pair)
+    assert len(re.findall(r"^ocr_batch, [12] workers?\s+9 photos\s+[\d.]+ s", out, re.M)) == 2
+    assert len(re.findall(r"[\d.]+ ms per query", out)) == 4
