@@ -5,8 +5,9 @@
 
 - Per photo, in this process (onnxruntime on every core): Caltech photos 640 px wide with one
   English and one Chinese word rendered on them (tests/text_photos.py), the same photos without
-  text, and the original Caltech files (about 300 px wide). Wall and CPU seconds per photo, and
-  how many photos came out with text.
+  text, and the original Caltech files (about 300 px wide). Wall and CPU seconds per photo, how
+  many went past the cheap look (detection on a small copy) to the full pass, and how many came
+  out with text.
 - Word recall of the rendered words (English, Chinese), and the keyword top-3 rate: how often
   the keyword index (search/keywords.py) over the OCR text ranks a word's photo in its top 3.
 - ocr_batch over all three sets with 1 worker of 2 threads and with 2 workers of 1 thread.
@@ -27,7 +28,8 @@ import _common  # noqa: F401  (puts the repository on sys.path)
 from _common import CALTECH, machine, temp_dir
 from PIL import Image
 
-from indexer.ocr import OcrJob, ocr_batch, ocr_one, read_text
+from indexer.decode import decode_image
+from indexer.ocr import DECODE_SIDE, OcrJob, has_text, ocr_batch, ocr_one, read_text
 from search import keywords
 from tests.text_photos import CHINESE, ENGLISH, cjk_font, plain_photo, render, source_photos
 
@@ -40,9 +42,12 @@ def per_photo(name: str, paths: list[Path]) -> dict[int, str]:
         cpus.append(time.process_time() - cpu)
         walls.append(result.seconds)
         texts[i] = result.text
+    # Apart from the timing: how many photos went past the cheap look to the full pass.
+    looked = sum(has_text(decode_image(p, target_size=DECODE_SIDE).image) for p in paths)
     with_text = sum(bool(t) for t in texts.values())
     print(f"{name:<28} {len(paths):>4} photos   wall s/photo median {statistics.median(walls):.3f} "
-          f"mean {statistics.mean(walls):.3f}   CPU s/photo {statistics.mean(cpus):.3f}   with text {with_text}")
+          f"mean {statistics.mean(walls):.3f}   CPU s/photo {statistics.mean(cpus):.3f}   "
+          f"past the cheap look {looked}   with text {with_text}")
     return texts
 
 

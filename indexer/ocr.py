@@ -26,7 +26,7 @@ from PIL import Image
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from indexer.reader import _ignore_ctrl_c, default_workers
 
-__all__ = ["OcrJob", "OcrResult", "TextBox", "ocr_batch", "ocr_one", "read_text", "text_of"]
+__all__ = ["OcrJob", "OcrResult", "TextBox", "has_text", "ocr_batch", "ocr_one", "read_text", "text_of"]
 
 # Longest side of the copy the cheap look runs on: big enough that a caption, a sign or a
 # receipt line is still a few pixels tall, small enough to cost a fraction of a full pass.
@@ -104,12 +104,17 @@ class _Engine:
         boxes = det.filter_tag_det_res(boxes, bgr.shape[:2])
         return self.ocr.sorted_boxes(boxes) if len(boxes) else []
 
-    def read(self, image: Image.Image) -> list[TextBox]:
+    @staticmethod
+    def prepared(image: Image.Image) -> tuple[np.ndarray, float]:
+        """BGR pixels (OpenCV's order, which the models expect) at most MAX_SIDE long, and the scale."""
         scale = min(1.0, MAX_SIDE / max(image.size))
         if scale < 1.0:
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
             image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
-        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+        return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1]), scale
+
+    def read(self, image: Image.Image) -> list[TextBox]:
+        bgr, scale = self.prepared(image)
         boxes = self.detect(bgr, PROBE_SIDE)
         if not boxes:
             return []
@@ -145,6 +150,12 @@ def read_text(image: Image.Image) -> list[TextBox]:
     Boxes are in `image`'s pixel coordinates.
     """
     return _engine().read(image)
+
+
+def has_text(image: Image.Image) -> bool:
+    """The cheap look alone: whether detection on a small copy finds a text region."""
+    engine = _engine()
+    return bool(engine.detect(engine.prepared(image)[0], PROBE_SIDE))
 
 
 def ocr_one(job: OcrJob, max_pixels: int = DEFAULT_MAX_PIXELS) -> OcrResult:

@@ -67,19 +67,27 @@ def test_keyword_search_finds_the_photo_of_a_rendered_word_in_the_top_3(read_pho
     assert sum(found) / len(words) >= 0.9
 
 
-def test_photos_without_text_give_no_text_and_never_reach_the_recogniser(read_photos, monkeypatch):
+def test_real_photos_without_text_give_no_text(read_photos):
     _, results, _ = read_photos
-    plain = [r for r in results.values() if r.id >= TEXT_PHOTOS]
-    assert all(r.boxes == [] for r in plain)
+    assert all(results[TEXT_PHOTOS + i].boxes == [] for i in range(PLAIN_PHOTOS))
 
+
+def test_pictures_without_text_stop_after_the_cheap_look(monkeypatch):
     def no_recognition(*args, **kwargs):
-        raise AssertionError("recogniser ran on a photo without text")
+        raise AssertionError("the recogniser ran on a picture without text")
 
     engine = ocr._engine()
     monkeypatch.setattr(engine.ocr, "text_rec", no_recognition)
     monkeypatch.setattr(engine.ocr, "text_cls", no_recognition)
-    blank = Image.new("RGB", (800, 600), (120, 160, 200))
-    assert read_text(blank) == []
+    gradient = Image.linear_gradient("L").resize((1200, 900)).convert("RGB")
+    for picture in [Image.new("RGB", (800, 600), (120, 160, 200)), gradient]:
+        assert not ocr.has_text(picture)
+        assert read_text(picture) == []
+
+
+def test_the_cheap_look_sees_the_rendered_words(read_photos):
+    photos, _, _ = read_photos
+    assert all(ocr.has_text(Image.open(p.path)) for p in photos)
 
 
 def test_boxes_are_in_full_resolution_upright_coordinates(tmp_path):
