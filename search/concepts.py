@@ -52,10 +52,12 @@ class Concept:
         return out
 
     def logits(self, vectors: np.ndarray) -> np.ndarray:
-        return _normalised(vectors) @ self.weights + self.bias
+        # float32, like the library's vectors: scoring a whole library must not double its size.
+        return _normalised(vectors, np.float32) @ self.weights + np.float32(self.bias)
 
     def score(self, vectors: np.ndarray) -> np.ndarray:
-        """Probability (0..1) per row of `vectors` (n, dim) that it shows the concept."""
+        """Probability (0..1) per row of `vectors` (n, dim) that it shows the concept; the caller
+        scores a large library in chunks, as the engine reads vectors."""
         return _sigmoid(self.logits(vectors))
 
     def to_json(self) -> str:
@@ -136,8 +138,8 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return theta[:-1], float(theta[-1])
 
 
-def _normalised(vectors: np.ndarray) -> np.ndarray:
-    v = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+def _normalised(vectors: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    v = np.atleast_2d(np.asarray(vectors, dtype=dtype))
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 

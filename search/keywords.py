@@ -24,6 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from indexer.errors import PixseekError
+
 __all__ = [
     "COLUMNS",
     "RRF_K",
@@ -54,7 +56,7 @@ _TRIGRAM = 3
 
 # Word boundaries inside a file or folder name: separators, camelCase, letters next to digits.
 _NAME_SPLIT = re.compile(r"[\W_]+|(?<=[a-z])(?=[A-Z])|(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])")
-_TEXT_TERM = re.compile(r'(^|\s)(?:\+\s+)?text:(?:"([^"]*)"|([^\s"]+))')
+_TEXT_TERM = re.compile(r'(^|\s)(?:([+-])\s+)?text:(?:"([^"]*)"|([^\s"]+))')
 _PHRASE = re.compile(r'"([^"]*)"|(\S+)')
 
 
@@ -151,12 +153,16 @@ def parse_text_terms(query: str) -> tuple[str, list[str]]:
     """Split `text:"..."` and `text:word` terms out of a search query.
 
     Returns (the query without them, for the semantic side; the text terms). A `+` that joined
-    a text term to the rest goes with it, so `"beach" + text:"total"` leaves `"beach"`.
+    a text term to the rest goes with it, so `"beach" + text:"total"` leaves `"beach"`; a text
+    term cannot be subtracted (PixseekError).
     """
     terms: list[str] = []
 
     def take(m: re.Match[str]) -> str:
-        terms.extend(text_terms(f'"{m.group(2)}"' if m.group(2) is not None else m.group(3)))
+        if m.group(2) == "-":
+            raise PixseekError(f"a text term cannot be subtracted: {m.group(0).strip()}",
+                               'text:WORD keeps the photos whose text has WORD; drop the "-"')
+        terms.extend(text_terms(f'"{m.group(3)}"' if m.group(3) is not None else m.group(4)))
         return m.group(1)
 
     rest = _TEXT_TERM.sub(take, query)

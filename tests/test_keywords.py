@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from indexer.errors import PixseekError
 from search.keywords import (
     KeywordDoc,
     delete_documents,
@@ -122,6 +123,8 @@ def test_text_terms_in_a_query_are_split_from_the_semantic_part():
     assert parse_text_terms("context:foo bar") == ("context:foo bar", [])
     assert parse_text_terms("text:menu") == ("", ["menu"])
     assert text_terms('total "thank you"  出口') == ["total", "thank you", "出口"]
+    with pytest.raises(PixseekError, match="cannot be subtracted"):
+        parse_text_terms('"beach" - text:people')
 
 
 def test_matched_words_gives_the_spans_as_written_in_the_text():
