@@ -85,6 +85,7 @@ def teach(
     yes_ids: Sequence[int] = (),
     no_ids: Sequence[int] = (),
     model: str | None = None,
+    regularisation: float = REGULARISATION,
 ) -> Concept:
     """Fit a concept to yes and no example vectors (rows), with its leave-one-out accuracy."""
     yes, no = np.atleast_2d(np.asarray(vectors_yes, np.float64)), np.atleast_2d(np.asarray(vectors_no, np.float64))
@@ -98,24 +99,24 @@ def teach(
         raise PixseekError(f"photos given as both yes and no: {', '.join(map(str, both))}", "give each photo once")
     x = _normalised(np.vstack([yes, no]))
     y = np.concatenate([np.ones(len(yes)), np.zeros(len(no))])
-    w, b = _fit(x, y)
+    w, b = _fit(x, y, regularisation)
     return Concept(name, w.astype(np.float32), float(b), [int(i) for i in yes_ids], [int(i) for i in no_ids],
-                   _leave_one_out(x, y), model)
+                   _leave_one_out(x, y, regularisation), model)
 
 
-def _leave_one_out(x: np.ndarray, y: np.ndarray) -> float | None:
+def _leave_one_out(x: np.ndarray, y: np.ndarray, regularisation: float) -> float | None:
     if min(y.sum(), len(y) - y.sum()) < 2:
         return None  # leaving out the only example of a side leaves nothing to learn it from
     right = 0
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
-        w, b = _fit(x[keep], y[keep])
+        w, b = _fit(x[keep], y[keep], regularisation)
         right += int((x[i] @ w + b > 0) == bool(y[i]))
     return right / len(y)
 
 
-def _fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """Minimise sum_i c_i log(1 + exp(-s_i (w.x_i + b))) + REGULARISATION / 2 |w|^2 (s_i = +-1).
+def _fit(x: np.ndarray, y: np.ndarray, regularisation: float) -> tuple[np.ndarray, float]:
+    """Minimise sum_i c_i log(1 + exp(-s_i (w.x_i + b))) + regularisation / 2 |w|^2 (s_i = +-1).
 
     c_i makes each class weigh n / 2 in total. Nesterov-accelerated gradient descent with the
     step set by the loss's Lipschitz bound: the problem is strongly convex, so it converges
@@ -124,14 +125,14 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     n = len(y)
     c = np.where(y == 1, n / (2 * y.sum()), n / (2 * (n - y.sum())))
     # |x_i| = 1, so the Hessian of the loss is at most (sum c_i / 4) (|x|^2 + 1) = n / 2.
-    step = 1.0 / (n / 2 + REGULARISATION)
+    step = 1.0 / (n / 2 + regularisation)
     theta = np.zeros(x.shape[1] + 1)
     momentum = theta.copy()
     xb = np.hstack([x, np.ones((n, 1))])
     penalty = np.ones_like(theta)
     penalty[-1] = 0.0  # the bias is not penalised
     for t in range(1, _STEPS + 1):
-        grad = xb.T @ (c * (_sigmoid(xb @ momentum) - y)) + REGULARISATION * penalty * momentum
+        grad = xb.T @ (c * (_sigmoid(xb @ momentum) - y)) + regularisation * penalty * momentum
         new = momentum - step * grad
         momentum = new + (t - 1) / (t + 2) * (new - theta)
         theta = new

@@ -37,7 +37,7 @@ def precision_at_k(scores: np.ndarray, relevant: np.ndarray) -> float:
 
 def text_queries() -> list[str]:
     """Every single text query a fair user might try for "warm colours" in the shapes world."""
-    return ([f"a {c} shape" for c in COLOURS] + [f"a {s}" for s in SHAPES]
+    return ([f"{'an' if c[0] in 'aeiou' else 'a'} {c} shape" for c in COLOURS] + [f"a {s}" for s in SHAPES]
             + ["a warm coloured shape", "a warm colour", "a red, orange or yellow shape", "red or orange or yellow"])
 
 
