@@ -31,13 +31,13 @@ __all__ = ["OcrJob", "OcrResult", "TextBox", "has_text", "ocr_batch", "ocr_one",
 # Longest side of the copy the cheap look runs on: big enough that a caption, a sign or a
 # receipt line is still a few pixels tall, small enough to cost a fraction of a full pass.
 PROBE_SIDE = 384
-# Longest side for detection proper: PP-OCR's detector was trained on pages about this size.
+# Longest side for detection proper: PaddleOCR's own default for this detector.
 DETECT_SIDE = 960
-# Longest side kept for recognition crops; larger photos are reduced first (a 12 MP frame
-# would cost seconds in detection pre-processing and gains nothing for text of readable size).
+# Longest side kept for recognition crops; larger photos are reduced first: a full camera frame
+# only slows every resize and crop, and text big enough to matter stays readable.
 MAX_SIDE = 1920
 # The decoder may hand back a reduced image (JPEG DCT scaling) as long as both sides stay at
-# least this: a 4:3 photo keeps a long side of 1440 px or more, close to MAX_SIDE.
+# least this, so a landscape photo keeps a long side close to MAX_SIDE.
 DECODE_SIDE = 1080
 # RapidOCR's own default: below this the recogniser is mostly guessing.
 MIN_CONFIDENCE = 0.5
@@ -57,6 +57,10 @@ class TextBox:
 
     def as_dict(self) -> dict[str, Any]:
         return {"text": self.text, "box": [list(p) for p in self.box], "confidence": round(self.confidence, 4)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TextBox:
+        return cls(str(data["text"]), tuple((float(x), float(y)) for x, y in data["box"]), float(data["confidence"]))
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,14 @@ Chinese), and the keyword index over what it read."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from indexer import ocr
-from indexer.ocr import OcrJob, ocr_batch, ocr_one, read_text
+from indexer.ocr import OcrJob, TextBox, ocr_batch, ocr_one, read_text
 from search import keywords
 from tests.conftest import CALTECH, need_shared
 from tests.text_photos import cjk_font, find_font, plain_photo, render, source_photos
@@ -109,6 +110,7 @@ def test_boxes_are_in_full_resolution_upright_coordinates(tmp_path):
     assert abs(min(xs) - word_left) < 3 * margin and abs(max(xs) - word_right) < 3 * margin
     assert abs(min(ys) - word_top) < 3 * margin and abs(max(ys) - word_bottom) < 3 * margin
     assert 0.5 <= box.confidence <= 1.0
+    assert TextBox.from_dict(json.loads(json.dumps(box.as_dict()))).text == box.text
 
 
 def test_batch_in_worker_processes_keeps_order_and_reports_undecodable_files(tmp_path):
