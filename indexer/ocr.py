@@ -75,6 +75,7 @@ class OcrResult:
     boxes: list[TextBox] | None  # None when the file could not be decoded (see reason)
     reason: str | None = None
     seconds: float = 0.0  # time the worker spent on this photo, decoding included
+    cpu_seconds: float = 0.0  # CPU time of the worker's threads meanwhile
 
     @property
     def text(self) -> str:
@@ -165,16 +166,16 @@ def has_text(image: Image.Image) -> bool:
 def ocr_one(job: OcrJob, max_pixels: int = DEFAULT_MAX_PIXELS) -> OcrResult:
     """Decode one file through the guarded decoder and read its text; boxes in full-resolution,
     upright coordinates (those of the catalog's width and height)."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         decoded = decode_image(job.path, target_size=DECODE_SIDE, max_pixels=max_pixels)
     except DecodeError as exc:
-        return OcrResult(job.id, None, exc.reason, time.perf_counter() - start)
+        return OcrResult(job.id, None, exc.reason, time.perf_counter() - start, time.process_time() - cpu)
     boxes = read_text(decoded.image)
     fx, fy = decoded.width / decoded.image.width, decoded.height / decoded.image.height
     if (fx, fy) != (1.0, 1.0):
         boxes = [TextBox(b.text, tuple((x * fx, y * fy) for x, y in b.box), b.confidence) for b in boxes]
-    return OcrResult(job.id, boxes, None, time.perf_counter() - start)
+    return OcrResult(job.id, boxes, None, time.perf_counter() - start, time.process_time() - cpu)
 
 
 def _ocr_chunk(jobs: list[OcrJob], max_pixels: int) -> list[OcrResult]:

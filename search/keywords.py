@@ -1,15 +1,17 @@
 """The keyword side of search: an SQLite FTS5 index over the words attached to each photo.
 
 One document per image (rowid = catalog id): the text read in the photo, its file name, its
-folder names, its tags and its EXIF/XMP description and keywords. The table uses FTS5's trigram
-tokenizer, which matches any substring of three or more characters, case-insensitively:
-- Chinese and Japanese have no spaces between words, so a word tokenizer sees a whole line as
-  one token; trigrams find a word anywhere in it.
-- OCR often drops the space between words ("TOTAL42.50", "Coffeeshop"); trigrams still find
-  "total" and "shop".
-Terms shorter than three characters (many Chinese words are two: 北京, 出口) have no trigram, so
-they are matched with LIKE on the same table: a scan, not an index lookup, but one table keeps
-every write path simple (benchmarks/README.md has the cost of both).
+folder names, its tags and its EXIF/XMP description and keywords, in two FTS5 tables that
+every write goes to together:
+- `keywords`, FTS5's trigram tokenizer: any substring of three or more characters matches,
+  case-insensitively. Chinese and Japanese put no spaces between words, so a word tokenizer
+  sees a whole line as one token; trigrams find a word anywhere in it. And OCR often drops the
+  space between words ("TOTAL42.50", "Coffeeshop"); trigrams still find "total" and "shop".
+- `keywords_short`, unicode61 over the same text with each CJK character made a token of its
+  own and letters parted from digits, for terms under three characters, which have no trigram
+  (many Chinese words have two: 北京, 出口): a two-character Chinese word is then a phrase of
+  two tokens, and "42" a whole number, both found through the index. LIKE on the trigram table
+  would find them too, but by scanning every row (benchmarks/README.md has both costs).
 
 Query side: `text:"total 42.50"` / `text:word` inside a search query (parse_text_terms), or
 `--text WORDS` (text_terms): every phrase must occur (a filter), and the photos that have them
@@ -29,6 +31,7 @@ from indexer.errors import PixseekError
 __all__ = [
     "COLUMNS",
     "RRF_K",
+    "SHORT_TABLE",
     "TABLE",
     "KeywordDoc",
     "ddl",
@@ -45,6 +48,7 @@ __all__ = [
 ]
 
 TABLE = "keywords"
+SHORT_TABLE = "keywords_short"
 COLUMNS = ("ocr", "name", "folders", "tags", "exif")
 # Cormack, Clarke & Buettcher (SIGIR 2009): k = 60 makes the fusion insensitive to the exact
 # value and lets a first place in one list outweigh a middling place in the other.
@@ -58,6 +62,11 @@ _TRIGRAM = 3
 _NAME_SPLIT = re.compile(r"[\W_]+|(?<=[a-z])(?=[A-Z])|(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])")
 _TEXT_TERM = re.compile(r'(^|\s)(?:([+-])\s+)?text:(?:"([^"]*)"|([^\s"]+))')
 _PHRASE = re.compile(r'"([^"]*)"|(\S+)')
+# Han (with radicals, symbols and compatibility forms), kana and Hangul: scripts whose
+# characters become tokens of their own in the short table.
+_CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_IS_CJK = re.compile(f"[{_CJK}]")
+_SPACE_OUT = re.compile(rf"([{_CJK}])|(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])")
 
 
 @dataclass(frozen=True)
@@ -112,35 +121,55 @@ def document(
     )
 
 
-def ddl() -> str:
-    return f"CREATE VIRTUAL TABLE IF NOT EXISTS {TABLE} USING fts5({', '.join(COLUMNS)}, tokenize='trigram')"
+def ddl() -> list[str]:
+    """The statements that create both keyword tables."""
+    columns = ", ".join(COLUMNS)
+    return [f"CREATE VIRTUAL TABLE IF NOT EXISTS {TABLE} USING fts5({columns}, tokenize='trigram')",
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS {SHORT_TABLE} USING fts5({columns}, tokenize='unicode61')"]
 
 
 def ensure_table(conn: sqlite3.Connection) -> bool:
-    """Create the keyword table when missing; True when it was (the caller then fills it: rebuild)."""
-    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (TABLE,)).fetchone() is not None
-    if not exists:
-        conn.execute(ddl())
-    return not exists
+    """Create the keyword tables when missing; True when they were (the caller then fills them: rebuild)."""
+    found = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name IN (?, ?)", (TABLE, SHORT_TABLE))}
+    if found == {TABLE, SHORT_TABLE}:
+        return False
+    _drop(conn)  # one without the other cannot be trusted
+    for statement in ddl():
+        conn.execute(statement)
+    return True
+
+
+def _spaced(text: str) -> str:
+    """What the short table stores and is asked: CJK characters and digit runs as tokens of their own."""
+    return _SPACE_OUT.sub(lambda m: f" {m.group(1)} " if m.group(1) else " ", text)
 
 
 def upsert(conn: sqlite3.Connection, docs: Iterable[tuple[int, KeywordDoc]]) -> None:
     """Write the documents of these images, replacing what they had (the caller commits)."""
     rows = [(int(i), *d.values()) for i, d in docs]
-    conn.executemany(f"DELETE FROM {TABLE} WHERE rowid = ?", [(r[0],) for r in rows])
+    delete_documents(conn, [r[0] for r in rows])
     marks = ", ".join("?" * (len(COLUMNS) + 1))
-    conn.executemany(f"INSERT INTO {TABLE} (rowid, {', '.join(COLUMNS)}) VALUES ({marks})", rows)
+    for table, transform in ((TABLE, str), (SHORT_TABLE, _spaced)):
+        conn.executemany(f"INSERT INTO {table} (rowid, {', '.join(COLUMNS)}) VALUES ({marks})",
+                         [(r[0], *map(transform, r[1:])) for r in rows])
 
 
 def delete_documents(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
-    conn.executemany(f"DELETE FROM {TABLE} WHERE rowid = ?", [(int(i),) for i in ids])
+    ids = [(int(i),) for i in ids]
+    for table in (TABLE, SHORT_TABLE):
+        conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", ids)
 
 
 def rebuild(conn: sqlite3.Connection, docs: Iterable[tuple[int, KeywordDoc]]) -> None:
-    """Replace the whole table by these documents (the catalog's rows are the truth)."""
-    conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
-    conn.execute(ddl())
+    """Replace both tables by these documents (the catalog's rows are the truth)."""
+    _drop(conn)
+    ensure_table(conn)
     upsert(conn, docs)
+
+
+def _drop(conn: sqlite3.Connection) -> None:
+    for table in (TABLE, SHORT_TABLE):
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def text_terms(words: str) -> list[str]:
@@ -174,53 +203,72 @@ def _fts_phrase(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
-def _like(term: str) -> str:
-    return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def keyword_search(
     conn: sqlite3.Connection, terms: Sequence[str], limit: int | None = None
 ) -> list[tuple[int, float]]:
     """(image id, score) of the images holding every term, best first.
 
-    Score: minus FTS5's BM25 (higher is better) over the terms of three or more characters;
-    images matched only by shorter terms all score 0 and come in id order.
+    Terms of three or more characters match anywhere (trigrams); shorter ones match whole
+    words, whole numbers, or CJK characters in sequence. Score: minus FTS5's BM25 (higher is
+    better), from the trigram table when a term has three characters or more.
     """
     terms = [" ".join(t.split()) for t in terms if t.strip()]
-    if not terms:
-        return []
     long_terms = [t for t in terms if len(t) >= _TRIGRAM]
-    where, args = [], []
+    short_terms = [_spaced(t).strip() for t in terms if len(t) < _TRIGRAM]
+    if not terms or any(not re.search(r"\w", t) for t in short_terms):
+        return []  # a short term without a letter or digit has no token to find
+    short_match = " AND ".join(_fts_phrase(t) for t in short_terms)
     if long_terms:
-        where.append(f"{TABLE} MATCH ?")
-        args.append(" AND ".join(_fts_phrase(t) for t in long_terms))
-    for term in terms:
-        if len(term) < _TRIGRAM:
-            where.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in COLUMNS) + ")")
-            args.extend([_like(term)] * len(COLUMNS))
-    score = f"-bm25({TABLE})" if long_terms else "0.0"
-    order = "ORDER BY 2 DESC, rowid" if long_terms else "ORDER BY rowid"
-    sql = f"SELECT rowid, {score} FROM {TABLE} WHERE {' AND '.join(where)} {order}"
+        sql = f"SELECT rowid, -bm25({TABLE}) FROM {TABLE} WHERE {TABLE} MATCH ?"
+        args = [" AND ".join(_fts_phrase(t) for t in long_terms)]
+        if short_terms:
+            sql += f" AND rowid IN (SELECT rowid FROM {SHORT_TABLE} WHERE {SHORT_TABLE} MATCH ?)"
+            args.append(short_match)
+    else:
+        sql = f"SELECT rowid, -bm25({SHORT_TABLE}) FROM {SHORT_TABLE} WHERE {SHORT_TABLE} MATCH ?"
+        args = [short_match]
+    sql += " ORDER BY 2 DESC, rowid"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    return [(int(i), float(s)) for i, s in conn.execute(sql, args)]
+    return [(int(i), float(score)) for i, score in conn.execute(sql, args)]
 
 
 def matched_words(terms: Sequence[str], text: str) -> list[str]:
     """The spans of `text` that the terms matched, as written there (case and all), in term order.
 
-    Same rule as the index: a case-insensitive substring within a line (OCR's lines are separate).
+    The index's rules: a term of three or more characters anywhere within a line (OCR's lines
+    are separate), a shorter one only as a whole word or number.
     """
     found: list[str] = []
     for term in terms:
-        words = term.split()
-        if not words:
-            continue
-        pattern = r"[^\S\n]+".join(re.escape(w) for w in words)
-        m = re.search(pattern, text, flags=re.IGNORECASE)
-        if m and m.group(0) not in found:
-            found.append(m.group(0))
+        span = _find(" ".join(term.split()), text)
+        if span and span not in found:
+            found.append(span)
     return found
+
+
+def _find(term: str, text: str) -> str | None:
+    if not term:
+        return None
+    if len(term) >= _TRIGRAM:
+        m = re.search(r"[^\S\n]+".join(map(re.escape, term.split())), text, flags=re.IGNORECASE)
+        return m.group(0) if m else None
+    for m in re.finditer(re.escape(term), text, flags=re.IGNORECASE):
+        start, end = m.span()
+        starts = start == 0 or _parted(text[start], text[start - 1])
+        if starts and (end == len(text) or _parted(text[end - 1], text[end])):
+            return m.group(0)
+    return None
+
+
+def _parted(inside: str, outside: str) -> bool:
+    """Whether the short table's tokens part between these two neighbouring characters."""
+    def kind(ch: str) -> str | None:
+        if _IS_CJK.match(ch) or not ch.isalnum():
+            return None
+        return "digit" if ch.isdigit() else "letter"
+
+    return kind(inside) is None or kind(inside) != kind(outside)
 
 
 def rrf(

@@ -60,7 +60,7 @@ def test_a_word_glued_to_another_by_ocr_is_still_found(conn):
 
 
 def test_chinese_words_of_two_and_of_three_or_more_characters_match(conn):
-    assert ids(conn, "北京") == [2]  # two characters: no trigram, matched by LIKE
+    assert ids(conn, "北京") == [2]  # two characters: no trigram, found in the short table
     assert ids(conn, "欢迎你") == [2]
     assert ids(conn, "出口") == [4]
 
@@ -72,6 +72,14 @@ def test_every_term_must_occur(conn):
     assert ids(conn, "total", "42") == [1]
 
 
+def test_terms_under_three_characters_match_whole_words_and_numbers(conn):
+    upsert(conn, [(6, KeywordDoc(ocr="TOTAL42 TV-set", name="IMG 2041"))])
+    assert sorted(ids(conn, "42")) == [1, 6]  # "TOTAL42": OCR glued the number to the word
+    assert ids(conn, "20") == []  # not a number of its own in "2041"
+    assert ids(conn, "tv") == [6] and ids(conn, "OP") == []  # not the start of "OPEN"
+    assert ids(conn, "京欢") == [2]  # CJK characters in sequence, wherever they stand
+
+
 def test_a_phrase_matches_only_as_written(conn):
     assert ids(conn, "total 42.50") == [1]
     assert ids(conn, "42.50 total") == []
@@ -79,6 +87,7 @@ def test_a_phrase_matches_only_as_written(conn):
 
 def test_quotes_and_like_wildcards_in_terms_are_literal(conn):
     assert ids(conn, '"total') == []
+    assert ids(conn, '"') == []
     assert ids(conn, "%") == []
     assert ids(conn, "_") == []
 
@@ -92,14 +101,21 @@ def test_bm25_ranks_the_document_where_the_word_weighs_more_first():
 
 
 def test_upsert_replaces_and_delete_removes_and_rebuild_restores(conn):
-    # A rename gives the same id a new document: the old name no longer finds it.
-    upsert(conn, [(5, KeywordDoc(name="renamed picture"))])
-    assert ids(conn, "sunset") == []
-    assert ids(conn, "renamed") == [5]
-    delete_documents(conn, [1])
-    assert ids(conn, "total") == []
+    # A rename gives the same id a new document: the old name no longer finds it, in either table.
+    upsert(conn, [(5, KeywordDoc(name="renamed picture 上海"))])
+    assert ids(conn, "sunset") == [] and ids(conn, "2023") == []
+    assert ids(conn, "renamed") == [5] and ids(conn, "上海") == [5]
+    delete_documents(conn, [1, 5])
+    assert ids(conn, "total") == [] and ids(conn, "42") == [] and ids(conn, "上海") == []
     rebuild(conn, DOCS.items())
-    assert ids(conn, "total") == [1] and ids(conn, "sunset") == [5] and ids(conn, "renamed") == []
+    assert ids(conn, "total") == [1] and ids(conn, "42") == [1] and ids(conn, "sunset") == [5]
+    assert ids(conn, "renamed") == []
+
+
+def test_a_missing_table_is_recreated_empty_for_a_rebuild(conn):
+    conn.execute("DROP TABLE keywords_short")
+    assert ensure_table(conn) is True
+    assert ids(conn, "total") == [] and ids(conn, "北京") == []
 
 
 def test_document_splits_file_and_folder_names_into_words(tmp_path):
@@ -131,6 +147,7 @@ def test_matched_words_gives_the_spans_as_written_in_the_text():
     text = "TOTAL 42.50\nThank  you\n北京欢迎你"
     assert matched_words(["total", "thank you", "北京", "missing"], text) == ["TOTAL", "Thank  you", "北京"]
     assert matched_words(["42.50 thank"], text) == []  # not across lines: nor does the index
+    assert matched_words(["42", "20", "ta"], "TOTAL42 IMG 2041") == ["42"]  # short: whole numbers and words
 
 
 def test_rrf_adds_reciprocal_ranks_and_keeps_semantic_order_on_ties():

@@ -19,4 +19,4 @@ def test_ocr_cost_smoke_prints_cost_recall_top3_batch_and_lookup_figures():
     rates = re.findall(r"word recall ([\d.]+)\s+keyword top-3 rate ([\d.]+)", out)
     assert rates and all(0 <= float(v) <= 1 for pair in rates for v in pair)
     assert len(re.findall(r"^ocr_batch, [12] workers?\s+9 photos\s+[\d.]+ s.*CPU s/photo [\d.]+", out, re.M)) == 2
-    assert len(re.findall(r"[\d.]+ ms per query", out)) == 6
+    assert len(re.findall(r"[\d.]+ ms per query", out)) == 8
