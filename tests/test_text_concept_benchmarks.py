@@ -1,4 +1,4 @@
-"""benchmarks/ocr_cost.py runs end to end in smoke mode and prints every figure it promises."""
+"""benchmarks/ocr_cost.py and benchmarks/concept_quality.py run end to end in smoke mode and print their figures."""
 
 from __future__ import annotations
 
@@ -20,3 +20,13 @@ def test_ocr_cost_smoke_prints_cost_recall_top3_batch_and_lookup_figures():
     assert rates and all(0 <= float(v) <= 1 for pair in rates for v in pair)
     assert len(re.findall(r"^ocr_batch, [12] workers?\s+9 photos\s+[\d.]+ s.*CPU s/photo [\d.]+", out, re.M)) == 2
     assert len(re.findall(r"[\d.]+ ms per query", out)) == 8
+
+
+def test_concept_quality_smoke_prints_the_concept_and_every_text_query():
+    out = run_benchmark("concept_quality.py", "--smoke")
+    rows = re.findall(r"^(concept, regularisation \S+|text \".+?\").*precision@20 mean ([\d.]+) worst ([\d.]+)\s+"
+                      r"AP mean ([\d.]+) worst ([\d.]+)", out, re.M)
+    assert sum(name.startswith("concept") for name, *_ in rows) == 5
+    assert sum(name.startswith("text") for name, *_ in rows) == 14
+    assert all(0 <= float(v) <= 1 for _, *values in rows for v in values)
+    assert re.search(r'^best text query: ".+" \(precision@20 [\d.]+, AP [\d.]+\)$', out, re.M)
