@@ -3,7 +3,7 @@
 
     python3 benchmarks/concept_quality.py [--per-class 3] [--draws 10] [--smoke]
 
-A generated shapes gallery (ui/shapes.py, PER_CLASS pictures per colour x shape) embedded with
+A generated shapes gallery (data/shapes.py, PER_CLASS pictures per colour x shape) embedded with
 the demo model; the concept is "warm colours" (red, orange, yellow). Each draw picks 5 warm and
 5 other pictures as examples and scores the rest. Printed per regularisation strength: the
 concept's precision@20 and average precision over the rest (mean and worst over the draws) and
@@ -50,7 +50,7 @@ def main() -> None:
     from indexer.model import ModelSpec, load_encoder
     from search.concepts import REGULARISATION, teach
     from search.prompts import embed_texts
-    from ui.shapes import COLOURS, SHAPES, generate_gallery
+    from pixseek_data.shapes import COLOURS, SHAPES, generate_gallery
 
     encoder = load_encoder(ModelSpec.parse("demo"), "cpu")
     with tempfile.TemporaryDirectory(prefix="pixseek-concepts-") as tmp:

@@ -31,8 +31,8 @@ from _common import CALTECH, machine, temp_dir
 from PIL import Image
 
 from indexer.decode import decode_image
+from indexer.library import keywords
 from indexer.ocr import DECODE_SIDE, OcrJob, has_text, ocr_batch, ocr_one, read_text
-from search import keywords
 from tests.text_photos import CHINESE, ENGLISH, cjk_font, plain_photo, render, source_photos
 
 

@@ -1,7 +1,7 @@
 """Why a photo matched: each query term's share of its score, and the words, tags and concepts that apply.
 
 A query of terms e_i with weights w_i is the vector q = sum_i w_i e_i / |sum_i w_i e_i|
-(search/engine.py embed_terms), and a photo's score is q . x with its stored vector x. That is
+(search/embed.py QueryEmbedder.terms), and a photo's score is q . x with its stored vector x. That is
 linear in the terms, so the score splits exactly into one part per term:
 
     score = q . x = sum_i w_i (e_i . x) / |sum_i w_i e_i|

@@ -1,175 +1,28 @@
-"""The keyword side of search: an SQLite FTS5 index over the words attached to each photo.
+"""Keyword terms on the query side: `text:"total 42.50"` / `text:word` inside a search query
+(parse_text_terms) or `--text WORDS` (text_terms), the words of a photo's text they matched,
+and reciprocal rank fusion of the keyword ranking with the semantic one.
 
-One document per image (rowid = catalog id): the text read in the photo, its file name, its
-folder names, its tags and its EXIF/XMP description and keywords, in two FTS5 tables that
-every write goes to together:
-- `keywords`, FTS5's trigram tokenizer: any substring of three or more characters matches,
-  case-insensitively. Chinese and Japanese put no spaces between words, so a word tokenizer
-  sees a whole line as one token; trigrams find a word anywhere in it. And OCR often drops the
-  space between words ("TOTAL42.50", "Coffeeshop"); trigrams still find "total" and "shop".
-- `keywords_short`, unicode61 over the same text with each CJK character made a token of its
-  own and letters parted from digits, for terms under three characters, which have no trigram
-  (many Chinese words have two: 北京, 出口): a two-character Chinese word is then a phrase of
-  two tokens, and "42" a whole number, both found through the index. LIKE on the trigram table
-  would find them too, but by scanning every row (benchmarks/README.md has both costs).
-
-Query side: `text:"total 42.50"` / `text:word` inside a search query (parse_text_terms), or
-`--text WORDS` (text_terms): every phrase must occur (a filter), and the photos that have them
-are ranked by BM25; rrf fuses that ranking with the semantic one.
+Every text term must occur in a photo's keyword document (a filter, indexer/library/keywords.py
+says what a match is); the photos that pass are ranked by BM25, and rrf fuses that ranking with
+the semantic one.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
 from indexer.errors import PixseekError
+from indexer.library.keywords import IS_CJK, TRIGRAM
 
-__all__ = [
-    "COLUMNS",
-    "RRF_K",
-    "SHORT_TABLE",
-    "TABLE",
-    "KeywordDoc",
-    "ddl",
-    "delete_documents",
-    "document",
-    "ensure_table",
-    "keyword_search",
-    "matched_words",
-    "parse_text_terms",
-    "rebuild",
-    "rrf",
-    "text_terms",
-    "upsert",
-]
+__all__ = ["RRF_K", "matched_words", "parse_text_terms", "rrf", "text_terms"]
 
-TABLE = "keywords"
-SHORT_TABLE = "keywords_short"
-COLUMNS = ("ocr", "name", "folders", "tags", "exif")
 # Cormack, Clarke & Buettcher (SIGIR 2009): k = 60 makes the fusion insensitive to the exact
 # value and lets a first place in one list outweigh a middling place in the other.
 RRF_K = 60
-# Without the library's root, this many enclosing folders name a photo ("2023 Japan/day 2");
-# folders further up (home, Pictures) are shared by every photo and would only add noise.
-FOLDER_DEPTH = 3
-_TRIGRAM = 3
 
-# Word boundaries inside a file or folder name: separators, camelCase, letters next to digits.
-_NAME_SPLIT = re.compile(r"[\W_]+|(?<=[a-z])(?=[A-Z])|(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])")
 _TEXT_TERM = re.compile(r'(^|\s)(?:([+-])\s+)?text:(?:"([^"]*)"|([^\s"]+))')
 _PHRASE = re.compile(r'"([^"]*)"|(\S+)')
-# Han (with radicals, symbols and compatibility forms), kana and Hangul: scripts whose
-# characters become tokens of their own in the short table.
-_CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff"
-_IS_CJK = re.compile(f"[{_CJK}]")
-_SPACE_OUT = re.compile(rf"([{_CJK}])|(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])")
-
-
-@dataclass(frozen=True)
-class KeywordDoc:
-    """The words of one image, by column."""
-
-    ocr: str = ""
-    name: str = ""
-    folders: str = ""
-    tags: str = ""
-    exif: str = ""
-
-    def values(self) -> tuple[str, ...]:
-        return tuple(getattr(self, c) for c in COLUMNS)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(v for v in self.values() if v)
-
-
-def split_name(name: str) -> str:
-    """'IMG_2041-beachTrip.jpg' stem -> 'IMG 2041 beach Trip': the words a person would search."""
-    return " ".join(w for w in _NAME_SPLIT.split(name) if w)
-
-
-def document(
-    path: str | Path,
-    *,
-    root: str | Path | None = None,
-    ocr_text: str = "",
-    tags: Iterable[str] = (),
-    description: str | None = None,
-    keywords: Iterable[str] = (),
-) -> KeywordDoc:
-    """The keyword document of the image at `path`.
-
-    Folder names are those below `root` (the indexed folder) when given, else the last
-    FOLDER_DEPTH enclosing ones. `description` and `keywords` are EXIF/XMP's.
-    """
-    path = Path(path)
-    if root is not None and path.is_relative_to(root):
-        folders = path.parent.relative_to(root).parts
-    else:
-        folders = path.parent.parts[-FOLDER_DEPTH:]
-    exif = "\n".join([description or "", *keywords]).strip()
-    return KeywordDoc(
-        ocr=ocr_text.strip(),
-        name=split_name(path.stem),
-        folders=" ".join(split_name(f) for f in folders),
-        tags=" ".join(tags),
-        exif=exif,
-    )
-
-
-def ddl() -> list[str]:
-    """The statements that create both keyword tables."""
-    columns = ", ".join(COLUMNS)
-    return [f"CREATE VIRTUAL TABLE IF NOT EXISTS {TABLE} USING fts5({columns}, tokenize='trigram')",
-            f"CREATE VIRTUAL TABLE IF NOT EXISTS {SHORT_TABLE} USING fts5({columns}, tokenize='unicode61')"]
-
-
-def ensure_table(conn: sqlite3.Connection) -> bool:
-    """Create the keyword tables when missing; True when they were (the caller then fills them: rebuild)."""
-    found = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name IN (?, ?)", (TABLE, SHORT_TABLE))}
-    if found == {TABLE, SHORT_TABLE}:
-        return False
-    _drop(conn)  # one without the other cannot be trusted
-    for statement in ddl():
-        conn.execute(statement)
-    return True
-
-
-def _spaced(text: str) -> str:
-    """What the short table stores and is asked: CJK characters and digit runs as tokens of their own."""
-    return _SPACE_OUT.sub(lambda m: f" {m.group(1)} " if m.group(1) else " ", text)
-
-
-def upsert(conn: sqlite3.Connection, docs: Iterable[tuple[int, KeywordDoc]]) -> None:
-    """Write the documents of these images, replacing what they had (the caller commits)."""
-    rows = [(int(i), *d.values()) for i, d in docs]
-    delete_documents(conn, [r[0] for r in rows])
-    marks = ", ".join("?" * (len(COLUMNS) + 1))
-    for table, transform in ((TABLE, str), (SHORT_TABLE, _spaced)):
-        conn.executemany(f"INSERT INTO {table} (rowid, {', '.join(COLUMNS)}) VALUES ({marks})",
-                         [(r[0], *map(transform, r[1:])) for r in rows])
-
-
-def delete_documents(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
-    ids = [(int(i),) for i in ids]
-    for table in (TABLE, SHORT_TABLE):
-        conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", ids)
-
-
-def rebuild(conn: sqlite3.Connection, docs: Iterable[tuple[int, KeywordDoc]]) -> None:
-    """Replace both tables by these documents (the catalog's rows are the truth)."""
-    _drop(conn)
-    ensure_table(conn)
-    upsert(conn, docs)
-
-
-def _drop(conn: sqlite3.Connection) -> None:
-    for table in (TABLE, SHORT_TABLE):
-        conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def text_terms(words: str) -> list[str]:
@@ -191,46 +44,15 @@ def parse_text_terms(query: str) -> tuple[str, list[str]]:
         if m.group(2) == "-":
             raise PixseekError(f"a text term cannot be subtracted: {m.group(0).strip()}",
                                'text:WORD keeps the photos whose text has WORD; drop the "-"')
-        terms.extend(text_terms(f'"{m.group(3)}"' if m.group(3) is not None else m.group(4)))
+        found = text_terms(f'"{m.group(3)}"' if m.group(3) is not None else m.group(4))
+        if not found:
+            raise PixseekError(f"empty text term in query: {m.group(0).strip()}", 'write text:"WORDS" or text:WORD')
+        terms.extend(found)
         return m.group(1)
 
     rest = _TEXT_TERM.sub(take, query)
     rest = re.sub(r"^\s*\+\s+|\s+\+\s*$", "", " ".join(rest.split()))
     return rest.strip(), terms
-
-
-def _fts_phrase(term: str) -> str:
-    return '"' + term.replace('"', '""') + '"'
-
-
-def keyword_search(
-    conn: sqlite3.Connection, terms: Sequence[str], limit: int | None = None
-) -> list[tuple[int, float]]:
-    """(image id, score) of the images holding every term, best first.
-
-    Terms of three or more characters match anywhere (trigrams); shorter ones match whole
-    words, whole numbers, or CJK characters in sequence. Score: minus FTS5's BM25 (higher is
-    better), from the trigram table when a term has three characters or more.
-    """
-    terms = [" ".join(t.split()) for t in terms if t.strip()]
-    long_terms = [t for t in terms if len(t) >= _TRIGRAM]
-    short_terms = [_spaced(t).strip() for t in terms if len(t) < _TRIGRAM]
-    if not terms or any(not re.search(r"\w", t) for t in short_terms):
-        return []  # a short term without a letter or digit has no token to find
-    short_match = " AND ".join(_fts_phrase(t) for t in short_terms)
-    if long_terms:
-        sql = f"SELECT rowid, -bm25({TABLE}) FROM {TABLE} WHERE {TABLE} MATCH ?"
-        args = [" AND ".join(_fts_phrase(t) for t in long_terms)]
-        if short_terms:
-            sql += f" AND rowid IN (SELECT rowid FROM {SHORT_TABLE} WHERE {SHORT_TABLE} MATCH ?)"
-            args.append(short_match)
-    else:
-        sql = f"SELECT rowid, -bm25({SHORT_TABLE}) FROM {SHORT_TABLE} WHERE {SHORT_TABLE} MATCH ?"
-        args = [short_match]
-    sql += " ORDER BY 2 DESC, rowid"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    return [(int(i), float(score)) for i, score in conn.execute(sql, args)]
 
 
 def matched_words(terms: Sequence[str], text: str) -> list[str]:
@@ -250,7 +72,7 @@ def matched_words(terms: Sequence[str], text: str) -> list[str]:
 def _find(term: str, text: str) -> str | None:
     if not term:
         return None
-    if len(term) >= _TRIGRAM:
+    if len(term) >= TRIGRAM:
         m = re.search(r"[^\S\n]+".join(map(re.escape, term.split())), text, flags=re.IGNORECASE)
         return m.group(0) if m else None
     for m in re.finditer(re.escape(term), text, flags=re.IGNORECASE):
@@ -264,7 +86,7 @@ def _find(term: str, text: str) -> str | None:
 def _parted(inside: str, outside: str) -> bool:
     """Whether the short table's tokens part between these two neighbouring characters."""
     def kind(ch: str) -> str | None:
-        if _IS_CJK.match(ch) or not ch.isalnum():
+        if IS_CJK.match(ch) or not ch.isalnum():
             return None
         return "digit" if ch.isdigit() else "letter"
 

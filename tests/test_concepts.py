@@ -11,7 +11,7 @@ from PIL import Image
 from indexer.errors import PixseekError
 from search.concepts import MIN_EXAMPLES, Concept, teach
 from search.prompts import embed_texts
-from ui.shapes import COLOURS, SHAPES, generate_gallery
+from pixseek_data.shapes import COLOURS, SHAPES, generate_gallery
 
 WARM = ("red", "orange", "yellow")
 K = 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search.engine import Library
+from search.library import Library
 from search.explain import contributions, explain
 from search.query import parse_query
 

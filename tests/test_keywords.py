@@ -11,20 +11,17 @@ import pytest
 from PIL import Image
 
 from indexer.errors import PixseekError
-from search.keywords import (
+from indexer.library.keywords import (
     KeywordDoc,
     delete_documents,
     document,
     ensure_table,
     keyword_search,
-    matched_words,
-    parse_text_terms,
     rebuild,
-    rrf,
     split_name,
-    text_terms,
     upsert,
 )
+from search.keywords import matched_words, parse_text_terms, rrf, text_terms
 
 DOCS = {
     1: KeywordDoc(ocr="TOTAL 42.50\nThank you", name="IMG 2041"),
@@ -164,8 +161,8 @@ def test_hybrid_ranks_first_the_one_photo_whose_text_holds_the_query_words(tmp_p
     """Semantic scores from the demo model over a shapes gallery; one photo (a blue square) also
     carries the words "garden party" in its keyword document. The query asks for red circles plus
     those words: the semantic side alone ranks red circles first, fusion puts that photo first."""
+    from pixseek_data.shapes import generate_gallery
     from search.prompts import embed_texts
-    from ui.shapes import generate_gallery
 
     shapes = generate_gallery(tmp_path, per_class=2, seed=5)
     vectors = demo_encoder.encode_images([Image.open(s.path).convert("RGB") for s in shapes])

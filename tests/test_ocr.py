@@ -10,8 +10,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from indexer import ocr
+from indexer.library import keywords
 from indexer.ocr import OcrJob, TextBox, ocr_batch, ocr_one, read_text
-from search import keywords
 from tests.conftest import CALTECH, need_shared
 from tests.text_photos import cjk_font, find_font, plain_photo, render, source_photos
 
