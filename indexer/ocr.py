@@ -11,6 +11,7 @@ which has no det-only-then-decide step and always upscales small photos for dete
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import time
 from collections import deque
@@ -24,9 +25,11 @@ import numpy as np
 from PIL import Image
 
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from indexer.errors import PixseekError
 from indexer.reader import _ignore_ctrl_c, default_workers
 
-__all__ = ["OcrJob", "OcrResult", "TextBox", "has_text", "ocr_batch", "ocr_one", "read_text", "text_of"]
+__all__ = ["OcrJob", "OcrResult", "TextBox", "check_available", "has_text", "ocr_batch", "ocr_one", "read_text",
+           "text_of"]
 
 # Longest side of the copy the cheap look runs on: big enough that a caption, a sign or a
 # receipt line is still a few pixels tall, small enough to cost a fraction of a full pass.
@@ -137,6 +140,13 @@ class _Engine:
                 corners = tuple((float(x) / scale, float(y) / scale) for x, y in box)
                 out.append(TextBox(text, corners, float(confidence)))
         return out
+
+
+def check_available() -> None:
+    """OCR is an optional part of pixseek: say how to add it rather than fail on an import."""
+    if importlib.util.find_spec("rapidocr_onnxruntime") is None:
+        raise PixseekError("reading text in photos needs RapidOCR, which is not installed",
+                           'pip install "pixseek[ocr]"')
 
 
 _ENGINE: _Engine | None = None

@@ -12,12 +12,19 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from indexer.errors import PixseekError
+from indexer.library import storage_errors, write_lock
 
-__all__ = ["MIN_EXAMPLES", "Concept", "teach"]
+if TYPE_CHECKING:
+    from search.library import Library
+
+__all__ = ["MIN_EXAMPLES", "Concept", "all_concepts", "forget_concept", "load_concept", "teach", "teach_concept"]
 
 # Fewer examples per side than this and the probe mostly learns the examples' accidents.
 MIN_EXAMPLES = 5
@@ -146,3 +153,78 @@ def _normalised(vectors: np.ndarray, dtype: type = np.float64) -> np.ndarray:
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free form of 1 / (1 + exp(-z))
+
+
+# In a library ----------------------------------------------------------------------------------
+def _photo_id(library: Library, ref: str | int | Path) -> int:
+    """An indexed photo by id or by path."""
+    if isinstance(ref, int) or str(ref).isdigit():
+        return library.get(int(ref)).id
+    found = library.find_id(ref)
+    if found is None:
+        raise PixseekError(f"{ref} is not in the library", "give indexed photos, by path or by id")
+    return found
+
+
+def teach_concept(library: Library, name: str, yes: Sequence[str | int | Path], no: Sequence[str | int | Path],
+                  ) -> Concept:
+    """Teach `name` from photos (paths or ids) that show it and photos that don't, and store it.
+
+    Re-teaching adds to the examples it already has (a photo given now on the other side moves
+    there); examples whose photos have left the library are dropped.
+    """
+    name = " ".join(name.split())
+    if not name:
+        raise PixseekError("empty concept name", "give the concept a name, e.g. pixseek concept teach kitchen ...")
+    library.check_not_empty()
+    with storage_errors(library.paths.root), write_lock(library.paths):
+        yes_ids, no_ids = [_photo_id(library, r) for r in yes], [_photo_id(library, r) for r in no]
+        both = sorted(set(yes_ids) & set(no_ids))
+        if both:
+            raise PixseekError(f"photos given as both yes and no: {', '.join(map(str, both))}", "give each photo once")
+        old = _stored(library, name)
+        if old is not None:
+            yes_ids = [i for i in old.yes_ids if i not in no_ids] + yes_ids
+            no_ids = [i for i in old.no_ids if i not in yes_ids] + no_ids
+        alive = set(library.catalog.indexed_rows(yes_ids + no_ids))
+        yes_ids = [i for i in dict.fromkeys(yes_ids) if i in alive]
+        no_ids = [i for i in dict.fromkeys(no_ids) if i in alive]
+        if not yes_ids or not no_ids:
+            raise PixseekError("a concept needs examples of both kinds",
+                               "give photos that show it (--yes) and photos that don't (--no)")
+        fingerprint = library.settings.model_fingerprint
+        concept = teach(library.vectors.get(np.array(yes_ids)), library.vectors.get(np.array(no_ids)), name=name,
+                        yes_ids=yes_ids, no_ids=no_ids, model=fingerprint)
+        stamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+        library.catalog.save_concept(name, fingerprint, concept.to_json(), stamp)
+    return concept
+
+
+def _stored(library: Library, name: str) -> Concept | None:
+    found = library.catalog.concept(name)
+    return Concept.from_json(found[1]) if found is not None else None
+
+
+def load_concept(library: Library, name: str) -> Concept:
+    """A stored concept, taught on the vectors of the library's current model."""
+    concept = _stored(library, name)
+    if concept is None:
+        known = library.catalog.concept_names()
+        raise PixseekError(f"no concept named '{name}'",
+                           f"concepts in this library: {', '.join(known)}" if known
+                           else "teach one with `pixseek concept teach NAME --yes PHOTO... --no PHOTO...`")
+    if concept.model != library.settings.model_fingerprint:
+        raise PixseekError(f"concept '{name}' was taught on another model's vectors",
+                           f"teach it again: pixseek concept teach '{name}' --yes PHOTO... --no PHOTO...")
+    return concept
+
+
+def all_concepts(library: Library) -> list[Concept]:
+    """Every stored concept, by name (those of another model too: `Concept.model` says whose)."""
+    return [c for c in (_stored(library, n) for n in library.catalog.concept_names()) if c is not None]
+
+
+def forget_concept(library: Library, name: str) -> None:
+    with storage_errors(library.paths.root), write_lock(library.paths):
+        if not library.catalog.forget_concept(name):
+            raise PixseekError(f"no concept named '{name}'", "pixseek concept list shows the concepts of this library")

@@ -36,6 +36,7 @@ __all__ = [
     "delete_documents",
     "document",
     "ensure_table",
+    "has_tables",
     "keyword_search",
     "rebuild",
     "upsert",
@@ -117,10 +118,14 @@ def ddl() -> list[str]:
             f"CREATE VIRTUAL TABLE IF NOT EXISTS {SHORT_TABLE} USING fts5({columns}, tokenize='unicode61')"]
 
 
+def has_tables(conn: sqlite3.Connection) -> bool:
+    found = conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name IN (?, ?)", (TABLE, SHORT_TABLE)).fetchone()
+    return found[0] == 2
+
+
 def ensure_table(conn: sqlite3.Connection) -> bool:
     """Create the keyword tables when missing; True when they were (the caller then fills them: rebuild)."""
-    found = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name IN (?, ?)", (TABLE, SHORT_TABLE))}
-    if found == {TABLE, SHORT_TABLE}:
+    if has_tables(conn):
         return False
     _drop(conn)  # one without the other cannot be trusted
     for statement in ddl():

@@ -26,6 +26,7 @@ class Settings:
     index_kind: str | None = None  # the --index the library remembers
     last_indexed_at: str | None = None
     tag_labels: str | None = None  # JSON list: the labels of the last `pixseek tag`
+    ocr: int = 0  # 1: every `pixseek index` also reads the text in new photos (`index --ocr`)
 
     @classmethod
     def from_table(cls, table: dict[str, str]) -> Settings:
