@@ -114,3 +114,26 @@ def test_ocr_without_rapidocr_says_how_to_install_it(tmp_path, monkeypatch):
     env = {"PIXSEEK_LIBRARY": str(tmp_path / "library")}
     cli("index", str(tmp_path / "images"), "--model", "demo", "--workers", "0", env=env)
     assert_one_line_error(cli("ocr", code=1, env=env), 'pip install "pixseek[ocr]"')
+
+
+def test_a_stopped_run_keeps_what_it_read_and_the_next_run_reads_the_rest(tmp_path, monkeypatch):
+    from indexer import ocr_pass
+    from pixseek_data.shapes import generate_gallery
+
+    images = generate_gallery(tmp_path / "images", per_class=1, seed=4)
+    env = {"PIXSEEK_LIBRARY": str(tmp_path / "library")}
+    cli("index", str(tmp_path / "images"), "--model", "demo", "--workers", "0", env=env)
+    real = ocr_pass.ocr_batch
+    stop_after = ocr_pass.COMMIT_EVERY + 1
+
+    def stopped(jobs, workers):  # Ctrl-C arrives while the photo after `stop_after` is being read
+        for n, result in enumerate(real(jobs, workers), 1):
+            yield result
+            if n == stop_after:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(ocr_pass, "ocr_batch", stopped)
+    assert_one_line_error(cli("ocr", "--workers", "0", code=130, env=env), f"text of {stop_after} photos saved")
+    monkeypatch.setattr(ocr_pass, "ocr_batch", real)
+    rest = json.loads(cli("ocr", "--workers", "0", "--json", env=env).stdout)
+    assert rest["read"] == len(images) - stop_after
