@@ -242,6 +242,7 @@ class Library:
         counts = self.catalog.counts()
         index = self._index.get()
         spec = self.model_spec
+        read, with_text = self.catalog.ocr_counts()
         return LibraryInfo(
             library=str(self.paths.root),
             images=counts.get(INDEXED, 0),
@@ -254,6 +255,10 @@ class Library:
             index=index_file.describe(index) if index is not None else dict(index_file.NONE),
             last_indexed_at=self.settings.last_indexed_at,
             schema_version=self.settings.schema_version,
+            text_read=read,
+            with_text=with_text,
+            ocr_on_index=bool(self.settings.ocr),
+            concepts=tuple(self.catalog.concept_names()),
         )
 
     def skipped(self) -> list[ImageRow]:

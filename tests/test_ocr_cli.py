@@ -40,8 +40,10 @@ def search_text(env, words: str) -> list[dict]:
 
 
 def test_ocr_reads_every_photo_and_finds_text_in_those_with_words(read_library):
-    _, _, _, report = read_library
+    env, _, _, report = read_library
     assert (report["read"], report["with_text"], report["failed"]) == (3, 2, [])
+    info = json.loads(cli("info", "--json", env=env).stdout)
+    assert (info["text_read"], info["with_text"], info["ocr_on_index"]) == (3, 2, False)
 
 
 def test_search_text_finds_the_photo_of_a_rendered_english_word_first(read_library):

@@ -74,6 +74,22 @@ def test_the_keyword_index_follows_a_rename_a_delete_a_lost_table_and_a_rebuild(
     assert len(found(env, "--text", "circle")) == circles and found(env, "--text", "lantern") == []
 
 
+def test_exif_and_xmp_descriptions_and_keywords_are_keywords(shapes):
+    from PIL import Image
+
+    env, folder, labels = shapes
+    name = next(n for n, label in labels.items() if label == ("red", "circle"))
+    with Image.open(folder / name) as img:
+        pixels = img.copy()
+    exif = Image.Exif()
+    exif[0x010E] = "Sunset at Kamakura"  # ImageDescription
+    xmp = b"<dc:subject><rdf:Bag><rdf:li>family &amp; friends</rdf:li></rdf:Bag></dc:subject>"
+    pixels.save(folder / name, quality=92, exif=exif, xmp=xmp)
+    cli("index", str(folder), "--workers", "0", env=env)
+    for words in ("kamakura", '"family & friends"'):
+        assert names(found(env, "--text", words)) == [name]
+
+
 def test_tags_are_keywords(shapes, tmp_path):
     env, _, _ = shapes
     labels = tmp_path / "labels.txt"

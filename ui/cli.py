@@ -444,7 +444,9 @@ def concept_show(name: Annotated[str, typer.Argument(help="The concept's name.",
 
     with Library.open(library) as lib:
         concept = load_concept(lib, name)
-        paths = {i: lib.get(i).path for i in concept.yes_ids + concept.no_ids}
+        # An example whose photo has left the library since is shown as gone (teaching again drops it).
+        paths = {r.id: r.path for r in lib.catalog.rows_by_id(concept.yes_ids + concept.no_ids)}
+        paths = {i: paths.get(i, "(gone)") for i in concept.yes_ids + concept.no_ids}
     if as_json:
         _echo_json({**_concept_summary(concept), "yes_paths": [paths[i] for i in concept.yes_ids],
                     "no_paths": [paths[i] for i in concept.no_ids]})
@@ -496,6 +498,10 @@ def info(
     index_desc = ", ".join(f"{k} {v}" for k, v in data["index"].items() if k != "type")
     typer.echo(f"index       {data['index']['type']} ({index_desc})")
     typer.echo(f"indexed at  {data['last_indexed_at'] or 'never'}")
+    typer.echo(f"text        read in {data['text_read']} photos, {data['with_text']} with text"
+               f"{' (index --ocr is on)' if data['ocr_on_index'] else ''}")
+    if data["concepts"]:
+        typer.echo(f"concepts    {', '.join(data['concepts'])}")
     for reason, n in sorted(data["skipped_reasons"].items(), key=lambda kv: -kv[1]):
         typer.echo(f"  {n:>5} skipped: {reason}")
     for item in data.get("skipped_files", []):

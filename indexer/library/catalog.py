@@ -333,11 +333,12 @@ class Catalog:
         docs = {}
         for chunk in _chunks(ids):
             sql = (f"SELECT i.id, i.path, COALESCE(o.text, ''), "
-                   f"(SELECT group_concat(label, ' ') FROM tags t WHERE t.image_id = i.id) "
+                   f"(SELECT group_concat(label, ' ') FROM tags t WHERE t.image_id = i.id), i.description "
                    f"FROM images i LEFT JOIN ocr o ON o.image_id = i.id "
                    f"WHERE i.status = ? AND i.id IN ({_marks(chunk)})")
-            for image_id, path, text, tags in self.db.execute(sql, [INDEXED, *chunk]):
-                docs[image_id] = keywords.document(path_from_db(path), ocr_text=text, tags=(tags or "").split())
+            for image_id, path, text, tags, description in self.db.execute(sql, [INDEXED, *chunk]):
+                docs[image_id] = keywords.document(path_from_db(path), ocr_text=text, tags=(tags or "").split(),
+                                                   description=description)
         return docs
 
     def keyword_hits(self, terms: Sequence[str]) -> list[tuple[int, float]]:
@@ -364,11 +365,6 @@ class Catalog:
         sql = ("SELECT COUNT(*), COALESCE(SUM(o.text != ''), 0) FROM ocr o JOIN images i ON i.id = o.image_id "
                "WHERE i.status = ? AND o.hash IS i.hash")
         return tuple(self.db.execute(sql, [INDEXED]).fetchone())
-
-    def ocr_boxes(self, image_id: int) -> str | None:
-        """The stored boxes (JSON) of an image's text, or None when it was not read."""
-        row = self.db.execute("SELECT boxes_json FROM ocr WHERE image_id = ?", [image_id]).fetchone()
-        return row[0] if row else None
 
     # concepts -----------------------------------------------------------------------------------
     def save_concept(self, name: str, model_fingerprint: str | None, data: str, updated_at: str) -> None:

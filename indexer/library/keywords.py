@@ -1,7 +1,8 @@
 """The keyword index: an SQLite FTS5 index over the words attached to each photo (rowid = catalog id).
 
 One document per indexed image: the text read in the photo (the `ocr` table), its file name,
-its folder names, its tags, in two FTS5 tables that every write goes to together:
+its folder names, its tags and its EXIF/XMP description and keywords (the `description`
+column), in two FTS5 tables that every write goes to together:
 - `keywords`, FTS5's trigram tokenizer: any substring of three or more characters matches,
   case-insensitively. Chinese and Japanese put no spaces between words, so a word tokenizer
   sees a whole line as one token; trigrams find a word anywhere in it. And OCR often drops the

@@ -43,6 +43,7 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
 
 
 def _migrate_4(db: sqlite_utils.Database) -> None:
+    _add_columns(db, 4)
     # ocr: what `pixseek ocr` read in each indexed image, and from which content (hash): a
     # changed file is read again. reason: why a file could not be read.
     db["ocr"].create({"image_id": int, "hash": str, "text": str, "boxes_json": str, "reason": str, "seconds": float,
