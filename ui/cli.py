@@ -111,10 +111,10 @@ def index(
         for package in ("indexer", "search", "ui"):
             logging.getLogger(package).setLevel(logging.INFO)
     paths = LibraryPaths.at(library)
-    with _progress(as_json, "embedding") as on_progress, _progress(as_json, "reading text") as on_ocr_progress:
+    with _progress(as_json) as stage:
         options = IndexOptions(model=_spec(model, pretrained), index_kind=index_type, rebuild=rebuild, workers=workers,
-                               batch_size=batch_size, device=device, on_progress=on_progress, ocr=ocr,
-                               on_ocr_progress=on_ocr_progress)
+                               batch_size=batch_size, device=device, on_progress=stage("embedding"), ocr=ocr,
+                               on_ocr_progress=stage("reading text"))
         report = run_index(paths, folders, options)
     if as_json:
         _echo_json({"library": str(paths.root), **report.as_dict()})
@@ -156,8 +156,8 @@ def ocr_command(
     from search import LibraryPaths
 
     paths = LibraryPaths.at(library)
-    with _progress(as_json, "reading text") as on_progress:
-        report = run_ocr(paths, workers, on_progress).as_dict()
+    with _progress(as_json) as stage:
+        report = run_ocr(paths, workers, stage("reading text")).as_dict()
     if as_json:
         _echo_json({"library": str(paths.root), **report})
         return
@@ -165,23 +165,34 @@ def ocr_command(
 
 
 class _progress:
-    """A progress bar on stderr for interactive runs; silent for --json and pipes."""
+    """Progress bars on stderr for interactive runs, one per stage; silent for --json and pipes.
 
-    def __init__(self, quiet: bool, what: str) -> None:
+    Entered, it gives `stage(what)`: the (done, total) callback of a bar labelled `what`, shown
+    once the stage reports (None when silent).
+    """
+
+    def __init__(self, quiet: bool) -> None:
         self.enabled = not quiet and sys.stderr.isatty()
-        self.what = what
         self._bar = None
 
     def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self._bar = Progress(self.what, BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
-        self._bar.start()
-        task = self._bar.add_task(self.what, total=None)
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), transient=True)
+            self._bar.start()
+        return self.stage
+
+    def stage(self, what: str):
+        if self._bar is None:
+            return None
+        task = None
 
         def update(done: int, total: int) -> None:
+            nonlocal task
+            if task is None:
+                task = self._bar.add_task(what, total=total)
             self._bar.update(task, completed=done, total=total)
 
         return update
