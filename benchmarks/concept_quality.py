@@ -48,9 +48,9 @@ def main() -> None:
     from PIL import Image
 
     from indexer.model import ModelSpec, load_encoder
+    from pixseek_data.shapes import COLOURS, SHAPES, generate_gallery
     from search.concepts import REGULARISATION, teach
     from search.prompts import embed_texts
-    from pixseek_data.shapes import COLOURS, SHAPES, generate_gallery
 
     encoder = load_encoder(ModelSpec.parse("demo"), "cpu")
     with tempfile.TemporaryDirectory(prefix="pixseek-concepts-") as tmp:

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from indexer.errors import PixseekError
+from pixseek_data.shapes import COLOURS, SHAPES, generate_gallery
 from search.concepts import MIN_EXAMPLES, Concept, teach
 from search.prompts import embed_texts
-from pixseek_data.shapes import COLOURS, SHAPES, generate_gallery
 
 WARM = ("red", "orange", "yellow")
 K = 20

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search.library import Library
 from search.explain import contributions, explain
+from search.library import Library
 from search.query import parse_query
 
 QUERY = '"a red circle" + 0.5:"a square" - "a blue shape"'
