@@ -65,6 +65,7 @@ def read_one(job: Job, preprocess: int, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         "camera_model": meta.camera_model,
         "lat": meta.lat,
         "lon": meta.lon,
+        "description": meta.description,
         # 256-bit pHash for near-duplicates (search/dupes.py): ~1.5 ms on the reduced image.
         "phash": str(imagehash.phash(decoded.image, hash_size=16)),
     }

@@ -27,6 +27,7 @@ class Settings:
     last_indexed_at: str | None = None
     tag_labels: str | None = None  # JSON list: the labels of the last `pixseek tag`
     dupes_keep: str | None = None  # JSON {kept id: [its duplicates' ids]}: the page's review of duplicates
+    ocr: int = 0  # 1: every `pixseek index` also reads the text in new photos (`index --ocr`)
 
     @classmethod
     def from_table(cls, table: dict[str, str]) -> Settings:
