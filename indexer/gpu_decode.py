@@ -142,9 +142,8 @@ class GpuJpegDecoder:
     def _finish_gpu(self, image: torch.Tensor, header: _Header) -> tuple[torch.Tensor, np.ndarray, int, int, ImageMeta]:
         upright = orient(image, header.orientation)
         height, width = upright.shape[-2:]
-        # The hash is taken from the resized image, as the CPU path takes it from a reduced one.
-        resized = shortest_side(upright, self.image_size)
-        return centre_crop(resized, self.image_size), phash_input(resized), int(width), int(height), header.meta
+        pixels = model_input(upright, self.image_size)
+        return pixels, phash_input(upright), int(width), int(height), header.meta
 
     def _decode_cpu(self, path: str) -> tuple[torch.Tensor, np.ndarray, int, int, ImageMeta]:
         import torch
@@ -181,8 +180,6 @@ def model_input(image: torch.Tensor, image_size: int) -> torch.Tensor:
 
 def shortest_side(image: torch.Tensor, image_size: int) -> torch.Tensor:
     """(3, H, W) uint8 with the shortest side resized to S (bicubic, antialiased), to_model_input's sizes."""
-    import torch
-
     height, width = image.shape[-2:]
     if width <= height:
         new_w, new_h = image_size, int(image_size * height / width)
@@ -190,13 +187,19 @@ def shortest_side(image: torch.Tensor, image_size: int) -> torch.Tensor:
         new_w, new_h = int(image_size * width / height), image_size
     if (new_w, new_h) == (width, height):
         return image
+    return _resize(image, new_h, new_w)
+
+
+def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    import torch
+
     x = image[None].float()
     # As Pillow's reducing_gap does on the CPU path: an integer box reduction first (partial
     # boxes at the edges averaged over what they hold), then bicubic on the rest.
-    factor = int(min(width, height) / image_size / _REDUCING_GAP)
+    factor = int(min(image.shape[-1] / width, image.shape[-2] / height) / _REDUCING_GAP)
     if factor >= 2:
         x = torch.nn.functional.avg_pool2d(x, factor, ceil_mode=True, count_include_pad=False)
-    x = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
+    x = torch.nn.functional.interpolate(x, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
     return x[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -208,11 +211,10 @@ def centre_crop(image: torch.Tensor, image_size: int) -> torch.Tensor:
 
 
 def phash_input(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) uint8 -> the 64x64 greyscale uint8 imagehash.phash would make of it."""
+    """(3, H, W) uint8 -> the 64x64 greyscale uint8 imagehash.phash makes of a photo."""
     import torch
 
-    small = torch.nn.functional.interpolate(image[None].float(), size=(PHASH_INPUT, PHASH_INPUT), mode="bilinear",
-                                            antialias=True, align_corners=False)[0]
+    small = _resize(image, PHASH_INPUT, PHASH_INPUT).float()
     weights = torch.tensor(_GREY, device=small.device).view(3, 1, 1)
     return (small * weights).sum(0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
 
