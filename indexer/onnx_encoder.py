@@ -108,6 +108,9 @@ class OnnxEncoder:
 
                 options = onnxruntime.SessionOptions()
                 options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+                # Idle threads would otherwise spin for work, taking the cores the decoding workers
+                # (and any torch model in the same process) need between two batches.
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 path = self.export.path(tower, self.precision)
                 self._sessions[tower] = onnxruntime.InferenceSession(
                     str(path), options, providers=session_providers(self.device, self.export.folder))

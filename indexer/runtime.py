@@ -113,17 +113,22 @@ def _from_check(check: RuntimeCheck, how: str, new: RuntimeCheck | None = None) 
     return Choice(runtime, precision, f"{check.picked}: fastest with equal results, {how}", new)
 
 
-def check_runtimes(spec: ModelSpec, sample: np.ndarray) -> RuntimeCheck:
-    """Embed `sample` with torch fp32, ONNX fp32 and ONNX int8; pick the fastest that keeps results.
-
-    Runs interleaved twice, keeping each runtime's best time, so a burst of load on a shared
-    machine does not decide the pick.
-    """
+def cpu_encoders(spec: ModelSpec) -> dict[str, Any]:
+    """The CPU runtimes `auto` chooses between, by label."""
     from indexer.model import load_encoder
     from indexer.onnx_encoder import OnnxEncoder
 
-    encoders = {"torch fp32": load_encoder(spec, "cpu"), "onnx fp32": OnnxEncoder(spec, "cpu", "fp32"),
-                "onnx int8": OnnxEncoder(spec, "cpu", "int8")}
+    return {"torch fp32": load_encoder(spec, "cpu"), "onnx fp32": OnnxEncoder(spec, "cpu", "fp32"),
+            "onnx int8": OnnxEncoder(spec, "cpu", "int8")}
+
+
+def check_runtimes(spec: ModelSpec, sample: np.ndarray, encoders: dict[str, Any] | None = None) -> RuntimeCheck:
+    """Embed `sample` with torch fp32, ONNX fp32 and ONNX int8; pick the fastest that keeps results.
+
+    Runs interleaved twice, keeping each runtime's best time, so a burst of load on a shared
+    machine does not decide the pick. `encoders` (cpu_encoders') saves loading them again.
+    """
+    encoders = encoders or cpu_encoders(spec)
     vectors: dict[str, np.ndarray] = {}
     best: dict[str, float] = {}
     for encoder in encoders.values():

@@ -227,3 +227,16 @@ def test_random_vit_b_32_exports_equal_and_int8_keeps_recall(tmp_path):
     assert (fp32.encode_texts(TEXTS) * torch_encoder.encode_texts(TEXTS)).sum(axis=1).min() >= 0.9999
     int8 = OnnxEncoder(spec, "cpu", "int8", export=export)
     assert recall_at_k(reference, int8.encode_pixels(pixels)) >= INT8_MIN_RECALL
+
+
+def test_fp16_graph_for_gpus_agrees_with_torch(demo_spec, demo_encoder, caltech_pixels):
+    """The graph CUDA and TensorRT run, checked here through the CPU provider (no GPU needed)."""
+    import onnxruntime
+
+    export = ensure_export(demo_spec, "fp16")
+    assert export.path("image", "fp16") != export.path("image", "fp32")
+    session = onnxruntime.InferenceSession(str(export.path("image", "fp16")), providers=["CPUExecutionProvider"])
+    pixels = caltech_pixels[:64]
+    ours = session.run(None, {"pixels": pixels})[0]
+    assert ours.dtype == np.float32
+    assert (ours * demo_encoder.encode_pixels(pixels)).sum(axis=1).min() >= 0.999
