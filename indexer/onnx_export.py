@@ -83,17 +83,21 @@ def export_folder(fingerprint: str, root: Path | None = None) -> Path:
 
 
 def exporter_version() -> str:
-    """What produced a graph: a torch upgrade may trace differently, so it re-exports."""
-    import torch
+    """What produced a graph: a torch upgrade may trace differently, so it re-exports.
 
-    return f"format{EXPORT_FORMAT}-torchscript-opset{OPSET}-torch{torch.__version__}"
+    Read from the installed package's metadata, not by importing torch, which would cost a query
+    process seconds just to learn that the cached export is current.
+    """
+    from importlib.metadata import version
+
+    return f"format{EXPORT_FORMAT}-torchscript-opset{OPSET}-torch{version('torch')}"
 
 
 def load_export(fingerprint: str, root: Path | None = None) -> Export | None:
     """The cached export for this fingerprint if it is complete and current, without torch.
 
     "Current" here means the same fingerprint and export format; `ensure_export` also checks the
-    torch version, which only matters where torch is there to re-export with.
+    torch version.
     """
     folder = export_folder(fingerprint, root)
     try:
