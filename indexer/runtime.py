@@ -115,10 +115,10 @@ def _from_check(check: RuntimeCheck, how: str, new: RuntimeCheck | None = None) 
 
 def cpu_encoders(spec: ModelSpec) -> dict[str, Any]:
     """The CPU runtimes `auto` chooses between, by label."""
-    from indexer.model import load_encoder
+    from indexer.model import Encoder
     from indexer.onnx_encoder import OnnxEncoder
 
-    return {"torch fp32": load_encoder(spec, "cpu"), "onnx fp32": OnnxEncoder(spec, "cpu", "fp32"),
+    return {"torch fp32": Encoder(spec, "cpu"), "onnx fp32": OnnxEncoder(spec, "cpu", "fp32"),
             "onnx int8": OnnxEncoder(spec, "cpu", "int8")}
 
 
@@ -161,14 +161,17 @@ def recall_at_k(reference: np.ndarray, candidate: np.ndarray, k: int = RECALL_K)
 
 
 def load_runtime_encoder(spec: ModelSpec, choice: Choice, device: str | None = None) -> Any:
-    """The Encoder (torch) or OnnxEncoder for `choice`; both have the same surface."""
+    """The Encoder (torch) or OnnxEncoder for `choice`; both have the same surface.
+
+    Builds Encoder itself, so indexer.model.load_encoder can dispatch here without a loop.
+    """
     if choice.runtime == "onnx":
         from indexer.onnx_encoder import OnnxEncoder
 
         return OnnxEncoder(spec, device, choice.precision)
-    from indexer.model import load_encoder
+    from indexer.model import Encoder
 
-    return load_encoder(spec, device)
+    return Encoder(spec, device)
 
 
 def _gpu_wanted(device: str | None) -> bool:
