@@ -35,6 +35,7 @@ EXPORT_FORMAT = 1
 OPSET = 17
 CACHE_ENV = "PIXSEEK_ONNX_CACHE"
 META = "meta.json"
+REFUSED = "refused.json"  # why a model did not export, so it is not tried again on every run
 # Precision -> the image and text graph files it runs. The text tower stays fp32 in int8: a query
 # embeds a handful of prompts, so quantising it would only cost agreement.
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -100,11 +101,8 @@ def load_export(fingerprint: str, root: Path | None = None) -> Export | None:
     torch version.
     """
     folder = export_folder(fingerprint, root)
-    try:
-        meta = json.loads((folder / META).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or meta.get("fingerprint") != fingerprint or meta.get("format") != EXPORT_FORMAT:
+    meta = _read_json(folder / META)
+    if meta.get("fingerprint") != fingerprint or meta.get("format") != EXPORT_FORMAT:
         return None
     export = Export(folder, meta)
     if not (export.has("image", "fp32") and export.has("text", "fp32")):
@@ -120,9 +118,19 @@ def ensure_export(spec: ModelSpec, precision: str = "fp32", root: Path | None = 
     if precision not in PRECISIONS:
         raise PixseekError(f"unknown precision '{precision}'", f"use one of: {', '.join(PRECISIONS)}")
     fingerprint = spec.fingerprint()
+    folder = export_folder(fingerprint, root)
     export = load_export(fingerprint, root)
     if export is None or export.meta.get("exporter") != exporter_version():
-        export = _export(spec, fingerprint, export_folder(fingerprint, root))
+        # A refusal is remembered (per exporter), so torch loads the model once per run, not twice.
+        refused = _read_json(folder / REFUSED)
+        if refused.get("exporter") == exporter_version():
+            raise NotExportable(refused.get("reason", "it did not export before"))
+        try:
+            export = _export(spec, fingerprint, folder)
+        except NotExportable as exc:
+            folder.mkdir(parents=True, exist_ok=True)
+            _atomic_write(folder / REFUSED, json.dumps({"exporter": exporter_version(), "reason": str(exc)}).encode())
+            raise
     if precision != "fp32" and not export.has("image", precision):
         export = _add_variant(spec, export, precision)
     return export
@@ -230,6 +238,14 @@ def _trace(module: torch.nn.Module, sample: torch.Tensor, name: str, target: Pat
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         tmp.unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _tmp_name(target: Path) -> Path:

@@ -187,16 +187,41 @@ def test_auto_checks_int8_on_the_librarys_photos_and_records_it(demo_spec, demo_
     assert RuntimeCheck.from_setting("{not json") is None
 
 
-def test_a_family_that_does_not_export_falls_back_to_torch(demo_spec, monkeypatch):
-    from indexer import onnx_export
+def _demo_variant(folder, **text_cfg):
+    """The demo weights under a config that changes how the text side works."""
+    import shutil
 
-    def refuse(spec, precision="fp32", root=None):
-        raise onnx_export.NotExportable("its tokenizer (HFTokenizer) has no torch-free twin in pixseek")
+    from indexer.model import DEMO_MODEL_DIR, ModelSpec
 
-    monkeypatch.setattr(onnx_export, "ensure_export", refuse)
-    choice = choose_runtime(demo_spec, "auto", device="cpu")
-    assert choice.runtime == "torch" and "does not export to ONNX" in choice.reason and "HFTokenizer" in choice.reason
-    assert "\n" not in choice.reason
+    shutil.copytree(DEMO_MODEL_DIR, folder)
+    config = json.loads((folder / "open_clip_config.json").read_text())
+    config["model_cfg"]["text_cfg"].update(text_cfg)
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    return ModelSpec.parse(f"local-dir:{folder}")
+
+
+def test_a_family_that_does_not_export_falls_back_to_torch_and_is_not_tried_again(tmp_path):
+    from indexer.onnx_export import REFUSED, NotExportable, export_folder
+
+    # Token reduction (drop words to fit the context) has no torch-free twin here.
+    spec = _demo_variant(tmp_path / "model", tokenizer_kwargs={"reduction_mask": "simple"})
+    choice = choose_runtime(spec, "auto", device="cpu")
+    assert choice.runtime == "torch" and "does not export to ONNX" in choice.reason and "\n" not in choice.reason
+    assert (export_folder(spec.fingerprint()) / REFUSED).is_file()
+    with pytest.raises(NotExportable, match="reduction"):
+        ensure_export(spec)
+    assert choose_runtime(spec, "onnx", device="cpu").runtime == "torch"
+
+
+def test_text_tower_without_causal_mask_exports_at_full_length(tmp_path):
+    """Without the causal mask, padding changes the result: the graph keeps the whole context."""
+    from indexer.model import load_encoder
+
+    spec = _demo_variant(tmp_path / "model", no_causal_mask=True)
+    export = ensure_export(spec)
+    assert not export.meta["text_trim"]
+    ours = OnnxEncoder(spec, "cpu", export=export).encode_texts(TEXTS)
+    assert (ours * load_encoder(spec, "cpu").encode_texts(TEXTS)).sum(axis=1).min() >= 0.9999
 
 
 def test_unknown_runtime_and_precision_are_user_errors(demo_spec, demo_export):
