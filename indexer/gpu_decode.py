@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, _orientation, decode_image, to_model_input
+from indexer.decode import (
+    DEFAULT_MAX_PIXELS,
+    REASON_PERMISSION,
+    REASON_VANISHED,
+    DecodeError,
+    _orientation,
+    decode_image,
+    to_model_input,
+)
 from indexer.metadata import ImageMeta, read_metadata, warnings_ignored
 from indexer.walk import content_hash
 
@@ -90,6 +98,12 @@ class GpuJpegDecoder:
                     pixels, grey, width, height, meta = self._decode_cpu(result.path)
             except DecodeError as exc:
                 result.reason = exc.reason
+                continue
+            except FileNotFoundError:
+                result.reason = REASON_VANISHED
+                continue
+            except PermissionError:
+                result.reason = REASON_PERMISSION
                 continue
             except OSError as exc:
                 result.reason = f"cannot read the file ({exc.strerror or exc})"

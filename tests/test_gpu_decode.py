@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from indexer.decode import DecodeError, _orientation, decode_image, to_model_input
+from indexer.decode import REASON_VANISHED, DecodeError, _orientation, decode_image, to_model_input
 from indexer.gpu_decode import GpuJpegDecoder, orient
+from indexer.walk import content_hash
 from tests.conftest import CALTECH, PHOTO_LIBRARY, need_shared
 
 ORIENTATION = PHOTO_LIBRARY / "recurser+exif-orientation-examples"
@@ -79,11 +80,12 @@ def test_batch_matches_the_cpu_indexing_path(demo_encoder, size):
         assert (vectors[0] * vectors[1]).sum(axis=1).min() >= 0.99
 
 
-def test_other_formats_and_broken_files_take_the_cpu_path():
+def test_other_formats_and_broken_files_take_the_cpu_path(tmp_path):
     skimage = need_shared(PHOTO_LIBRARY / "skimage-0.26.0-data")
     broken = PHOTO_LIBRARY / "_synthetic_corrupt"
     paths = [skimage / "astronaut.png", broken / "truncated_20KB.jpg", broken / "zero_bytes.jpg",
-             broken / "text_named.jpg", ORIENTATION / "Landscape_6.jpg", broken / "real_jpeg_with_png_ext.png"]
+             broken / "text_named.jpg", ORIENTATION / "Landscape_6.jpg", broken / "real_jpeg_with_png_ext.png",
+             tmp_path / "vanished.jpg"]
     batch = GpuJpegDecoder(SIZE, "cpu").decode([str(p) for p in paths])
     by_name = {r.path.rsplit("/", 1)[1]: r for r in batch.files}
     assert not by_name["astronaut.png"].on_gpu and by_name["astronaut.png"].row is not None
@@ -93,6 +95,8 @@ def test_other_formats_and_broken_files_take_the_cpu_path():
         with pytest.raises(DecodeError) as cpu_error:
             decode_image(broken / name, target_size=SIZE)
         assert (by_name[name].row, by_name[name].reason) == (None, cpu_error.value.reason)
+    assert by_name["vanished.jpg"].reason == REASON_VANISHED
+    assert by_name["Landscape_6.jpg"].fields["hash"] == content_hash(str(paths[4]))
     rows = [r.row for r in batch.files if r.row is not None]
     assert rows == list(range(len(batch.pixels)))
     png = to_model_input(decode_image(paths[0], target_size=SIZE).image, SIZE)
