@@ -138,6 +138,41 @@ def cold_start_seconds(spec, tries: int = 3) -> list[float]:
     return seconds
 
 
+def gpu_end_to_end(runtimes: dict[str, object], size: int, batch: int = 256) -> None:
+    """JPEG files on disk -> vectors with nvJPEG decoding (indexer/gpu_decode.py), per GPU runtime.
+
+    Batch i + 1 is decoded while batch i computes (submit, then collect), as the indexer does.
+    """
+    import torch
+
+    from indexer.gpu_decode import GpuJpegDecoder
+
+    if not torch.cuda.is_available():
+        print("GPU end to end: no CUDA GPU here, unmeasured")
+        return
+    files = [str(f) for f in sorted(_common.CALTECH.rglob("*.jpg"))]
+    decoder = GpuJpegDecoder(size, "cuda")
+    for label, encoder in runtimes.items():
+        if "cuda" not in label:
+            continue
+        try:
+            encoder.encode_pixels(decoder.decode(files[:batch]).pixels)  # warm: nvJPEG, kernels, engines
+        except TypeError as exc:  # torch's Encoder before it takes device tensors (see the ONNX branch's notes)
+            print(f"GPU end to end, {label}: pixels on the device not accepted ({exc})")
+            continue
+        torch.cuda.synchronize()
+        start, pending, done = time.perf_counter(), None, 0
+        for i in range(0, len(files), batch):
+            decoded = decoder.decode(files[i : i + batch])
+            submitted = encoder.submit_pixels(decoded.pixels)
+            if pending is not None:
+                done += len(pending.result())
+            pending = submitted
+        done += len(pending.result())
+        seconds = time.perf_counter() - start
+        print(f"GPU end to end, {label}: {done / seconds:.0f} images/s ({done} Caltech JPEGs from disk)")
+
+
 def bench_model(name: str, photos: int, rounds: int) -> None:
     from indexer.onnx_export import ensure_export
     from indexer.runtime import check_runtimes, recall_at_k
@@ -165,6 +200,7 @@ def bench_model(name: str, photos: int, rounds: int) -> None:
         print(f"{label:<16} {statistics.median(rates[label]):>9.1f} {ratio:>9.2f} {cosine:>9.5f} {recall:>9.3f} "
               f"{memory:>9.0f} {latency[label]:>9.1f}")
     print(f"agreement over {len(pixels)} Caltech photos; rates: median of {rounds} interleaved rounds")
+    gpu_end_to_end(runtimes, size)
     cpu = {label: enc for label, enc in runtimes.items() if "cuda" not in label}
     check = check_runtimes(spec, pixels[:128], cpu)
     print(f"auto picks: {check.picked} (on {check.photos} photos: rates {check.rates}, "
