@@ -157,7 +157,7 @@ def gpu_end_to_end(runtimes: dict[str, object], size: int, batch: int = 256) -> 
             continue
         try:
             encoder.encode_pixels(decoder.decode(files[:batch]).pixels)  # warm: nvJPEG, kernels, engines
-        except TypeError as exc:  # torch's Encoder before it takes device tensors (see the ONNX branch's notes)
+        except TypeError as exc:  # an Encoder whose pixels_to_tensor takes numpy arrays only
             print(f"GPU end to end, {label}: pixels on the device not accepted ({exc})")
             continue
         torch.cuda.synchronize()
