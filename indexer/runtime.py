@@ -99,7 +99,8 @@ def choose_runtime(spec: ModelSpec, requested: str = "auto", precision: str | No
     except NotExportable as exc:
         return Choice("torch", torch_precision, f"torch {torch_precision}: model {spec} does not export to ONNX: {exc}")
     if requested == "onnx" or precision is not None or onnx_gpu:
-        return Choice("onnx", first, f"onnx {first} ({'asked for' if requested == 'onnx' else 'on the GPU'})")
+        why = "asked for" if requested == "onnx" or precision is not None else "on the GPU"
+        return Choice("onnx", first, f"onnx {first} ({why})")
     if recorded is not None and recorded.fingerprint == spec.fingerprint():
         return _from_check(recorded, "checked on this library's photos")
     if sample is not None and len(sample) > RECALL_K:
