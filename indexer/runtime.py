@@ -5,8 +5,8 @@ with the one line that tells the user why; `load_runtime_encoder` builds the enc
 `auto` keeps results equal: ONNX fp32 agrees with torch (cosine >= ONNX_MIN_COSINE, tested),
 while int8 changes the vectors a little, so `auto` uses it only where `check_runtimes` measured,
 on a sample of the library's own photos, that it keeps recall@10 against torch fp32 at or above
-INT8_MIN_RECALL and runs faster. That check is recorded in the library's settings under
-RUNTIME_CHECK_SETTING (`RuntimeCheck.to_setting`), so it runs once per library and model.
+INT8_MIN_RECALL and runs faster. That check is recorded in the library's settings (the
+`runtime_check` key of indexer/library/settings.py), so it runs once per library and model.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from indexer.model import ModelSpec
 
 RUNTIMES = ("torch", "onnx", "auto")
-RUNTIME_CHECK_SETTING = "runtime_check"
+PRECISIONS = ("fp32", "int8", "fp16")
 ONNX_MIN_COSINE = 0.9999
 INT8_MIN_RECALL = 0.95
 RECALL_K = 10
@@ -80,8 +80,7 @@ def choose_runtime(spec: ModelSpec, requested: str = "auto", precision: str | No
     `auto` run the check when none is recorded for this model (the choice then carries it, to be
     stored). A family that does not export falls back to torch, saying why.
     """
-    if requested not in RUNTIMES:
-        raise PixseekError(f"unknown runtime '{requested}'", f"use one of: {', '.join(RUNTIMES)}")
+    check_runtime_request(requested, precision)
     gpu = _gpu_wanted(device)
     torch_precision = "fp16" if gpu else "fp32"  # what Encoder runs there
     if requested == "torch":
@@ -98,6 +97,9 @@ def choose_runtime(spec: ModelSpec, requested: str = "auto", precision: str | No
         ensure_export(spec, first)
     except NotExportable as exc:
         return Choice("torch", torch_precision, f"torch {torch_precision}: model {spec} does not export to ONNX: {exc}")
+    except OSError:
+        # The model's own files cannot be read: the torch loader's checks say what is wrong with them.
+        return Choice("torch", torch_precision, f"torch {torch_precision}: the files of model {spec} cannot be read")
     if requested == "onnx" or precision is not None or onnx_gpu:
         why = "asked for" if requested == "onnx" or precision is not None else "on the GPU"
         return Choice("onnx", first, f"onnx {first} ({why})")
@@ -107,6 +109,14 @@ def choose_runtime(spec: ModelSpec, requested: str = "auto", precision: str | No
         check = check_runtimes(spec, sample)
         return _from_check(check, f"checked on {check.photos} of this library's photos", check)
     return Choice("onnx", "fp32", "onnx fp32 (int8 not checked on this library's photos yet)")
+
+
+def check_runtime_request(runtime: str, precision: str | None) -> None:
+    """Reject an unknown runtime or precision name before any work."""
+    if runtime not in RUNTIMES:
+        raise PixseekError(f"unknown runtime '{runtime}'", f"use one of: {', '.join(RUNTIMES)}")
+    if precision is not None and precision not in PRECISIONS:
+        raise PixseekError(f"unknown precision '{precision}'", f"use one of: {', '.join(PRECISIONS)}")
 
 
 def _from_check(check: RuntimeCheck, how: str, new: RuntimeCheck | None = None) -> Choice:

@@ -19,6 +19,7 @@ class LibraryInfo:
     index: dict[str, Any]  # the ANN file: type, vectors, and IVF-PQ's parameters
     last_indexed_at: str | None
     schema_version: int
+    runtime_check: dict[str, Any] | None = None  # what `--runtime auto` measured on the library's photos and picked
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

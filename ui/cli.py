@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from indexer.errors import PixseekError
-from search import ENV_LIBRARY
+from search import ENV_LIBRARY, ENV_PRECISION, ENV_RUNTIME
 
 
 class _Commands(TyperGroup):
@@ -56,6 +56,12 @@ PretrainedOpt = Annotated[
 ]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda when present).",
                                                   show_default=False)]
+RuntimeOpt = Annotated[str, typer.Option("--runtime", envvar=ENV_RUNTIME, help="torch, onnx (ONNX Runtime) "
+                      "or auto: ONNX where it keeps results equal, int8 weights only where the library's first "
+                      "index run checked them on its photos (see pixseek info).")]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", envvar=ENV_PRECISION, help="fp32, int8 "
+                         "(CPU) or fp16 (GPU), with ONNX Runtime (default: what auto picks for the device).",
+                         show_default=False)]
 
 
 def _spec(model: str | None, pretrained: str | None):
@@ -91,6 +97,8 @@ def index(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model batch "
                           "(default: 32 on CPU, 256 on GPU).", show_default=False)] = None,
     device: DeviceOpt = None,
+    runtime: RuntimeOpt = "auto",
+    precision: PrecisionOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage while running.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -111,13 +119,16 @@ def index(
     paths = LibraryPaths.at(library)
     with _progress(as_json) as on_progress:
         options = IndexOptions(model=_spec(model, pretrained), index_kind=index_type, rebuild=rebuild, workers=workers,
-                               batch_size=batch_size, device=device, on_progress=on_progress)
+                               batch_size=batch_size, device=device, runtime=runtime, precision=precision,
+                               on_progress=on_progress)
         report = run_index(paths, folders, options)
     if as_json:
         _echo_json({"library": str(paths.root), **report.as_dict()})
         return
     typer.echo(f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
                f"unchanged {report.unchanged}, skipped {len(report.skipped)}")
+    if report.runtime:
+        typer.echo(f"runtime: {report.runtime}")
     for path, reason in report.skipped[:20]:
         typer.echo(f"  skipped {path}: {reason}")
     if len(report.skipped) > 20:
@@ -196,6 +207,8 @@ def search(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     device: DeviceOpt = None,
+    runtime: RuntimeOpt = "auto",
+    precision: PrecisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find photos by text, by an example image, by an indexed photo, or a mix of them."""
@@ -215,7 +228,8 @@ def search(
     like_ref: int | str | None = int(like) if like is not None and like.isdigit() else like
     request = SearchRequest(text=text, image=image, like=like_ref, k=k, min_score=min_score, min_z=min_z,
                             filters=filters, ensemble=ensemble, dedupe=dedupe, sort=sort)
-    with Library.open(library, model=_spec(model, pretrained), device=device) as lib:
+    with Library.open(library, model=_spec(model, pretrained), device=device, runtime=runtime,
+                      precision=precision) as lib:
         results = lib.search(request)
     if as_json:
         _echo_json([r.as_dict() for r in results])
@@ -279,6 +293,8 @@ def tag(
                         'prompts ("a photo of ...").')] = True,
     library: LibraryOpt = None,
     device: DeviceOpt = None,
+    runtime: RuntimeOpt = "auto",
+    precision: PrecisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Auto-tag every photo with its most likely labels from your list (zero-shot, like CLIP).
@@ -289,7 +305,7 @@ def tag(
     from search import Library
     from search.tags import read_labels, stored_labels, tag_images
 
-    with Library.open(library, device=device) as lib:
+    with Library.open(library, device=device, runtime=runtime, precision=precision) as lib:
         names = read_labels(labels) if labels is not None else stored_labels(lib)
         if not names:
             raise PixseekError("this library has no labels yet", "pass --labels labels.txt (one label per line)")
@@ -331,6 +347,11 @@ def info(
         typer.echo(f"model       {data['model']} ({data['embedding_dim']} dimensions)")
     index_desc = ", ".join(f"{k} {v}" for k, v in data["index"].items() if k != "type")
     typer.echo(f"index       {data['index']['type']} ({index_desc})")
+    check = data["runtime_check"]
+    if check is not None:
+        rates = ", ".join(f"{label} {rate:g}" for label, rate in check["rates"].items())
+        typer.echo(f"runtime     auto picks {check['picked']} (checked on {check['photos']} photos, "
+                   f"images/s: {rates}; int8 recall@10 {check['int8_recall']:.3f})")
     typer.echo(f"indexed at  {data['last_indexed_at'] or 'never'}")
     for reason, n in sorted(data["skipped_reasons"].items(), key=lambda kv: -kv[1]):
         typer.echo(f"  {n:>5} skipped: {reason}")
@@ -369,11 +390,17 @@ def ui(
     port: Annotated[int, typer.Option("--port", help="Port for the page.")] = 8501,
     host: Annotated[str, typer.Option("--host", help="Address to listen on. The default keeps the page on "
                     "this computer; 0.0.0.0 opens it (and your photos) to your network.")] = "127.0.0.1",
+    runtime: RuntimeOpt = "auto",
+    precision: PrecisionOpt = None,
 ) -> None:
     """Serve the search page and print its address: find photos by text or example, filter, page through."""
     from search import LibraryPaths
     from ui.server import serve
 
+    # The page is a child process that inherits this environment (ui/server.py); its Library reads them.
+    os.environ[ENV_RUNTIME] = runtime
+    if precision is not None:
+        os.environ[ENV_PRECISION] = precision
     serve(LibraryPaths.at(library), host, port, typer.echo)
 
 

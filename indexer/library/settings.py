@@ -14,6 +14,7 @@ from indexer.errors import PixseekError
 
 if TYPE_CHECKING:
     from indexer.model import Encoder, ModelSpec
+    from indexer.runtime import RuntimeCheck
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Settings:
     index_kind: str | None = None  # the --index the library remembers
     last_indexed_at: str | None = None
     tag_labels: str | None = None  # JSON list: the labels of the last `pixseek tag`
+    runtime_check: str | None = None  # JSON RuntimeCheck: which runtime `auto` picked on this library's photos
 
     @classmethod
     def from_table(cls, table: dict[str, str]) -> Settings:
@@ -38,6 +40,13 @@ class Settings:
     @property
     def labels(self) -> list[str]:
         return json.loads(self.tag_labels) if self.tag_labels else []
+
+    def recorded_runtime(self) -> RuntimeCheck | None:
+        """The runtime check of the library's model (None: none yet, or one made for another model)."""
+        from indexer.runtime import RuntimeCheck
+
+        check = RuntimeCheck.from_setting(self.runtime_check)
+        return check if check is not None and check.fingerprint == self.model_fingerprint else None
 
     def model_spec(self) -> ModelSpec | None:
         """The model the library was built with (None: no model recorded yet)."""
