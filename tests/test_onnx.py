@@ -268,3 +268,83 @@ def test_fp16_graph_for_gpus_agrees_with_torch(demo_spec, demo_encoder, caltech_
     ours = session.run(None, {"pixels": pixels})[0]
     assert ours.dtype == np.float32
     assert (ours * demo_encoder.encode_pixels(pixels)).sum(axis=1).min() >= 0.999
+
+
+@pytest.fixture(scope="module")
+def auto_library(tmp_path_factory, shapes_gallery, demo_spec, demo_export):
+    """The shapes gallery indexed through the CLI with its default runtime, auto."""
+    from tests.harness import cli
+
+    lib = tmp_path_factory.mktemp("auto-lib")
+    folder, _ = shapes_gallery
+    out = cli("index", str(folder), "--library", str(lib), "--model", f"local-dir:{demo_spec.local_dir}",
+              "--workers", "0", "--json").stdout
+    return lib, json.loads(out)
+
+
+def test_index_auto_checks_its_first_photos_records_the_pick_and_says_it(auto_library, demo_spec):
+    from indexer.runtime import SAMPLE_SIZE
+    from search import Library
+
+    lib, report = auto_library
+    with Library.open(lib) as opened:
+        check = opened.settings.recorded_runtime()
+        info = opened.info().runtime_check
+    assert check is not None and check.fingerprint == demo_spec.fingerprint() and check.photos == SAMPLE_SIZE
+    assert report["runtime"] == f"{check.picked}: fastest with equal results, checked on {SAMPLE_SIZE} of this " \
+        "library's photos"
+    assert info["picked"] == check.picked and info["rates"] == check.rates
+
+
+def test_queries_follow_the_recorded_check_and_later_runs_do_not_check_again(auto_library, demo_spec, tmp_path):
+    import shutil
+
+    from indexer.runner import run_index
+    from pixseek_data.shapes import generate_gallery
+    from search import Library
+
+    lib, _ = auto_library
+    with Library.open(lib, runtime="auto") as opened:
+        recorded = opened.settings.recorded_runtime()
+        choice = opened.encoder.choice
+        assert choice.label == recorded.picked and choice.check is None
+        assert "checked on this library's photos" in choice.reason
+    copy = tmp_path / "lib"
+    shutil.copytree(lib, copy)
+    generate_gallery(tmp_path / "more", per_class=1, seed=99)
+    report = run_index(copy, [tmp_path / "more"], model=demo_spec, workers=0, runtime="auto")
+    assert report.embedded > 0 and report.runtime == f"{recorded.picked}: fastest with equal results, checked on " \
+        "this library's photos"
+    with Library.open(copy) as opened:
+        assert opened.settings.recorded_runtime() == recorded
+
+
+def test_cli_runtime_and_precision_reach_the_run_and_bad_names_are_one_line(auto_library, shapes_gallery, tmp_path):
+    from tests.harness import assert_one_line_error, cli
+
+    folder, _ = shapes_gallery
+    out = cli("index", str(folder), "--library", str(tmp_path / "lib"), "--model", "demo", "--workers", "0",
+              "--runtime", "onnx", "--precision", "int8").stdout
+    assert "runtime: onnx int8 (asked for)" in out
+    lib, _ = auto_library
+    assert_one_line_error(cli("search", "a red circle", "--library", str(lib), "--runtime", "tensorflow", code=1),
+                          "unknown runtime 'tensorflow'")
+    assert_one_line_error(cli("search", "a red circle", "--library", str(lib), "--precision", "int4", code=1),
+                          "unknown precision 'int4'")
+    assert "runtime     auto picks" in cli("info", "--library", str(lib)).stdout
+
+
+def test_cli_text_search_with_onnx_imports_neither_torch_nor_open_clip(auto_library):
+    lib, _ = auto_library
+    code = (
+        "import json, sys\n"
+        f"sys.argv = ['pixseek', 'search', 'a red circle', '--library', {str(lib)!r}, '--runtime', 'onnx', '--json']\n"
+        "from ui.cli import app\n"
+        "try:\n    app()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'open_clip', 'faiss'})))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    *results, loaded = run.stdout.strip().splitlines()
+    assert json.loads(loaded) == []  # a small library is scored exactly: faiss is not needed either
+    assert "red-circle" in json.loads("\n".join(results))[0]["path"]
