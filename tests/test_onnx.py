@@ -348,3 +348,23 @@ def test_cli_text_search_with_onnx_imports_neither_torch_nor_open_clip(auto_libr
     *results, loaded = run.stdout.strip().splitlines()
     assert json.loads(loaded) == []  # a small library is scored exactly: faiss is not needed either
     assert "red-circle" in json.loads("\n".join(results))[0]["path"]
+
+
+def test_ui_hands_runtime_and_precision_to_the_page_whose_library_follows_them(auto_library, monkeypatch):
+    import ui.server
+    from search import ENV_PRECISION, ENV_RUNTIME, Library
+    from tests.harness import cli
+
+    lib, _ = auto_library
+    handed = {}
+    # The page process's environment is this one's at serve() time (ui/server.py copies os.environ).
+    monkeypatch.setattr(ui.server, "serve", lambda *args: handed.update(
+        {key: os.environ.get(key) for key in (ENV_RUNTIME, ENV_PRECISION)}))
+    monkeypatch.delenv(ENV_RUNTIME, raising=False)
+    cli("ui", "--library", str(lib), "--runtime", "onnx", "--precision", "int8")
+    assert handed == {ENV_RUNTIME: "onnx", ENV_PRECISION: "int8"}
+    assert ENV_RUNTIME not in os.environ  # only the page's environment had them
+    for key, value in handed.items():
+        monkeypatch.setenv(key, value)
+    with Library.open(lib) as opened:
+        assert opened.encoder.choice.label == "onnx int8" and isinstance(opened.encoder, OnnxEncoder)

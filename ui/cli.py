@@ -394,14 +394,16 @@ def ui(
     precision: PrecisionOpt = None,
 ) -> None:
     """Serve the search page and print its address: find photos by text or example, filter, page through."""
+    from unittest.mock import patch
+
     from search import LibraryPaths
     from ui.server import serve
 
-    # The page is a child process that inherits this environment (ui/server.py); its Library reads them.
-    os.environ[ENV_RUNTIME] = runtime
-    if precision is not None:
-        os.environ[ENV_PRECISION] = precision
-    serve(LibraryPaths.at(library), host, port, typer.echo)
+    # The page is a child process that inherits this environment (ui/server.py), read by its Library;
+    # patched only while it runs, so this process (a test's, say) keeps its own.
+    choice = {ENV_RUNTIME: runtime, **({ENV_PRECISION: precision} if precision else {})}
+    with patch.dict(os.environ, choice):
+        serve(LibraryPaths.at(library), host, port, typer.echo)
 
 
 def main() -> None:
