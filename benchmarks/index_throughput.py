@@ -276,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     runtimes = args.runtime.split(",")
+    _common.use_bench_onnx_cache()
     print(f"machine: {machine()}; model: {args.model}; load average {' '.join(map(str, os.getloadavg()))}")
     with ExitStack() as stack:
         photo_sets = list(prepare_sets(args, lambda name: Path(stack.enter_context(temp_dir(name)))))

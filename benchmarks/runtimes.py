@@ -14,7 +14,6 @@ before and after says how loaded it was.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -216,7 +215,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=300, help="Caltech photos for agreement (1192: all)")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
     args = parser.parse_args()
-    os.environ.setdefault("PIXSEEK_ONNX_CACHE", str(_common.cache_dir() / "onnx"))
+    _common.use_bench_onnx_cache()
     print(_common.machine())
     print("load before:", uptime())
     for name in args.models.split(","):
