@@ -159,6 +159,10 @@ class OnnxEncoder:
         return self.session("text").run(None, {"tokens": tokens})[0]
 
     @property
+    def logit_scale(self) -> float:
+        return float(self.export.meta["logit_scale"])
+
+    @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
             from indexer.clip_tokenizer import ClipTokenizer

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 # Bump when what the graphs compute, or how they are laid out here, changes: every cached
 # export with another value is re-exported.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: meta.json records the logit scale (zero-shot tagging)
 OPSET = 17
 CACHE_ENV = "PIXSEEK_ONNX_CACHE"
 META = "meta.json"
@@ -157,6 +157,8 @@ def _export(spec: ModelSpec, fingerprint: str, folder: Path) -> Export:
         "dim": encoder.dim,
         "image_size": encoder.image_size,
         "text_trim": trim,
+        # CLIP's learned softmax temperature, which zero-shot tagging (search/tags.py) scales by.
+        "logit_scale": float(model.logit_scale.exp()),
         "tokenizer": tokenizer_meta,
         "files": {"image": {"fp32": "image.onnx"}, "text": {"fp32": "text.onnx", "int8": "text.onnx"}},
     }

@@ -368,3 +368,21 @@ def test_ui_hands_runtime_and_precision_to_the_page_whose_library_follows_them(a
         monkeypatch.setenv(key, value)
     with Library.open(lib) as opened:
         assert opened.encoder.choice.label == "onnx int8" and isinstance(opened.encoder, OnnxEncoder)
+
+
+def test_tagging_on_onnx_gives_the_tags_torch_gives(auto_library, tmp_path):
+    import shutil
+
+    from search import Library
+    from search.tags import tag_images
+
+    lib, _ = auto_library
+    copy = tmp_path / "lib"
+    shutil.copytree(lib, copy)
+    labels = ["red", "green", "blue", "yellow", "a circle", "a square", "a triangle"]
+    with Library.open(copy, runtime="torch") as opened:
+        by_torch = tag_images(opened, labels)
+    with Library.open(copy, runtime="onnx") as opened:
+        by_onnx = tag_images(opened, labels)
+        assert isinstance(opened.encoder, OnnxEncoder)
+    assert by_onnx == by_torch and sum(by_torch.values()) > 0
