@@ -158,7 +158,7 @@ def _export(spec: ModelSpec, fingerprint: str, folder: Path) -> Export:
         "image_size": encoder.image_size,
         "text_trim": trim,
         # CLIP's learned softmax temperature, which zero-shot tagging (search/tags.py) scales by.
-        "logit_scale": float(model.logit_scale.exp()),
+        "logit_scale": float(model.logit_scale.detach().exp()),
         "tokenizer": tokenizer_meta,
         "files": {"image": {"fp32": "image.onnx"}, "text": {"fp32": "text.onnx", "int8": "text.onnx"}},
     }
