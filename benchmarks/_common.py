@@ -32,6 +32,11 @@ def cache_dir() -> Path:
     return path
 
 
+def use_bench_onnx_cache() -> None:
+    """ONNX exports of the benchmark models are kept beside them, not in the user's cache."""
+    os.environ.setdefault("PIXSEEK_ONNX_CACHE", str(cache_dir() / "onnx"))
+
+
 def random_vit_b32() -> Path:
     """A local-dir open_clip folder holding ViT-B-32 with random (untrained) weights.
 

@@ -4,7 +4,7 @@
     python3 benchmarks/index_throughput.py [FOLDER] [--model random-vit-b-32|demo|SPEC]
                                            [--limit N] [--big N] [--grain G [G ...]] [--repeat N] [--smoke]
                                            [--workers N] [--batch-size N] [--threads N]
-                                           [--device cpu|cuda]
+                                           [--device cpu|cuda] [--runtime torch,onnx,onnx:int8,auto]
 
 For FOLDER (default ../shared/data/caltech101-bench, 1,192 real JPEGs) and then for sets of
 12-megapixel JPEGs (real Caltech photos upscaled to 4000x3000: plainly, and with sensor-like
@@ -12,7 +12,12 @@ grain so that they compress like camera files), it indexes into a fresh library 
 `run_index` and prints: images, seconds, end-to-end images/s (whole run and steady state), the
 model-only images/s (the same model, batch size and torch threads on ready uint8 tensors,
 measured just before and just after the run), their ratio, the per-stage breakdown and the peak
-memory of the main process plus decoder workers.
+memory of the main process plus decoder workers. With several --runtime entries (RUNTIME or
+RUNTIME:PRECISION, as `pixseek index --runtime/--precision` takes them) each set is indexed once
+per runtime, and a table per set compares them: images/s end to end and model-only, the
+end-to-end rate over torch fp32's model-only rate, recall@10 of the stored vectors against torch
+fp32's (the first entry must be torch for that), and peak memory. `auto` runs its int8 check in
+the run (outside the timed read+embed), so its model-only rate is measured after the run only.
 
 End-to-end time runs from the model being ready to the last commit. Decoders start while the
 model loads and keep up to 48 photos each ahead of it, so a run begins with a full window of
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import time
@@ -38,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import _common  # noqa: F401  (puts the repository on sys.path)
+import numpy as np
 from _common import CALTECH, RANDOM_MODEL, PeakMemory, cache_dir, fmt_stages, machine, model_spec, temp_dir
 
 BIG_SIZE = (4000, 3000)
@@ -59,6 +66,8 @@ class Figures:
     batch_size: int = 0
     threads: int = 0
     workers: int = 0
+    runtime: str = ""  # what the run's runtime was and why (IndexReport.runtime)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # stored vectors by path
 
     @property
     def end_to_end(self) -> float:
@@ -94,6 +103,7 @@ class Figures:
               "   (steady / model-only)")
         print(f"stages          {fmt_stages(self.stages)}   ({self.workers} decoder workers)")
         print(f"peak memory     {self.peak_mb:.0f} MB   (RSS summed over the main process and its children)")
+        print(f"runtime         {self.runtime}")
         if self.model_rates and max(self.model_rates) > UNSTEADY * min(self.model_rates):
             print(f"warning         the model-only rate moved by more than {UNSTEADY - 1:.0%} during the run: "
                   "something else is using the CPU, so the ratio is unreliable; run again")
@@ -127,7 +137,6 @@ def big_photos(sources: list[Path], n: int, grain: float) -> list[Path]:
     The i-th photo is always made from the same source, so a shorter run uses a prefix of a
     longer one's photos.
     """
-    import numpy as np
     from PIL import Image, ImageOps
 
     folder = cache_dir() / f"big-{BIG_SIZE[0]}x{BIG_SIZE[1]}-grain{grain:g}"
@@ -166,8 +175,6 @@ def steady_window(stamps: dict[int, float], window: int) -> tuple[int, int, floa
 
 def model_only_rate(encoder, batch_size: int, batches: int) -> float:
     """Images/s of encode_pixels alone on ready uint8 batches (one warm-up batch first)."""
-    import numpy as np
-
     size = encoder.image_size
     pixels = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
     encoder.encode_pixels(pixels)
@@ -177,34 +184,47 @@ def model_only_rate(encoder, batch_size: int, batches: int) -> float:
     return batches * batch_size / (time.perf_counter() - start)
 
 
-def measure(label: str, folder: Path, args: argparse.Namespace) -> Figures:
+def measure(label: str, folder: Path, args: argparse.Namespace, runtime: str = "torch",
+            precision: str | None = None) -> Figures:
     import torch
 
     from indexer.embed import default_batch_size
     from indexer.model import load_encoder
     from indexer.reader import READ_AHEAD, default_workers
     from indexer.runner import IndexOptions, run_index
+    from search import Library
 
     spec = model_spec(args.model)
     figures = Figures(label)
+
+    def model_only(recorded=None) -> float:
+        encoder = load_encoder(spec, args.device, runtime=runtime, precision=precision, recorded=recorded)
+        figures.batch_size = args.batch_size or default_batch_size(encoder)
+        return model_only_rate(encoder, figures.batch_size, args.model_batches)
+
     # "Before" uses an encoder of its own: the run's decoders start while the run's model loads,
-    # and must not compete with this measurement.
-    encoder = load_encoder(spec, args.device)
-    figures.batch_size = args.batch_size or default_batch_size(encoder)
-    figures.model_rates.append(model_only_rate(encoder, figures.batch_size, args.model_batches))
-    del encoder
+    # and must not compete with this measurement. `auto` knows its pick only once the run checked.
+    if runtime != "auto":
+        figures.model_rates.append(model_only())
     # When each batch's last image was consumed: a batch is embedded as its last image arrives.
     stamps: dict[int, float] = {}
 
     def stamp(done: int, total: int) -> None:
-        if done % figures.batch_size == 0 or done == total:
+        # `auto`'s batch size is known only after the run: every image is stamped then.
+        if not figures.batch_size or done % figures.batch_size == 0 or done == total:
             stamps[done] = time.perf_counter()
 
     with temp_dir("bench-lib") as lib, PeakMemory() as memory:
         report = run_index(lib, [folder], IndexOptions(model=spec, workers=args.workers, batch_size=args.batch_size,
-                                                       device=args.device, on_progress=stamp))
-    figures.model_rates.append(model_only_rate(load_encoder(spec, args.device), figures.batch_size,
-                                               args.model_batches))
+                                                       device=args.device, runtime=runtime, precision=precision,
+                                                       on_progress=stamp))
+        with Library.open(lib) as opened:
+            ids = opened.catalog.indexed_ids()
+            rows = opened.catalog.indexed_rows(ids)
+            figures.vectors = dict(zip((rows[i].path for i in ids), opened.vectors.get(np.array(ids))))
+            recorded = opened.settings.recorded_runtime()
+    figures.model_rates.append(model_only(recorded))
+    figures.runtime = report.runtime
     figures.images = report.embedded
     figures.seconds = report.stages.get("read+embed", 0.0)
     figures.total_seconds = report.seconds
@@ -236,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="images per model batch (default: the indexer's)")
     parser.add_argument("--threads", type=int, help="torch threads (default: the indexer's)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--runtime", default="torch", help="comma-separated RUNTIME[:PRECISION] entries "
+                        "(torch, onnx, onnx:int8, auto, ...), each measured on every set (default: torch)")
     parser.add_argument("--model-batches", type=int, default=3, help="timed batches for the model-only rate")
     parser.add_argument("--verbose", "-v", action="store_true", help="log the indexer's running per-stage rates")
     args = parser.parse_args(argv)
@@ -253,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
 
-    print(f"machine: {machine()}; model: {args.model}")
+    runtimes = args.runtime.split(",")
+    _common.use_bench_onnx_cache()
+    print(f"machine: {machine()}; model: {args.model}; load average {' '.join(map(str, os.getloadavg()))}")
     with ExitStack() as stack:
         photo_sets = list(prepare_sets(args, lambda name: Path(stack.enter_context(temp_dir(name)))))
         ratios: dict[str, list[float]] = {label: [] for label, _ in photo_sets}
@@ -262,14 +286,36 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(1, args.repeat + 1):
             for label, folder in photo_sets:
                 title = label if args.repeat == 1 else f"{label}, round {round_} of {args.repeat}"
-                figures = measure(title, folder, args)
-                figures.print()
-                ratios[label].append(figures.ratio)
+                runs = {}
+                for entry in runtimes:
+                    runtime, _, precision = entry.partition(":")
+                    name = title if len(runtimes) == 1 else f"{title}, runtime {entry}"
+                    runs[entry] = measure(name, folder, args, runtime, precision or None)
+                    runs[entry].print()
+                ratios[label].append(runs[runtimes[0]].ratio)
+                if len(runtimes) > 1:
+                    compare(title, runs)
     if args.repeat > 1:
         print(f"== ratio (steady / model-only), median of {args.repeat} rounds ==")
         for label, values in ratios.items():
             print(f"{label}: {statistics.median(values):.3f}   ({' / '.join(f'{v:.3f}' for v in values)})")
     return 0
+
+
+def compare(title: str, runs: dict[str, Figures]) -> None:
+    """One line per runtime; agreement and speed-up against the first entry (torch fp32 on a CPU)."""
+    from indexer.runtime import recall_at_k
+
+    first = next(iter(runs.values()))
+    print(f"== runtimes, {title} (against {next(iter(runs))}) ==")
+    print(f"{'runtime':<12} {'end-to-end':>10} {'steady':>8} {'model-only':>10} {'x model-only':>12} "
+          f"{'recall@10':>9} {'peak MB':>8}")
+    for entry, figures in runs.items():
+        same = sorted(first.vectors.keys() & figures.vectors.keys())
+        recall = recall_at_k(*(np.stack([run.vectors[p] for p in same]) for run in (first, figures)))
+        print(f"{entry:<12} {figures.end_to_end:>10.2f} {figures.steady_rate:>8.2f} {figures.model_only:>10.2f} "
+              f"{figures.steady_rate / first.model_only:>12.2f} {recall:>9.3f} {figures.peak_mb:>8.0f}")
+    sys.stdout.flush()
 
 
 def prepare_sets(args: argparse.Namespace, scratch: Callable[[str], Path]) -> Iterator[tuple[str, Path]]:

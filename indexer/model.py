@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from indexer.runtime import RuntimeCheck
+
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 from pixseek_data import DEMO_MODEL_DIR  # noqa: E402, I001  (data/, installed as pixseek_data)
@@ -327,7 +329,14 @@ def input_size(spec: ModelSpec) -> int | None:
     return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
-def load_encoder(spec: ModelSpec, device: str | None = None) -> Encoder:
-    log.info("loading model %s", spec)
-    return Encoder(spec, device)
+def load_encoder(spec: ModelSpec, device: str | None = None, *, runtime: str = "torch", precision: str | None = None,
+                 recorded: RuntimeCheck | None = None, sample: np.ndarray | None = None) -> Encoder:
+    """The encoder of `runtime` (torch, onnx or auto: indexer/runtime.py decides); its `choice` says why."""
+    from indexer.runtime import choose_runtime, load_runtime_encoder
+
+    choice = choose_runtime(spec, runtime, precision, device, recorded, sample)
+    log.info("loading model %s: %s", spec, choice.reason)
+    encoder = load_runtime_encoder(spec, choice, device)
+    encoder.choice = choice
+    return encoder
 

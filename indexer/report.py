@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from indexer import ann
 from indexer.model import ModelSpec
+from indexer.runtime import check_runtime_request
 
 Progress = Callable[[int, int], None]  # (files decoded, files to decode)
 
@@ -20,12 +21,15 @@ class IndexOptions:
     batch_size: int | None = None  # images per model batch; default by device
     device: str | None = None  # cpu or cuda; default cuda when present
     ocr: bool | None = None  # also read the text in photos (`pixseek ocr`); default: what the library remembers
+    runtime: str = "torch"  # torch, onnx or auto (indexer/runtime.py: auto checks int8 on the library's photos)
+    precision: str | None = None  # fp32, int8 or fp16 (ONNX); default: the runtime's own for the device
     on_progress: Progress | None = None
     on_ocr_progress: Progress | None = None  # (photos read, photos to read)
 
     def __post_init__(self) -> None:
         if self.index_kind is not None:
             ann.choose_kind(self.index_kind, 0)  # reject a bad name before any work
+        check_runtime_request(self.runtime, self.precision)
 
 
 @dataclass
@@ -42,6 +46,7 @@ class IndexReport:
     index: dict[str, object] = field(default_factory=dict)
     model: str = ""
     ocr: dict[str, object] | None = None  # the OCR pass's report, when the run made one
+    runtime: str = ""  # the runtime that embedded, and why (one line); "" when nothing was embedded
 
     @property
     def images_per_second(self) -> float:
@@ -56,5 +61,6 @@ class IndexReport:
             "embedded": self.embedded, "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 2),
             "stages": {k: round(v, 3) for k, v in self.stages.items()},
-            "index": self.index, "model": self.model, **({"ocr": self.ocr} if self.ocr is not None else {}),
+            "index": self.index, "model": self.model, "runtime": self.runtime,
+            **({"ocr": self.ocr} if self.ocr is not None else {}),
         }

@@ -14,11 +14,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from indexer import ann, ocr_pass, prepare
 from indexer.embed import Embedder
@@ -26,11 +29,12 @@ from indexer.errors import Interrupted
 from indexer.library import LibraryPaths, storage_errors, write_lock
 from indexer.library.catalog import Catalog
 from indexer.library.vectors import VectorStore
-from indexer.model import Encoder, input_size, load_encoder
+from indexer.model import Encoder, ModelSpec, input_size, load_encoder
 from indexer.ocr_pass import OcrReport, run_ocr
 from indexer.plan import Job, plan_changes
 from indexer.reader import Reader, ReadResult
 from indexer.report import IndexOptions, IndexReport
+from indexer.runtime import SAMPLE_SIZE
 from indexer.timing import RateLog, StageTimer
 from indexer.walk import check_roots, walk
 from indexer.writer import Writer, now_iso
@@ -58,7 +62,7 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
         report.model = str(spec)
         encoder: Encoder | None = None
         if options.rebuild:
-            encoder = load_encoder(spec, options.device)
+            encoder = _load_encoder(catalog, spec, options, None, report)
             prepare.start_rebuild(catalog, library, encoder)
         with timer.stage("walk"):
             plan = plan_changes(catalog, roots, walk(roots))
@@ -68,14 +72,22 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
         report.unchanged = plan.unchanged + len(plan.touched)
         if jobs:
             with Reader(options.workers) as reader:
+                results: Iterable[ReadResult] | None = None
                 if encoder is None:
                     size = input_size(spec)
+                    sample = None
                     if size is not None:
-                        reader.start(jobs, size)  # the first batches decode while the model loads
-                    encoder = load_encoder(spec, options.device)
+                        # The first batches decode while the model loads.
+                        results = reader.read(jobs, size)
+                        if options.runtime == "auto" and catalog.settings().recorded_runtime() is None:
+                            sample, results = _sample(results)
+                    encoder = _load_encoder(catalog, spec, options, sample, report)
                     if catalog.settings().model_fingerprint is None:
                         prepare.record_model(catalog, encoder)
-                _embed(catalog, library, encoder, reader, jobs, options, report, timer)
+                    if encoder.image_size != size:
+                        results = None  # the config's size was not the model's: decode again
+                _embed(catalog, library, encoder, results or reader.read(jobs, encoder.image_size), jobs, options,
+                       report, timer)
         settings = catalog.settings()
         kind = options.index_kind or settings.index_kind or ann.AUTO
         if (jobs or plan.moved or plan.removed or not library.ann.exists() or kind != settings.index_kind
@@ -95,7 +107,31 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
     return report
 
 
-def _embed(catalog: Catalog, library: LibraryPaths, encoder: Encoder, reader: Reader, jobs: list[Job],
+def _load_encoder(catalog: Catalog, spec: ModelSpec, options: IndexOptions, sample: np.ndarray | None,
+                  report: IndexReport) -> Encoder:
+    """The run's encoder; a runtime check `auto` ran on `sample` is recorded, so it runs once per library."""
+    encoder = load_encoder(spec, options.device, runtime=options.runtime, precision=options.precision,
+                           recorded=catalog.settings().recorded_runtime(), sample=sample)
+    if encoder.choice.check is not None:
+        catalog.save_settings(runtime_check=encoder.choice.check.to_setting())
+    report.runtime = encoder.choice.reason
+    return encoder
+
+
+def _sample(results: Iterator[ReadResult]) -> tuple[np.ndarray | None, Iterator[ReadResult]]:
+    """The pixels of the first SAMPLE_SIZE decodable files, for `auto`'s check; `results` given back whole."""
+    taken: list[ReadResult] = []
+    decoded: list[np.ndarray] = []
+    for result in results:
+        taken.append(result)
+        if result.pixels is not None:
+            decoded.append(result.pixels)
+            if len(decoded) == SAMPLE_SIZE:
+                break
+    return (np.stack(decoded) if decoded else None), itertools.chain(taken, results)
+
+
+def _embed(catalog: Catalog, library: LibraryPaths, encoder: Encoder, results: Iterable[ReadResult], jobs: list[Job],
            options: IndexOptions, report: IndexReport, timer: StageTimer) -> None:
     """decode -> embed -> write, chained; Ctrl-C keeps what was embedded."""
     writer = Writer(catalog, VectorStore(library.vectors, encoder.dim))
@@ -111,10 +147,10 @@ def _embed(catalog: Catalog, library: LibraryPaths, encoder: Encoder, reader: Re
                 options.on_progress(decoded, len(jobs))
             rates.tick(decoded, embedder.embedded, writer.received)
 
-    log.info("embedding %d files on %s: batches of %d, %d decoder processes",
-             len(jobs), encoder.device, embedder.batch_size, reader.workers)
+    log.info("embedding %d files on %s with %s: batches of %d", len(jobs), encoder.device, encoder.choice.label,
+             embedder.batch_size)
     start = time.perf_counter()
-    decoded = observed(timer.iterate("wait", reader.read(jobs, encoder.image_size)))
+    decoded = observed(timer.iterate("wait", results))
     try:
         with timer.stage("write"):
             writer(timer.iterate("embed", embedder(decoded)))

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from search.request import SearchRequest
     from search.result import Result
 
+# How `pixseek ui` hands its --runtime and --precision to the page it starts as a child process
+# (the CLI reads them too); Library.open's defaults.
+ENV_RUNTIME = "PIXSEEK_RUNTIME"
+ENV_PRECISION = "PIXSEEK_PRECISION"
+
 _WHERE = {
     "Library": "search.library",
     "SearchRequest": "search.request",
@@ -39,8 +44,8 @@ _WHERE = {
     "decode_image": "indexer.decode",
     "DecodeError": "indexer.decode",
 }
-__all__ = ["ENV_LIBRARY", "SUPPORTED_EXTENSIONS", "DecodeError", "Filters", "Library", "LibraryInfo", "LibraryPaths",
-           "ModelSpec", "PixseekError", "Result", "SearchRequest", "decode_image"]
+__all__ = ["ENV_LIBRARY", "ENV_PRECISION", "ENV_RUNTIME", "SUPPORTED_EXTENSIONS", "DecodeError", "Filters", "Library",
+           "LibraryInfo", "LibraryPaths", "ModelSpec", "PixseekError", "Result", "SearchRequest", "decode_image"]
 
 
 def __getattr__(name: str) -> object:

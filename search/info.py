@@ -23,6 +23,7 @@ class LibraryInfo:
     with_text: int = 0  # of those, photos with any text
     ocr_on_index: bool = False  # `index --ocr` is on
     concepts: tuple[str, ...] = ()  # names of the taught concepts
+    runtime_check: dict[str, Any] | None = None  # what `--runtime auto` measured on the library's photos and picked
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

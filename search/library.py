@@ -6,8 +6,9 @@ the page call only this facade and the types it returns, never the indexer's int
 
 from __future__ import annotations
 
+import os
 from collections import Counter
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from indexer.library.filters import Filters
 from indexer.library.index_file import CachedIndex
 from indexer.library.rows import INDEXED, PENDING, SKIPPED, ImageRow
 from indexer.library.vectors import VectorStore
-from search import hybrid, rank, retrieve
+from search import ENV_PRECISION, ENV_RUNTIME, hybrid, rank, retrieve
 from search.concepts import Concept, load_concept
 from search.dupes import DEFAULT_MAX_DISTANCE, DupeGroup, find_duplicates
 from search.embed import QueryEmbedder
@@ -39,7 +40,8 @@ _REQUEST_FIELDS = frozenset(f.name for f in fields(SearchRequest))
 
 
 class Library:
-    def __init__(self, paths: LibraryPaths, model: ModelSpec | None = None, device: str | None = None) -> None:
+    def __init__(self, paths: LibraryPaths, model: ModelSpec | None = None, device: str | None = None,
+                 runtime: str | None = None, precision: str | None = None) -> None:
         if not paths.exists():
             raise PixseekError(f"no library at {paths.root}",
                                "run `pixseek index FOLDER` first (or pass --library DIR)")
@@ -50,14 +52,19 @@ class Library:
         if model is not None:
             self.settings.check_same_model(model, paths.root)
         self.device = device
+        # torch, onnx or auto; auto follows the check the library's first index run recorded.
+        self.runtime = runtime or os.environ.get(ENV_RUNTIME) or "torch"
+        self.precision = precision or os.environ.get(ENV_PRECISION) or None
         self.vectors = VectorStore(paths.vectors, self.settings.dim)
         self._index = CachedIndex(paths.ann)
         self._embedder = QueryEmbedder(self._load_encoder, self.stored_vector)
 
     @classmethod
     def open(cls, path: str | Path | None = None, *, model: ModelSpec | None = None,
-             device: str | None = None) -> Library:
-        return cls(LibraryPaths.at(path), model, device)
+             device: str | None = None, runtime: str | None = None, precision: str | None = None) -> Library:
+        """`runtime` (torch, onnx or auto) and `precision` default to $PIXSEEK_RUNTIME and
+        $PIXSEEK_PRECISION, else torch."""
+        return cls(LibraryPaths.at(path), model, device, runtime, precision)
 
     def close(self) -> None:
         self.catalog.close()
@@ -110,7 +117,8 @@ class Library:
                                "pass --model local-dir:/new/place/of/that/folder")
         # Weights replaced under the same name would embed queries into another space.
         self.settings.check_same_model(spec, self.paths.root)
-        return load_encoder(spec, self.device)
+        return load_encoder(spec, self.device, runtime=self.runtime, precision=self.precision,
+                            recorded=self.settings.recorded_runtime())
 
     def embed_text(self, text: str, ensemble: bool = True) -> np.ndarray:
         """The text's embedding, averaged over prompt templates when `ensemble` (search/prompts.py)."""
@@ -260,6 +268,7 @@ class Library:
             with_text=with_text,
             ocr_on_index=bool(self.settings.ocr),
             concepts=tuple(self.catalog.concept_names()),
+            runtime_check=asdict(check) if (check := self.settings.recorded_runtime()) is not None else None,
         )
 
     def skipped(self) -> list[ImageRow]:

@@ -19,6 +19,9 @@ from search import rank
 # With filters, scoring every allowed image exactly is cheaper than over-fetching ANN candidates
 # until this many images (about 100 MB of float16 vectors at 512 dimensions).
 EXACT_FILTER_MAX = 100_000
+# Up to this many images every query is scored exactly, without the ANN index (about 10 MB of
+# float16 vectors at 512 dimensions).
+EXACT_MAX = 10_000
 # IVF-PQ only shortlists; the exact re-rank looks at this many candidates per wanted result.
 RERANK_FACTOR = 10
 _CHUNK = 65_536  # vectors scored at a time
@@ -64,6 +67,10 @@ def exact(vectors: VectorStore, vec: np.ndarray, ids: np.ndarray, k: int) -> tup
 
 def _ann_then_exact(catalog: Catalog, vectors: VectorStore, index: CachedIndex, vec: np.ndarray,
                     k: int) -> tuple[np.ndarray, np.ndarray]:
+    if catalog.indexed_count() <= EXACT_MAX:
+        # Scoring every vector is exact and, this few, about as fast as the index: a query
+        # process need not load faiss at all.
+        return exact(vectors, vec, _ids(catalog.indexed_ids()), k)
     loaded = index.get()
     # Images indexed after the ANN file was written (a run in progress) are scored exactly;
     # without the file (deleted, or a run stopped before writing it) all of them are.

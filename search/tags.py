@@ -19,6 +19,7 @@ from indexer.library.catalog import Catalog
 from search.prompts import embed_texts
 
 if TYPE_CHECKING:
+    from indexer.model import Encoder
     from search.library import Library
 
 DEFAULT_TOP = 3
@@ -46,8 +47,6 @@ def read_labels(path: Path) -> list[str]:
 def tag_images(library: Library, labels: list[str], *, top: int = DEFAULT_TOP, min_prob: float = DEFAULT_MIN_PROB,
                ensemble: bool = True) -> dict[str, int]:
     """Replace every indexed image's tags; returns how many images got each label."""
-    import torch
-
     if top < 1:
         raise PixseekError(f"--top must be at least 1, not {top}")
     if not 0 <= min_prob <= 1:
@@ -59,8 +58,7 @@ def tag_images(library: Library, labels: list[str], *, top: int = DEFAULT_TOP, m
         ids = np.array(library.catalog.indexed_ids(), dtype=np.int64)
         encoder = library.encoder
         label_vecs = embed_texts(encoder, labels, ensemble)
-        with torch.no_grad():
-            scale = float(encoder.model.logit_scale.exp())
+        scale = _logit_scale(encoder)
         top = min(top, len(labels))
         rows = []
         for start in range(0, len(ids), _CHUNK):
@@ -91,3 +89,13 @@ def check_tag(catalog: Catalog, label: str) -> None:
                            "run `pixseek tag --labels labels.txt` first")
     raise PixseekError(f"no image is tagged '{label}'", f"tags in this library: {', '.join(known[:20])}")
 
+
+def _logit_scale(encoder: Encoder) -> float:
+    """CLIP's softmax temperature: the torch model's parameter, or the one the ONNX export recorded."""
+    model = getattr(encoder, "model", None)
+    if model is None:
+        return encoder.logit_scale
+    import torch
+
+    with torch.no_grad():
+        return float(model.logit_scale.exp())

@@ -25,6 +25,17 @@ settings.load_profile("derandomized")
 TEST_WORKERS = 0
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory):
+    """ONNX exports (`--runtime auto` is the CLI's default) go to a test folder, never to the user's cache."""
+    from indexer.onnx_export import CACHE_ENV
+
+    root = tmp_path_factory.mktemp("onnx-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(root))
+        yield root
+
+
 def need_shared(path: Path = PHOTO_LIBRARY) -> Path:
     if not path.is_dir():
         pytest.skip(f"real photos not found at {path} (../shared/data sits beside the repo on dev machines and CI)")

@@ -100,3 +100,33 @@ def test_steady_window_leaves_a_read_ahead_window_out_at_both_ends(monkeypatch):
     assert (first, last) == (96, 384)
     assert abs(seconds - 28.8) < 1e-9
     assert steady_window({32: 3.2, 64: 6.4, 96: 9.6}, 96) is None
+
+
+@pytest.mark.slow
+def test_runtimes_smoke_prints_a_row_per_cpu_runtime_and_the_pick(demo_spec):
+    need_shared(CALTECH)
+    out = run_benchmark("runtimes.py", "--models", "demo", "--photos", "32", "--rounds", "1")
+    rows = {line.split()[0] + " " + line.split()[1]: line.split()[2:]
+            for line in out.splitlines() if line.startswith(("torch ", "onnx "))}
+    assert set(rows) == {"torch fp32", "onnx fp32", "onnx int8"}, out
+    for values in rows.values():
+        rate, _, cosine, recall, memory, query_ms = map(float, values)
+        assert rate > 0 and memory > 0 and query_ms > 0, out
+        assert 0 < recall <= 1 and -1 <= cosine <= 1
+    assert float(rows["torch fp32"][1]) == 1.0 and float(rows["torch fp32"][3]) == 1.0  # torch against itself
+    assert float(rows["onnx fp32"][2]) >= 0.9999
+    pick = re.search(r"^auto picks: (torch fp32|onnx fp32|onnx int8) \(on 32 photos", out, re.M)
+    assert pick is not None, out
+    assert re.search(r"^cold start, .*: min [\d.]+s, median [\d.]+s over 3$", out, re.M), out
+
+
+@pytest.mark.slow
+def test_index_throughput_compares_runtimes_against_torch_in_one_run(tmp_path):
+    need_shared(CALTECH)
+    out = run_benchmark("index_throughput.py", "--smoke", "--big", "0", "--runtime", "torch,onnx:int8")
+    table = out.split("== runtimes, ")[1].splitlines()[2:4]
+    rows = {line.split()[0]: list(map(float, line.split()[1:])) for line in table}
+    assert set(rows) == {"torch", "onnx:int8"}, out
+    assert rows["torch"][4] == 1.0 and 0 < rows["onnx:int8"][4] <= 1  # recall@10 against torch's own vectors
+    assert all(value > 0 for row in rows.values() for value in row), out
+    assert "runtime         onnx int8 (asked for)" in out

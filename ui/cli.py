@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from indexer.errors import PixseekError
-from search import ENV_LIBRARY
+from search import ENV_LIBRARY, ENV_PRECISION, ENV_RUNTIME
 
 
 class _Commands(TyperGroup):
@@ -56,6 +56,12 @@ PretrainedOpt = Annotated[
 ]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda when present).",
                                                   show_default=False)]
+RuntimeOpt = Annotated[str, typer.Option("--runtime", envvar=ENV_RUNTIME, help="torch, onnx (ONNX Runtime) "
+                      "or auto: ONNX where it keeps results equal, int8 weights only where the library's first "
+                      "index run checked them on its photos (see pixseek info).")]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", envvar=ENV_PRECISION, help="fp32, int8 "
+                         "(CPU) or fp16 (GPU), with ONNX Runtime (default: what auto picks for the device).",
+                         show_default=False)]
 
 
 def _spec(model: str | None, pretrained: str | None):
@@ -93,6 +99,8 @@ def index(
     device: DeviceOpt = None,
     ocr: Annotated[Optional[bool], typer.Option("--ocr/--no-ocr", help="Also read the text in new photos "
                    "(pixseek ocr) after embedding them. Remembered by the library.", show_default=False)] = None,
+    runtime: RuntimeOpt = "auto",
+    precision: PrecisionOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage while running.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -113,14 +121,16 @@ def index(
     paths = LibraryPaths.at(library)
     with _progress(as_json) as stage:
         options = IndexOptions(model=_spec(model, pretrained), index_kind=index_type, rebuild=rebuild, workers=workers,
-                               batch_size=batch_size, device=device, on_progress=stage("embedding"), ocr=ocr,
-                               on_ocr_progress=stage("reading text"))
+                               batch_size=batch_size, device=device, runtime=runtime, precision=precision,
+                               on_progress=stage("embedding"), ocr=ocr, on_ocr_progress=stage("reading text"))
         report = run_index(paths, folders, options)
     if as_json:
         _echo_json({"library": str(paths.root), **report.as_dict()})
         return
     typer.echo(f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
                f"unchanged {report.unchanged}, skipped {len(report.skipped)}")
+    if report.runtime:
+        typer.echo(f"runtime: {report.runtime}")
     for path, reason in report.skipped[:20]:
         typer.echo(f"  skipped {path}: {reason}")
     if len(report.skipped) > 20:
@@ -255,6 +265,8 @@ def search(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     device: DeviceOpt = None,
+    runtime: RuntimeOpt = "auto",
+    precision: PrecisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find photos by text, by an example image, by an indexed photo, by the words in them, or a mix."""
@@ -280,7 +292,8 @@ def search(
     request = SearchRequest(text=query, image=image, like=like_ref, k=k, min_score=min_score, min_z=min_z,
                             filters=filters, ensemble=ensemble, dedupe=dedupe, sort=sort, text_terms=tuple(words),
                             concept=concept, min_prob=min_prob, explain=explain)
-    with Library.open(library, model=_spec(model, pretrained), device=device) as lib:
+    with Library.open(library, model=_spec(model, pretrained), device=device, runtime=runtime,
+                      precision=precision) as lib:
         results = lib.search(request)
     if as_json:
         _echo_json([r.as_dict() for r in results])
@@ -361,6 +374,8 @@ def tag(
                         'prompts ("a photo of ...").')] = True,
     library: LibraryOpt = None,
     device: DeviceOpt = None,
+    runtime: RuntimeOpt = "auto",
+    precision: PrecisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Auto-tag every photo with its most likely labels from your list (zero-shot, like CLIP).
@@ -371,7 +386,7 @@ def tag(
     from search import Library
     from search.tags import read_labels, stored_labels, tag_images
 
-    with Library.open(library, device=device) as lib:
+    with Library.open(library, device=device, runtime=runtime, precision=precision) as lib:
         names = read_labels(labels) if labels is not None else stored_labels(lib)
         if not names:
             raise PixseekError("this library has no labels yet", "pass --labels labels.txt (one label per line)")
@@ -508,6 +523,11 @@ def info(
         typer.echo(f"model       {data['model']} ({data['embedding_dim']} dimensions)")
     index_desc = ", ".join(f"{k} {v}" for k, v in data["index"].items() if k != "type")
     typer.echo(f"index       {data['index']['type']} ({index_desc})")
+    check = data["runtime_check"]
+    if check is not None:
+        rates = ", ".join(f"{label} {rate:g}" for label, rate in check["rates"].items())
+        typer.echo(f"runtime     auto picks {check['picked']} (checked on {check['photos']} photos, "
+                   f"images/s: {rates}; int8 recall@10 {check['int8_recall']:.3f})")
     typer.echo(f"indexed at  {data['last_indexed_at'] or 'never'}")
     typer.echo(f"text        read in {data['text_read']} photos, {data['with_text']} with text"
                f"{' (index --ocr is on)' if data['ocr_on_index'] else ''}")
@@ -550,12 +570,20 @@ def ui(
     port: Annotated[int, typer.Option("--port", help="Port for the page.")] = 8501,
     host: Annotated[str, typer.Option("--host", help="Address to listen on. The default keeps the page on "
                     "this computer; 0.0.0.0 opens it (and your photos) to your network.")] = "127.0.0.1",
+    runtime: RuntimeOpt = "auto",
+    precision: PrecisionOpt = None,
 ) -> None:
     """Serve the search page and print its address: find photos by text or example, filter, page through."""
+    from unittest.mock import patch
+
     from search import LibraryPaths
     from ui.server import serve
 
-    serve(LibraryPaths.at(library), host, port, typer.echo)
+    # The page is a child process that inherits this environment (ui/server.py), read by its Library;
+    # patched only while it runs, so this process (a test's, say) keeps its own.
+    choice = {ENV_RUNTIME: runtime, **({ENV_PRECISION: precision} if precision else {})}
+    with patch.dict(os.environ, choice):
+        serve(LibraryPaths.at(library), host, port, typer.echo)
 
 
 @app.command()

@@ -14,6 +14,7 @@ from indexer.errors import PixseekError
 
 if TYPE_CHECKING:
     from indexer.model import Encoder, ModelSpec
+    from indexer.runtime import RuntimeCheck
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Settings:
     tag_labels: str | None = None  # JSON list: the labels of the last `pixseek tag`
     dupes_keep: str | None = None  # JSON {kept id: [its duplicates' ids]}: the page's review of duplicates
     ocr: int = 0  # 1: every `pixseek index` also reads the text in new photos (`index --ocr`)
+    runtime_check: str | None = None  # JSON RuntimeCheck: which runtime `auto` picked on this library's photos
 
     @classmethod
     def from_table(cls, table: dict[str, str]) -> Settings:
@@ -44,6 +46,13 @@ class Settings:
     @property
     def keep_marks(self) -> dict[int, list[int]]:
         return {int(k): v for k, v in json.loads(self.dupes_keep).items()} if self.dupes_keep else {}
+
+    def recorded_runtime(self) -> RuntimeCheck | None:
+        """The runtime check of the library's model (None: none yet, or one made for another model)."""
+        from indexer.runtime import RuntimeCheck
+
+        check = RuntimeCheck.from_setting(self.runtime_check)
+        return check if check is not None and check.fingerprint == self.model_fingerprint else None
 
     def model_spec(self) -> ModelSpec | None:
         """The model the library was built with (None: no model recorded yet)."""
