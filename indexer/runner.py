@@ -29,7 +29,7 @@ from indexer.catalog import INDEXED, PENDING, Catalog
 from indexer.errors import Interrupted
 from indexer.library import (DIM, MODEL_FINGERPRINT, MODEL_NAME, MODEL_PRETRAINED, LibraryPaths,
                              check_same_model, recorded_spec)
-from indexer.model import DEFAULT_MODEL, Encoder, ModelSpec, PendingVectors, input_size, load_encoder
+from indexer.model import DEFAULT_MODEL, Encoder, ModelSpec, PendingVectors, load_encoder, preprocess_for
 from indexer.reader import Job, Reader, ReadResult
 from indexer.vectors import VectorStore
 from indexer.walk import check_roots, plan_changes, walk
@@ -143,9 +143,9 @@ def run_index(
             jobs = _apply_plan(catalog, plan, report, _first_free_id(catalog, library))
             with Reader(workers) as reader:
                 if jobs and encoder is None:
-                    size = input_size(spec)
-                    if size is not None:
-                        reader.start(jobs, size)  # the first batches decode while the model loads
+                    preprocess = preprocess_for(spec)
+                    if preprocess is not None:
+                        reader.start(jobs, preprocess)  # the first batches decode while the model loads
                     encoder = load_encoder(spec, device)
                     if catalog.get_setting(MODEL_FINGERPRINT) is None:
                         _record_model(catalog, encoder)
@@ -295,7 +295,7 @@ def _embed(catalog: Catalog, library: LibraryPaths, encoder: Encoder, reader: Re
     try:
         log.info("embedding %d files on %s: batches of %d, %d decoder processes",
                  len(jobs), encoder.device, batch_size, reader.workers)
-        results = reader.read(jobs, encoder.image_size)
+        results = reader.read(jobs, encoder.preprocess)
         while True:
             with timer.stage("wait"):
                 result = next(results, None)
