@@ -89,6 +89,11 @@ _PILLOW_LIMIT_LOCK = threading.Lock()
 # Pillow's docs: with a gap of 3 the box-reduce-then-bicubic shortcut is
 # indistinguishable from a full bicubic pass, at a fraction of the cost.
 _REDUCING_GAP = 3.0
+# JPEG draft decoding keeps this much more than the resize's output size:
+# libjpeg's DCT scaling is a cruder low-pass than an antialiased bicubic, so
+# the final resize must still do a real part of the reduction for the
+# pixels to match a full decode + resize (tests/test_model_fidelity.py).
+_DRAFT_MARGIN = 1.5
 
 # Pillow's decoders signal bad data with a zoo of exception types.
 _CORRUPT_DATA_ERRORS = (
@@ -259,11 +264,11 @@ def _decode_open_file(
     if needed is not None and img.format in _DRAFT_FORMATS:
         # JPEG: libjpeg decodes at 1/2, 1/4 or 1/8 scale straight from the
         # DCT coefficients, picking the largest reduction that keeps both
-        # sides >= needed. HEIF: pillow-heif swaps in an embedded
+        # sides >= the size asked for. HEIF: pillow-heif swaps in an embedded
         # thumbnail when one is at least that big (an iPhone HEIC: ~4 ms
         # instead of ~400 ms). Either way the image is decoded at a fraction
         # of the cost, and memory, of the full frame.
-        img.draft("RGB", needed)
+        img.draft("RGB", (int(needed[0] * _DRAFT_MARGIN), int(needed[1] * _DRAFT_MARGIN)))
 
     img.load()  # animated/multi-page files stay on their first frame
     meta = read_metadata(img)

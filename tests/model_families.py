@@ -11,6 +11,7 @@ upright photo, then encode_image / encode_text.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,3 +165,41 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return float(np.min(np.sum(a * b, axis=1)))
+
+
+def copy_photos(folder: Path) -> Path:
+    """PHOTOS copied into `folder` (numbered, so names cannot clash) for an index run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(PHOTOS):
+        shutil.copy(path, folder / f"{i:02d}-{path.name}")
+    return folder
+
+
+def agreement(model_folder: Path, photo_folder: Path, library_root: Path) -> dict[str, float]:
+    """Minimum cosines between pixseek's embeddings and open_clip's own, per path.
+
+    "indexed": run_index's stored vectors; "query image": Library.embed_image; "text": the
+    Encoder's texts; "fast text path": encode_tokens against encode_text on the same tokens.
+    """
+    from indexer.library import LibraryPaths
+    from indexer.model import ModelSpec, preprocess_for
+    from indexer.runner import run_index
+    from search.engine import Library
+    from tests.library_state import read_state
+
+    spec = ModelSpec.parse(f"local-dir:{model_folder}")
+    reference = Reference(model_folder)
+    paths = sorted(photo_folder.iterdir())
+    expected = reference.images([upright_rgb(p) for p in paths])
+    lib = LibraryPaths.at(library_root)
+    run_index(lib, [photo_folder], model=spec, workers=0)
+    state = read_state(lib.root)
+    indexed = np.stack([state.vectors[state.rows[str(p)][0]] for p in paths])
+    library = Library(lib, spec, "cpu")
+    queried = np.stack([library.embed_image(p) for p in paths])
+    reference_texts = reference.texts(list(TEXTS))
+    if preprocess_for(spec) != library.encoder.preprocess:
+        raise AssertionError("the preprocessing read from the config differs from the loaded model's")
+    return {"indexed": min_cosine(indexed, expected), "query image": min_cosine(queried, expected),
+            "text": min_cosine(library.encoder.encode_texts(list(TEXTS)), reference_texts),
+            "fast text path": min_cosine(reference.fast_texts(list(TEXTS)), reference_texts)}

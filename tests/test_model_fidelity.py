@@ -10,27 +10,12 @@ encode_image / encode_text. Full-size architectures: benchmarks/model_agreement.
 
 from __future__ import annotations
 
-import shutil
-
-import numpy as np
 import pytest
 
 from indexer.errors import PixseekError
-from indexer.library import LibraryPaths
-from indexer.model import ModelSpec, load_encoder, preprocess_for
-from tests.conftest import CALTECH, TEST_WORKERS, need_shared
-from tests.library_state import read_state
-from tests.model_families import (
-    MOBILECLIP_PREPROCESS,
-    PHOTOS,
-    SIGLIP_PREPROCESS,
-    TEXTS,
-    Family,
-    Reference,
-    min_cosine,
-    upright_rgb,
-    write_family,
-)
+from indexer.model import ModelSpec, load_encoder
+from tests.conftest import CALTECH, need_shared
+from tests.model_families import MOBILECLIP_PREPROCESS, SIGLIP_PREPROCESS, Family, agreement, copy_photos, write_family
 
 IMAGE_BOUND = 0.999
 TEXT_BOUND = 0.9999
@@ -78,7 +63,7 @@ FAMILIES = {
                     "multimodal_cfg": {"context_length": 76, "vocab_size": 49408, "width": 64, "heads": 2,
                                        "layers": 1, "attn_pooler_heads": 2}}),
     "mobileclip": Family({"embed_dim": 32, "custom_text": True, "vision_cfg": {
-        "timm_model_name": "fastvit_mci0", "timm_model_pretrained": False, "timm_pool": "avg", "timm_proj": None,
+        "timm_model_name": "fastvit_t8", "timm_model_pretrained": False, "timm_pool": "avg", "timm_proj": None,
         "image_size": 256}, "text_cfg": {**_TEXT, "no_causal_mask": True}}, MOBILECLIP_PREPROCESS),
     "xlm-roberta": Family({"embed_dim": 32, "vision_cfg": _VIT, "text_cfg": {
         **_HF_TEXT, "hf_model_name": "xlm-roberta-base", "hf_tokenizer_name": "xlm-roberta-base"}},
@@ -97,47 +82,17 @@ FAMILIES = {
 def photo_folder(tmp_path_factory):
     need_shared()
     need_shared(CALTECH)
-    folder = tmp_path_factory.mktemp("photos")
-    for i, path in enumerate(PHOTOS):
-        shutil.copy(path, folder / f"{i:02d}-{path.name}")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def upright(photo_folder):
-    return {p: upright_rgb(p) for p in sorted(photo_folder.iterdir())}
+    return copy_photos(tmp_path_factory.mktemp("photos"))
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_family_embeds_images_and_texts_as_open_clip_does(name, photo_folder, upright, tmp_path):
-    from indexer.runner import run_index
-    from search.engine import Library
-
-    folder = write_family(tmp_path / "model", FAMILIES[name])
-    spec = ModelSpec.parse(f"local-dir:{folder}")
-    reference = Reference(folder)
-    paths = sorted(upright)
-    expected = reference.images([upright[p] for p in paths])
-
-    lib = LibraryPaths.at(tmp_path / "lib")
-    run_index(lib, [photo_folder], model=spec, workers=TEST_WORKERS)
-    state = read_state(lib.root)
-    indexed = np.stack([state.vectors[state.rows[str(p)][0]] for p in paths])
-    library = Library(lib, spec, "cpu")
-    queried = np.stack([library.embed_image(p) for p in paths])
-    texts = library.encoder.encode_texts(list(TEXTS))
-    reference_texts = reference.texts(list(TEXTS))
-    fast = reference.fast_texts(list(TEXTS))
-
-    figures = {"indexed": min_cosine(indexed, expected), "query image": min_cosine(queried, expected),
-               "text": min_cosine(texts, reference_texts), "fast text path": min_cosine(fast, reference_texts)}
+def test_family_embeds_images_and_texts_as_open_clip_does(name, photo_folder, tmp_path):
+    figures = agreement(write_family(tmp_path / "model", FAMILIES[name]), photo_folder, tmp_path / "lib")
     print(f"{name}: " + ", ".join(f"min cosine {k} {v:.6f}" for k, v in figures.items()))
     assert figures["indexed"] >= IMAGE_BOUND
     assert figures["query image"] >= IMAGE_BOUND
     assert figures["text"] >= TEXT_BOUND
     assert figures["fast text path"] >= TEXT_BOUND
-    # The preprocessing known before the model loads is the one the loaded model reports.
-    assert preprocess_for(spec) == library.encoder.preprocess
 
 
 def test_folder_without_its_tokenizer_files_names_them(tmp_path):
