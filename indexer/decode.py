@@ -259,19 +259,22 @@ def _decode_open_file(
     if full_w < 1 or full_h < 1:
         raise DecodeError(REASON_CORRUPT, path)
 
-    orientation = _orientation(img)
-    needed = None if target is None else _needed_size(target, full_w, full_h, orientation in _SWAPS_AXES)
-    if needed is not None and img.format in _DRAFT_FORMATS:
+    if target is not None and img.format in _DRAFT_FORMATS:
+        # These formats parse EXIF with the header, so the draft can be sized
+        # for the upright image before any pixel is decoded.
+        needed = _needed_size(target, full_w, full_h, _orientation(img) in _SWAPS_AXES)
         # JPEG: libjpeg decodes at 1/2, 1/4 or 1/8 scale straight from the
         # DCT coefficients, picking the largest reduction that keeps both
         # sides >= the size asked for. HEIF: pillow-heif swaps in an embedded
         # thumbnail when one is at least that big (an iPhone HEIC: ~4 ms
         # instead of ~400 ms). Either way the image is decoded at a fraction
         # of the cost, and memory, of the full frame.
-        img.draft("RGB", (int(needed[0] * _DRAFT_MARGIN), int(needed[1] * _DRAFT_MARGIN)))
+        margin = 1.0 if img.format == "HEIF" else _DRAFT_MARGIN  # a thumbnail is properly downscaled
+        img.draft("RGB", (int(needed[0] * margin), int(needed[1] * margin)))
 
     img.load()  # animated/multi-page files stay on their first frame
     meta = read_metadata(img)
+    orientation = _orientation(img)
 
     try:
         rgb = _to_rgb(img)
@@ -280,8 +283,8 @@ def _decode_open_file(
     # The source's EXIF/XMP/thumbnails would only bloat the pickle sent back
     # to the parent; the colour profile is kept for later colour management.
     rgb.info = {k: v for k, v in img.info.items() if k == "icc_profile"}
-    if needed is not None:
-        rgb = _reduce_to(rgb, needed)
+    if target is not None:
+        rgb = _reduce_to(rgb, _needed_size(target, full_w, full_h, orientation in _SWAPS_AXES))
     transpose = _ORIENTATION_TRANSPOSE.get(orientation)
     if transpose is not None:
         # Geometric, so it is equally right on a draft-reduced image.

@@ -88,7 +88,9 @@ class ModelSpec:
 
 
 def _weights_file(folder: Path) -> Path:
-    found = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    # open_clip's own names first: a folder may also hold an HF text tower's model.safetensors.
+    found = [folder / n for n in HUB_WEIGHTS if (folder / n).is_file()] or sorted(
+        p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
     if not found:
         raise PixseekError(
             f"the model folder {folder} has a config but no weights file",
