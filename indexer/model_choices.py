@@ -30,13 +30,13 @@ class Choice:
 
 
 CHOICES = (
-    Choice("English, fast (default)", "ViT-B-32", "laion2b_s34b_b79k", "English", 0.6543, 0.043, None),
-    Choice("English, balanced", "ViT-B-16-SigLIP", "webli", "English", 0.7244, 0.010, None),
-    Choice("English, best", "ViT-L-16-SigLIP-256", "webli", "English", 0.7580, 0.013, None),
+    Choice("English, fast (default)", "ViT-B-32", "laion2b_s34b_b79k", "English", 0.6543, 0.043, 1.4),
+    Choice("English, balanced", "ViT-B-16-SigLIP", "webli", "English", 0.7244, 0.010, 0.5),
+    Choice("English, best", "ViT-L-16-SigLIP-256", "webli", "English", 0.7580, 0.013, 0.2),
     Choice("multilingual, fast", "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", "100 languages", 0.6344, 0.796,
-           None),
-    Choice("multilingual / Chinese", "nllb-clip-base-siglip", "v1", "200 languages", 0.6913, 0.847, None),
-    Choice("Chinese, best", "nllb-clip-large-siglip", "v1", "200 languages", 0.7084, 0.868, None),
+           1.5),
+    Choice("multilingual / Chinese", "nllb-clip-base-siglip", "v1", "200 languages", 0.6913, 0.847, 0.4),
+    Choice("Chinese, best", "nllb-clip-large-siglip", "v1", "200 languages", 0.7084, 0.868, 0.04),
 )
 
 
@@ -48,7 +48,7 @@ def render_choices() -> str:
     """The curated table as `pixseek models` prints it, sources last."""
     header = ("use", "--model", "--pretrained", "languages", "COCO R@5 en", "COCO R@5 zh", "img/s here")
     rows = [header] + [(c.use, c.name, c.pretrained, c.languages, _figure(c.coco_en_r5, 3), _figure(c.coco_zh_r5, 3),
-                        _figure(c.images_per_s, 1)) for c in CHOICES]
+                        _figure(c.images_per_s, 2)) for c in CHOICES]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join([
