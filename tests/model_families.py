@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -119,8 +120,12 @@ def write_text_tower_config(folder: Path, tower: dict, vocab: int | None) -> Non
                          eos_token_id=2, **settings).save_pretrained(folder)
 
 
+@cache
 def upright_rgb(path: Path) -> Image.Image:
-    """The photo as a user of open_clip opens it: full decode, EXIF orientation applied, RGB."""
+    """The photo as a user of open_clip opens it: full decode, EXIF orientation applied, RGB.
+
+    Cached: every family compares against the same decodes (open_clip's transforms never
+    modify the image they are given)."""
     with Image.open(path) as img:
         return ImageOps.exif_transpose(img).convert("RGB")
 
