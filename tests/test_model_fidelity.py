@@ -5,11 +5,13 @@ small widths and depths) with the real family's preprocess_cfg and random weight
 `local-dir:` folder. Real photos of every shape go through pixseek's indexing path (run_index,
 then the stored vectors) and its query-image path (Library.embed_image), texts through the
 Encoder (with encode_tokens' fast path), and all are compared with open_clip's `preprocess` +
-encode_image / encode_text. Full-size architectures: benchmarks/model_agreement.py.
+encode_image / encode_text. Full-size architectures: benchmarks/model_agreement.py. Without a
+model, the pixels of every resize mode are checked against open_clip's transforms themselves.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from indexer.errors import PixseekError
@@ -109,3 +111,32 @@ def test_folder_without_its_text_tower_config_names_it(tmp_path):
     with pytest.raises(PixseekError) as err:
         load_encoder(ModelSpec.parse(f"local-dir:{folder}"), "cpu")
     assert "xlm-roberta-base" in err.value.problem and "config.json" in err.value.hint
+
+
+@pytest.mark.parametrize("cfg", [
+    {"size": 224},
+    {"size": 224, "interpolation": "bilinear"},
+    {"size": [160, 224], "resize_mode": "longest", "fill_color": 128},
+    {"size": [224, 160], "resize_mode": "longest"},
+    {"size": [224, 160]},
+    {"size": [160, 224], "interpolation": "bilinear"},
+    {"size": 256, "resize_mode": "squash"},
+    {"size": [192, 256], "resize_mode": "squash", "interpolation": "bilinear"},
+], ids=str)
+@pytest.mark.parametrize("shape", [(640, 480), (480, 640), (1000, 150), (150, 1000), (224, 224), (61, 58), (300, 7)],
+                         ids=str)
+def test_pixels_are_open_clips_own_for_every_resize_mode(cfg, shape):
+    """Preprocess.apply gives the pixels of open_clip's eval transform (before Normalize), exactly."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+    from PIL import Image
+
+    from indexer.preprocess import Preprocess
+
+    full = merge_preprocess_dict(PreprocessCfg(), {**cfg, "mean": (0.0,) * 3, "std": (1.0,) * 3})
+    reference = image_transform_v2(PreprocessCfg(**full), is_train=False)
+    rng = np.random.default_rng(shape[0] * 7 + shape[1])
+    image = Image.fromarray(rng.integers(0, 256, (shape[1], shape[0], 3), dtype=np.uint8))
+    expected = np.rint(reference(image).permute(1, 2, 0).numpy() * 255).astype(np.int16)
+    got = Preprocess.from_cfg(full).apply(image).astype(np.int16)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() == 0
