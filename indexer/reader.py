@@ -22,18 +22,11 @@ import imagehash
 import numpy as np
 
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, to_model_input
+from indexer.plan import Job
 from indexer.preprocess import Preprocess
 from indexer.walk import content_hash
 
-
 READ_AHEAD = 48  # images per worker decoded ahead of the model
-
-
-@dataclass
-class Job:
-    id: int
-    path: str
-    size: int
 
 
 @dataclass
@@ -141,7 +134,7 @@ class Reader:
         self._started = (preprocess, self._read(jobs, preprocess))
 
     def read(self, jobs: Iterable[Job], preprocess: Preprocess) -> Iterator[ReadResult]:
-        """Decoded `jobs` in order: those `start` began, if it was given the same image size."""
+        """Decoded `jobs` in order: those `start` began, if it was given the same preprocessing."""
         if self._started is not None and self._started[0] == preprocess:
             started, self._started = self._started[1], None
             return started
