@@ -2,6 +2,7 @@
 """Full-size architectures against open_clip's own code, and what each curated model costs here.
 
     python3 benchmarks/model_agreement.py [--agree NAME ...] [--rates NAME ...] [--batches N] [--batch-size N]
+                                          [--smoke]
 
 Agreement (default ViT-B-32 and ViT-B-16-SigLIP): the architecture is built at full size with
 random weights, seeded, with its pretrained tag's real preprocess_cfg (and, where it needs a
@@ -14,6 +15,8 @@ minimum cosine of each.
 Rates (default: every model of indexer/model_choices.py): images/s of `encode_image` alone on a
 ready fp32 batch (32 unless --batch-size) on this CPU (one small warm-up batch first), the architecture with random
 weights; the figure `pixseek models` shows as "img/s here".
+
+--smoke compares the bundled demo model (its trained weights, no full-size build) instead of --agree.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import _common  # noqa: F401 (puts the repository on sys.path)
 
 from indexer.model_choices import CHOICES
 from indexer.preprocess import Preprocess
+from pixseek_data import DEMO_MODEL_DIR
 from tests.model_families import Family, agreement, copy_photos, write_family
 
 AGREE = ("ViT-B-32", "ViT-B-16-SigLIP")
@@ -44,6 +49,15 @@ def full_size_family(name: str) -> Family:
                   if pretrained.get(k) is not None}
     model_cfg = open_clip.get_model_config(name)
     return Family(model_cfg, preprocess, tokenizer="t5" if model_cfg["text_cfg"].get("hf_tokenizer_name") else None)
+
+
+def model_folders(tmp: Path, names: list[str], smoke: bool) -> Iterator[tuple[str, Path]]:
+    """(label, local-dir folder) of each model to compare, each written when its turn comes."""
+    if smoke:
+        yield "demo model (trained, bundled)", DEMO_MODEL_DIR
+        return
+    for name in names:
+        yield f"{name} (random weights, full size)", write_family(tmp / name, full_size_family(name))
 
 
 def image_rate(name: str, batches: int, batch_size: int) -> float:
@@ -70,18 +84,17 @@ def main() -> None:
     parser.add_argument("--rates", nargs="*", default=None, help="architectures to time (default: the curated list)")
     parser.add_argument("--batches", type=int, default=2, help="timed batches per architecture")
     parser.add_argument("--batch-size", type=int, default=32, help="images per timed batch")
+    parser.add_argument("--smoke", action="store_true", help="compare only the bundled demo model (seconds)")
     args = parser.parse_args()
     import torch
 
     print(f"torch threads: {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    if args.agree:
+    if args.smoke or args.agree:
         with tempfile.TemporaryDirectory(prefix="pixseek-agree-") as tmp:
             photos = copy_photos(Path(tmp) / "photos")
-            for name in args.agree:
-                folder = write_family(Path(tmp) / name, full_size_family(name))
-                figures = agreement(folder, photos, Path(tmp) / f"{name}-lib")
-                print(f"{name} (random weights, full size): " + ", ".join(
-                    f"min cosine {k} {v:.6f}" for k, v in figures.items()), flush=True)
+            for i, (label, folder) in enumerate(model_folders(Path(tmp), args.agree, args.smoke)):
+                figures = agreement(folder, photos, Path(tmp) / f"lib-{i}")
+                print(f"{label}: " + ", ".join(f"min cosine {k} {v:.6f}" for k, v in figures.items()), flush=True)
     names = args.rates if args.rates is not None else list(dict.fromkeys(c.name for c in CHOICES))
     for name in names:
         rate = image_rate(name, args.batches, args.batch_size)

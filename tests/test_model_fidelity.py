@@ -2,14 +2,20 @@
 
 Each family is a tiny variant of its real architecture (same classes, towers and text pooling;
 small widths and depths) with the real family's preprocess_cfg and random weights, loaded as a
-`local-dir:` folder. Real photos of every shape go through pixseek's indexing path (run_index,
-then the stored vectors) and its query-image path (Library.embed_image), texts through the
-Encoder (with encode_tokens' fast path), and all are compared with open_clip's `preprocess` +
-encode_image / encode_text. Full-size architectures: benchmarks/model_agreement.py. Without a
-model, the pixels of every resize mode are checked against open_clip's transforms themselves.
+`local-dir:` folder written once per module. Real photos of every shape go through pixseek's
+indexing path (run_index, then the stored vectors), two of them through its query-image path
+(Library.embed_image), texts through the Encoder (with encode_tokens' fast path), and all are
+compared with open_clip's `preprocess` + encode_image / encode_text. Timm towers are the
+smallest of their class that keep the family's pooling. Full-size architectures:
+benchmarks/model_agreement.py. Without a model, the pixels of every resize mode are checked
+against open_clip's transforms themselves.
 """
 
 from __future__ import annotations
+
+import shutil
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,10 +23,16 @@ import pytest
 from indexer.errors import PixseekError
 from indexer.model import ModelSpec, load_encoder
 from tests.conftest import CALTECH, need_shared
-from tests.model_families import MOBILECLIP_PREPROCESS, SIGLIP_PREPROCESS, Family, agreement, copy_photos, write_family
-
-IMAGE_BOUND = 0.999
-TEXT_BOUND = 0.9999
+from tests.model_families import (
+    IMAGE_BOUND,
+    MOBILECLIP_PREPROCESS,
+    SIGLIP_PREPROCESS,
+    TEXT_BOUND,
+    Family,
+    agreement,
+    copy_photos,
+    write_family,
+)
 
 _VIT = {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 32}
 _TEXT = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
@@ -28,7 +40,8 @@ _HF_TEXT = {"hf_pooler_type": "mean_pooler", "context_length": 77}
 _BIDIRECTIONAL = {"context_length": 64, "width": 64, "heads": 2, "layers": 2, "no_causal_mask": True,
                   "proj_bias": True, "pool_type": "last", "norm_kwargs": {"eps": 1e-6}, "tokenizer_kwargs":
                   {"clean": "canonicalize"}}
-_SIGLIP_VISION = {"image_size": 224, "timm_model_name": "vit_tiny_patch16_224", "timm_model_pretrained": False,
+# timm's smallest ViT with SigLIP's attention-pool head (the class and pooling of the real towers).
+_SIGLIP_VISION = {"image_size": 160, "timm_model_name": "test_vit3", "timm_model_pretrained": False,
                   "timm_pool": "map", "timm_proj": "none"}
 _TINY_TOWER = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 128,
                "max_position_embeddings": 128}
@@ -52,10 +65,10 @@ FAMILIES = {
     "eva02": Family({"embed_dim": 32, "custom_text": True, "text_cfg": _TEXT, "vision_cfg": {
         "image_size": 224, "timm_model_name": "eva02_tiny_patch14_224", "timm_model_pretrained": False,
         "timm_pool": "token", "timm_proj": None}}),
-    "siglip": Family({"embed_dim": 192, "init_logit_bias": -10, "custom_text": True, "vision_cfg": _SIGLIP_VISION,
+    "siglip": Family({"embed_dim": 96, "init_logit_bias": -10, "custom_text": True, "vision_cfg": _SIGLIP_VISION,
                       "text_cfg": {**_BIDIRECTIONAL, "hf_tokenizer_name": "timm/ViT-B-16-SigLIP"}},
                      SIGLIP_PREPROCESS, tokenizer="t5"),
-    "siglip2": Family({"embed_dim": 192, "init_logit_bias": -10, "custom_text": True, "vision_cfg": _SIGLIP_VISION,
+    "siglip2": Family({"embed_dim": 96, "init_logit_bias": -10, "custom_text": True, "vision_cfg": _SIGLIP_VISION,
                        "text_cfg": {**_BIDIRECTIONAL, "hf_tokenizer_name": "timm/ViT-B-16-SigLIP2",
                                     "act_kwargs": {"approximate": "tanh"}}},
                       SIGLIP_PREPROCESS, tokenizer="t5"),
@@ -66,7 +79,7 @@ FAMILIES = {
                                        "layers": 1, "attn_pooler_heads": 2}}),
     "mobileclip": Family({"embed_dim": 32, "custom_text": True, "vision_cfg": {
         "timm_model_name": "fastvit_t8", "timm_model_pretrained": False, "timm_pool": "avg", "timm_proj": None,
-        "image_size": 256}, "text_cfg": {**_TEXT, "no_causal_mask": True}}, MOBILECLIP_PREPROCESS),
+        "image_size": 128}, "text_cfg": {**_TEXT, "no_causal_mask": True}}, MOBILECLIP_PREPROCESS),
     "xlm-roberta": Family({"embed_dim": 32, "vision_cfg": _VIT, "text_cfg": {
         **_HF_TEXT, "hf_model_name": "xlm-roberta-base", "hf_tokenizer_name": "xlm-roberta-base"}},
         tokenizer="roberta", text_tower={"model_type": "xlm-roberta", **_TINY_TOWER}),
@@ -87,9 +100,21 @@ def photo_folder(tmp_path_factory):
     return copy_photos(tmp_path_factory.mktemp("photos"))
 
 
+@pytest.fixture(scope="module")
+def family_folder(tmp_path_factory):
+    """The family's model folder, written once for the module."""
+    root = tmp_path_factory.mktemp("families")
+
+    @cache
+    def folder(name: str) -> Path:
+        return write_family(root / name, FAMILIES[name])
+
+    return folder
+
+
 @pytest.mark.parametrize("name", FAMILIES)
-def test_family_embeds_images_and_texts_as_open_clip_does(name, photo_folder, tmp_path):
-    figures = agreement(write_family(tmp_path / "model", FAMILIES[name]), photo_folder, tmp_path / "lib")
+def test_family_embeds_images_and_texts_as_open_clip_does(name, photo_folder, family_folder, tmp_path):
+    figures = agreement(family_folder(name), photo_folder, tmp_path / "lib")
     print(f"{name}: " + ", ".join(f"min cosine {k} {v:.6f}" for k, v in figures.items()))
     assert figures["indexed"] >= IMAGE_BOUND
     assert figures["query image"] >= IMAGE_BOUND
@@ -97,17 +122,21 @@ def test_family_embeds_images_and_texts_as_open_clip_does(name, photo_folder, tm
     assert figures["fast text path"] >= TEXT_BOUND
 
 
-def test_folder_without_its_tokenizer_files_names_them(tmp_path):
-    folder = write_family(tmp_path / "model", FAMILIES["siglip"])
-    (folder / "tokenizer.json").unlink()
+def _without(folder: Path, name: str, copy: Path) -> Path:
+    shutil.copytree(folder, copy)
+    (copy / name).unlink()
+    return copy
+
+
+def test_folder_without_its_tokenizer_files_names_them(family_folder, tmp_path):
+    folder = _without(family_folder("siglip"), "tokenizer.json", tmp_path / "model")
     with pytest.raises(PixseekError) as err:
         load_encoder(ModelSpec.parse(f"local-dir:{folder}"), "cpu")
     assert "timm/ViT-B-16-SigLIP" in err.value.problem and "tokenizer.json" in err.value.hint
 
 
-def test_folder_without_its_text_tower_config_names_it(tmp_path):
-    folder = write_family(tmp_path / "model", FAMILIES["xlm-roberta"])
-    (folder / "config.json").unlink()
+def test_folder_without_its_text_tower_config_names_it(family_folder, tmp_path):
+    folder = _without(family_folder("xlm-roberta"), "config.json", tmp_path / "model")
     with pytest.raises(PixseekError) as err:
         load_encoder(ModelSpec.parse(f"local-dir:{folder}"), "cpu")
     assert "xlm-roberta-base" in err.value.problem and "config.json" in err.value.hint
