@@ -1,22 +1,25 @@
 #!/usr/bin/env python3
-"""The page in a real browser: from pressing Enter to a page of results drawn.
+"""The page in a real browser: from pressing Enter to a page of results drawn, and back.
 
-    python3 benchmarks/ui_latency.py [--model random-vit-b-32|demo|SPEC] [--big N] [--per-page N]
-                                     [--queries N] [--smoke]
+    python3 benchmarks/ui_latency.py [--model random-vit-b-32|demo|SPEC] [--demo N] [--big N]
+                                     [--per-page N] [--queries N] [--smoke]
 
-For the Caltech photos (../shared/data/caltech101-bench, 1,192 real JPEGs) and then for N
-12-megapixel JPEGs (made once by index_throughput.py's `big_photos`), it indexes a library
-(kept under ~/.cache/pixseek-bench, so reruns only check it), starts `pixseek ui` on it and, in
-headless Chromium (Debian's /usr/bin/chromium), runs each query in a fresh session with
---per-page results per page (fewer when the library is smaller), twice:
+For a demo library (generated shapes, N per colour and shape, the bundled demo model), the Caltech
+photos (../shared/data/caltech101-bench, 1,192 real JPEGs) and then N 12-megapixel JPEGs (made
+once by index_throughput.py's `big_photos`), it indexes a library (kept under
+~/.cache/pixseek-bench, so reruns only check it), starts `pixseek ui` on it and, in headless
+Chromium (Debian's /usr/bin/chromium), runs each query in a fresh session with --per-page results
+per page (fewer when the library is smaller), twice:
 
     cold   the library's thumbs/ emptied just before: every photo on the page is decoded once
-    warm   the same queries again: the model, index and thumbnails are all ready
+    warm   the same queries again, after making every thumbnail ahead (as `pixseek thumbs` does):
+           the model, index and thumbnails are all ready
 
-and prints the median and worst seconds to (a) the first card drawn and (b) every thumbnail of
-the page drawn. The server is started before the first query and its model load is not counted.
+and prints the median and worst seconds to (a) the first thumbnail drawn and (b) every thumbnail
+of the page drawn; warm, also from a click on "More like this" to its first thumbnail and from a
+click on a photo to its large view drawn. The server is started before the first query and its
+model load is not counted.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -30,64 +33,119 @@ import _common  # noqa: F401  (puts the repository on sys.path)
 from _common import CALTECH, RANDOM_MODEL, cache_dir, machine, model_spec
 from index_throughput import BIG_GRAINS, big_photos, image_files, link_folder
 
-from tests.test_ui_browser import CHROMIUM, FIRST_PAGE_SHOWN, browser_page, press_search, running_ui
+from tests.harness import (
+    CHROMIUM,
+    FIRST_PAGE_SHOWN,
+    GRID_ROOT,
+    REMEMBER_GRID,
+    RERUN_DONE,
+    TILE,
+    browser_page,
+    press_search,
+    running_ui,
+)
 
 QUERIES = ("a motorbike", "an airplane", "a bonsai tree", "a butterfly", "a camera", "a chair",
            "a cup of coffee", "a dolphin", "an accordion", "an anchor")
-ALL_SHOWN = """() => {
-    const app = document.querySelector("[data-testid='stApp']");
-    const cards = document.querySelectorAll("[class*='st-key-card-']").length;
-    const imgs = [...document.querySelectorAll("[class*='st-key-card-'] img")];
-    return app.dataset.testScriptState === "notRunning" && cards > 0 && imgs.length === cards
-        && imgs.every((i) => i.complete && i.naturalWidth > 0);
+DEMO_QUERIES = ("a red circle", "a blue star", "a green square", "a yellow triangle", "an orange circle",
+                "a purple star", "a red square", "a blue triangle", "a green circle", "a yellow star")
+ALL_SHOWN = "() => {" + GRID_ROOT + """
+    const root = gridRoot();
+    const imgs = root ? [...root.querySelectorAll(".tile img")] : [];
+    return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0);
+}"""
+LARGE_SHOWN = "() => {" + GRID_ROOT + """
+    const viewer = gridRoot().querySelector(".viewer");
+    const img = viewer.querySelector("img.large");
+    return !viewer.hidden && img.complete && img.naturalWidth > 0;
 }"""
 
 
 def library_for(label: str, folder: Path, model: str):
-    from indexer.library import LibraryPaths
-    from indexer.runner import run_index
+    from indexer.runner import IndexOptions, run_index
+    from search import LibraryPaths
 
     slug = "".join(c if c.isalnum() else "-" for c in f"{label}-{model}")
     library = LibraryPaths.at(cache_dir() / "ui-latency" / slug)
     start = time.perf_counter()
-    report = run_index(library, [folder], model=model_spec(model))
+    report = run_index(library, [folder], IndexOptions(model=model_spec(model)))
     print(f"{label}: library {library.root} ({report.added} added, {report.unchanged} unchanged, "
           f"{time.perf_counter() - start:.0f} s)")
     return library
 
 
-def time_page(url: str, query: str, per_page: int) -> tuple[float, float]:
-    """(seconds to the first card drawn, seconds to the whole page drawn) in a fresh session."""
+def time_page(url: str, query: str, per_page: int, warm: bool) -> dict[str, float]:
+    """Seconds to the first thumbnail and to the whole page drawn, in a fresh session; warm, also
+    "More like this" and the large view."""
     from playwright.sync_api import expect
 
     with browser_page(url) as page:
+        page.wait_for_function(ALL_SHOWN, polling="raf")  # the start page's thumbnails: no work left behind
         choice = page.get_by_role("combobox", name="Photos per page")
         choice.fill(str(per_page))
         choice.press("Enter")
         expect(choice).to_have_value(str(per_page))
+        page.wait_for_function(RERUN_DONE, polling="raf")
         pressed = press_search(page, query)
         page.wait_for_function(FIRST_PAGE_SHOWN, polling="raf")
-        first = time.perf_counter() - pressed
+        times = {"first": time.perf_counter() - pressed}
         page.wait_for_function(ALL_SHOWN, polling="raf")
-        return first, time.perf_counter() - pressed
+        times["whole"] = time.perf_counter() - pressed
+        if warm:
+            page.wait_for_function(RERUN_DONE, polling="raf")
+            tile = page.locator(TILE).first
+            tile.hover()
+            page.evaluate(REMEMBER_GRID)
+            clicked = time.perf_counter()
+            tile.get_by_role("button", name="More like this").click()
+            page.wait_for_function(FIRST_PAGE_SHOWN, polling="raf")
+            times["like"] = time.perf_counter() - clicked
+            page.wait_for_function(ALL_SHOWN, polling="raf")
+            page.wait_for_function(RERUN_DONE, polling="raf")
+            clicked = time.perf_counter()
+            page.locator(TILE).last.click()
+            page.wait_for_function(LARGE_SHOWN, polling="raf")
+            times["large"] = time.perf_counter() - clicked
+        return times
 
 
-def measure(label: str, folder: Path, args: argparse.Namespace) -> None:
-    library = library_for(label, folder, args.model)
-    queries = QUERIES[: args.queries]
+def summary(name: str, values: list[float]) -> str:
+    return f"{name} {statistics.median(values):.2f} s median, {max(values):.2f} s worst"
+
+
+def measure(label: str, folder: Path, model: str, queries: tuple[str, ...], args: argparse.Namespace) -> None:
+    from search import Filters
+    from ui.page_backend import PageLibrary
+    from ui.thumbs import make_ahead
+
+    library = library_for(label, folder, model)
     with running_ui(library.root, cache_dir() / "ui-latency" / "server.log") as url:
         for mode in ("cold", "warm"):
-            firsts, wholes = [], []
+            if mode == "warm" and not args.smoke:  # (a whole library's thumbnails: a minute on 2 cores)
+                # What `pixseek thumbs` does: every thumbnail ready, so no query waits for one.
+                made = time.perf_counter()
+                counts = make_ahead(library.thumbs, PageLibrary(library.root).browse(Filters()))
+                print(f"  pixseek thumbs: {counts['ready']} photos ready in {time.perf_counter() - made:.0f} s")
+            runs = []
             for query in queries:
                 if mode == "cold":
                     shutil.rmtree(library.thumbs, ignore_errors=True)
-                first, whole = time_page(url, query, args.per_page)
-                firsts.append(first)
-                wholes.append(whole)
-            print(f"  {mode}: first card {statistics.median(firsts):.2f} s median, {max(firsts):.2f} s worst; "
-                  f"whole page {statistics.median(wholes):.2f} s median, "
-                  f"{max(wholes):.2f} s worst ({len(queries)} queries)")
+                runs.append(time_page(url, query, args.per_page, warm=mode == "warm"))
+            print(f"  {mode}: {summary('first card', [r['first'] for r in runs])}; "
+                  f"{summary('whole page', [r['whole'] for r in runs])} ({len(queries)} queries)")
+            if mode == "warm":
+                print(f"  warm: {summary('more like this', [r['like'] for r in runs])}; "
+                      f"{summary('large view', [r['large'] for r in runs])}")
             sys.stdout.flush()
+
+
+def demo_folder(per_class: int) -> Path:
+    from pixseek_data.shapes import generate_gallery
+
+    folder = cache_dir() / "ui-latency" / f"shapes-{per_class}"
+    if not folder.is_dir():
+        generate_gallery(folder, per_class=per_class, seed=7)
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,18 +153,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=RANDOM_MODEL, help=f"{RANDOM_MODEL} (default), demo, or a model spec")
     # A prefix of index_throughput.py's 12 MP set: both use the same cached files.
     parser.add_argument("--big", type=int, default=48, help="how many 12 MP photos in the second library (0: none)")
-    parser.add_argument("--per-page", type=int, default=60, choices=(20, 40, 60, 100))
+    parser.add_argument("--demo", type=int, default=5, help="shapes per colour and shape in the demo library "
+                        "(0: none)")
+    parser.add_argument("--per-page", type=int, default=20, choices=(20, 40, 60, 100))
     parser.add_argument("--queries", type=int, default=len(QUERIES), help="how many of the queries to time")
     parser.add_argument("--smoke", action="store_true", help="demo model and 2 queries: checks it runs")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.model, args.queries = "demo", 2
+        args.model, args.queries, args.demo = "demo", 2, 0
     if not CHROMIUM.exists():
         parser.error(f"no browser at {CHROMIUM}: run .ci/install-browser.sh")
     if not CALTECH.is_dir():
         parser.error(f"no folder {CALTECH} (the Caltech set sits in ../shared/data beside the repository)")
     print(f"machine: {machine()}; model: {args.model}; {args.per_page} results per page")
-    measure(f"caltech ({len(image_files(CALTECH))} JPEGs)", CALTECH, args)
+    queries = QUERIES[: args.queries]
+    if args.demo > 0:
+        measure(f"demo shapes ({args.demo * 24} images)", demo_folder(args.demo), "demo",
+                DEMO_QUERIES[: args.queries], args)
+    measure(f"caltech ({len(image_files(CALTECH))} JPEGs)", CALTECH, args.model, queries, args)
     if args.big > 0:
         # A fixed folder of links keeps the library's paths, so a rerun does not embed again.
         # Camera-bitrate photos: a thumbnail costs what it would for a phone's photo.
@@ -114,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         big = cache_dir() / "ui-latency" / f"big-{args.big}-grain{grain:g}"
         if not big.is_dir():
             link_folder(big_photos(image_files(CALTECH), args.big, grain), big)
-        measure(f"12 MP JPEGs ({args.big}, grain {grain:g})", big, args)
+        measure(f"12 MP JPEGs ({args.big}, grain {grain:g})", big, args.model, queries, args)
     return 0
 
 

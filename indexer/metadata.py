@@ -9,6 +9,7 @@ metadata is a bonus, never a reason to lose a photo.
 from __future__ import annotations
 
 import contextlib
+import html
 import math
 import re
 import threading
@@ -34,6 +35,12 @@ _GPS_LAT_REF = 1
 _GPS_LAT = 2
 _GPS_LON_REF = 3
 _GPS_LON = 4
+_DESCRIPTION = 0x010E  # ImageDescription
+_XP_KEYWORDS = 0x9C9E  # Windows' keywords: UTF-16LE, ";"-separated
+# XMP's Dublin Core description and subject (keywords), as Lightroom, digiKam and phones write
+# them: the text of each rdf:li inside, read without an XML parser (Pillow's needs defusedxml).
+_XMP_FIELD = re.compile(rb"<dc:(description|subject)>(.*?)</dc:\1>", re.DOTALL)
+_XMP_ITEM = re.compile(rb"<rdf:li[^>]*>(.*?)</rdf:li>", re.DOTALL)
 
 # EXIF says "YYYY:MM:DD HH:MM:SS", but editors and phones also write "-", "/"
 # or "." separators, a "T", fractional seconds or a zone; we keep the local
@@ -56,6 +63,7 @@ class ImageMeta:
     camera_model: str | None = None
     lat: float | None = None  # decimal degrees, north positive
     lon: float | None = None  # decimal degrees, east positive
+    description: str | None = None  # EXIF/XMP description and keywords, a line each (keyword search)
 
 
 @contextlib.contextmanager
@@ -102,7 +110,22 @@ def read_metadata(img: Image.Image) -> ImageMeta:
             camera_model=_safe(lambda: _clean_text(_get(exif, _MODEL))),
             lat=lat_lon[0],
             lon=lat_lon[1],
+            description=_safe(lambda: _description(img, exif)),
         )
+
+
+def _description(img: Image.Image, exif: Any) -> str | None:
+    """The photo's description and keywords from EXIF and XMP, a line each, repeats dropped."""
+    lines = [_clean_text(_get(exif, _DESCRIPTION))]
+    xp = _get(exif, _XP_KEYWORDS)
+    if isinstance(xp, (bytes, tuple)):
+        lines += bytes(xp).decode("utf-16-le", errors="replace").rstrip("\x00").split(";")
+    xmp = img.info.get("xmp")
+    if isinstance(xmp, bytes):
+        for _, body in _XMP_FIELD.findall(xmp):
+            lines += [html.unescape(item.decode("utf-8", errors="replace")) for item in _XMP_ITEM.findall(body)]
+    kept = list(dict.fromkeys(line.strip() for line in lines if line and line.strip()))
+    return "\n".join(kept) or None
 
 
 def parse_exif_datetime(value: Any) -> str | None:

@@ -44,6 +44,7 @@ class Plan:
             catalog.delete(self.removed)
             for image_id, f in self.moved:
                 catalog.update(image_id, path=f.path, folder=f.folder, size=f.size, mtime_ns=f.mtime_ns)
+            catalog.refresh_keywords([image_id for image_id, _ in self.moved])  # the new name finds it
             for image_id, f in self.touched:
                 catalog.update(image_id, size=f.size, mtime_ns=f.mtime_ns)
             # A changed file gets a fresh id (and so a fresh vector row): its old vector stays intact

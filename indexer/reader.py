@@ -66,6 +66,7 @@ def read_one(job: Job, preprocess: Preprocess, max_pixels: int = DEFAULT_MAX_PIX
         "camera_model": meta.camera_model,
         "lat": meta.lat,
         "lon": meta.lon,
+        "description": meta.description,
         # 256-bit pHash for near-duplicates (search/dupes.py): ~1.5 ms on the reduced image.
         "phash": str(imagehash.phash(decoded.image, hash_size=16)),
     }

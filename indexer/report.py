@@ -19,7 +19,9 @@ class IndexOptions:
     workers: int | None = None  # decoder processes; default one per core, 0 decodes inline
     batch_size: int | None = None  # images per model batch; default by device
     device: str | None = None  # cpu or cuda; default cuda when present
+    ocr: bool | None = None  # also read the text in photos (`pixseek ocr`); default: what the library remembers
     on_progress: Progress | None = None
+    on_ocr_progress: Progress | None = None  # (photos read, photos to read)
 
     def __post_init__(self) -> None:
         if self.index_kind is not None:
@@ -39,6 +41,7 @@ class IndexReport:
     stages: dict[str, float] = field(default_factory=dict)
     index: dict[str, object] = field(default_factory=dict)
     model: str = ""
+    ocr: dict[str, object] | None = None  # the OCR pass's report, when the run made one
 
     @property
     def images_per_second(self) -> float:
@@ -53,5 +56,5 @@ class IndexReport:
             "embedded": self.embedded, "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 2),
             "stages": {k: round(v, 3) for k, v in self.stages.items()},
-            "index": self.index, "model": self.model,
+            "index": self.index, "model": self.model, **({"ocr": self.ocr} if self.ocr is not None else {}),
         }

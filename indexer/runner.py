@@ -9,6 +9,7 @@
     writer.py   Embedded -> catalog rows   vectors fsync'd, then the catalog commit
     ann.py      indexed rows -> index      new vectors added to a trained index, or built in
                                              chunks; written atomically
+    ocr_pass.py indexed rows -> ocr rows   with --ocr (remembered): the text in photos not read yet
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from indexer import ann, prepare
+from indexer import ann, ocr_pass, prepare
 from indexer.embed import Embedder
 from indexer.errors import Interrupted
 from indexer.library import LibraryPaths, storage_errors, write_lock
 from indexer.library.catalog import Catalog
 from indexer.library.vectors import VectorStore
 from indexer.model import Encoder, load_encoder, preprocess_for
+from indexer.ocr_pass import OcrReport, run_ocr
 from indexer.plan import Job, plan_changes
 from indexer.reader import Reader, ReadResult
 from indexer.report import IndexOptions, IndexReport
@@ -35,7 +37,7 @@ from indexer.writer import Writer, now_iso
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IndexOptions", "IndexReport", "run_index"]
+__all__ = ["IndexOptions", "IndexReport", "OcrReport", "run_index", "run_ocr"]
 
 
 def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], options: IndexOptions | None = None,
@@ -82,6 +84,11 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
                 report.index = ann.refresh(catalog, library, kind)
             catalog.save_settings(index_kind=kind)
         catalog.save_settings(last_indexed_at=now_iso())
+        if options.ocr is not None:
+            catalog.save_settings(ocr=int(options.ocr))
+        if catalog.settings().ocr:
+            with timer.stage("ocr"):
+                report.ocr = ocr_pass.read_pending(catalog, options.workers, options.on_ocr_progress).as_dict()
     report.seconds = time.perf_counter() - started
     report.stages = dict(timer.seconds)
     log.info("index run: %s", report.as_dict())

@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from indexer.decode import SUPPORTED_EXTENSIONS
+    from indexer.decode import SUPPORTED_EXTENSIONS, DecodeError, decode_image
     from indexer.errors import PixseekError
     from indexer.library import ENV_LIBRARY, LibraryPaths
     from indexer.library.filters import Filters
@@ -35,9 +35,12 @@ _WHERE = {
     "ENV_LIBRARY": "indexer.library",
     "LibraryPaths": "indexer.library",
     "ModelSpec": "indexer.model",
+    # the guarded decoder, for pictures of indexed images (the page's thumbnails)
+    "decode_image": "indexer.decode",
+    "DecodeError": "indexer.decode",
 }
-__all__ = ["ENV_LIBRARY", "SUPPORTED_EXTENSIONS", "Filters", "Library", "LibraryInfo", "LibraryPaths", "ModelSpec",
-           "PixseekError", "Result", "SearchRequest"]
+__all__ = ["ENV_LIBRARY", "SUPPORTED_EXTENSIONS", "DecodeError", "Filters", "Library", "LibraryInfo", "LibraryPaths",
+           "ModelSpec", "PixseekError", "Result", "SearchRequest", "decode_image"]
 
 
 def __getattr__(name: str) -> object:

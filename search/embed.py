@@ -56,14 +56,29 @@ class QueryEmbedder:
 
         Negative weights push results away from a term, as in rclip's query arithmetic.
         """
+        _, weights, vectors = self.parts(terms, extra, ensemble)
+        return self.combine(weights, vectors, dim)
+
+    @staticmethod
+    def combine(weights: list[float], vectors: list[np.ndarray], dim: int) -> np.ndarray:
+        """The query vector of terms already embedded (`parts`)."""
+        total = np.zeros(dim, dtype=np.float32)
+        for weight, vec in zip(weights, vectors):
+            total += weight * vec
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise PixseekError("the query's terms cancel each other out", "change the weights or drop a term")
+        return total / norm
+
+    def parts(self, terms: list[Term], extra: list[np.ndarray],
+              ensemble: bool = True) -> tuple[list[str], list[float], list[np.ndarray]]:
+        """(label, weight, embedding) of each term of a query, `extra` vectors (uploads) first, as `terms` sums them."""
         if not terms and not extra:
             raise PixseekError("nothing to search for", "give a text query, --image FILE, or --like FILE")
         if not extra and all(t.weight <= 0 for t in terms):
             raise PixseekError("the query has only negative terms",
                                'add something to look for, e.g. "beach" - "people"')
-        total = np.zeros(dim, dtype=np.float32)
-        for vec in extra:
-            total += vec
+        labels, weights, vectors = ["uploaded image"] * len(extra), [1.0] * len(extra), list(extra)
         for term in terms:
             if term.kind == "text":
                 vec = self.text(term.value, ensemble)
@@ -71,8 +86,7 @@ class QueryEmbedder:
                 vec = self.image(term.value)
             else:
                 vec = self._stored(int(term.value))
-            total += term.weight * vec
-        norm = float(np.linalg.norm(total))
-        if norm < 1e-6:
-            raise PixseekError("the query's terms cancel each other out", "change the weights or drop a term")
-        return total / norm
+            labels.append(term.value if term.kind != "id" else f"#{term.value}")
+            weights.append(term.weight)
+            vectors.append(vec)
+        return labels, weights, vectors

@@ -19,6 +19,10 @@ class LibraryInfo:
     index: dict[str, Any]  # the ANN file: type, vectors, and IVF-PQ's parameters
     last_indexed_at: str | None
     schema_version: int
+    text_read: int = 0  # photos whose text `pixseek ocr` has read (as they are now)
+    with_text: int = 0  # of those, photos with any text
+    ocr_on_index: bool = False  # `index --ocr` is on
+    concepts: tuple[str, ...] = ()  # names of the taught concepts
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,15 +14,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from indexer.errors import PixseekError
-from indexer.library import LibraryPaths, index_file
+from indexer.library import LibraryPaths, index_file, storage_errors, write_lock
 from indexer.library.catalog import Catalog
 from indexer.library.filters import Filters
 from indexer.library.index_file import CachedIndex
 from indexer.library.rows import INDEXED, PENDING, SKIPPED, ImageRow
 from indexer.library.vectors import VectorStore
-from search import rank, retrieve
+from search import hybrid, rank, retrieve
+from search.concepts import Concept, load_concept
+from search.dupes import DEFAULT_MAX_DISTANCE, DupeGroup, find_duplicates
 from search.embed import QueryEmbedder
+from search.explain import explain_results
 from search.info import LibraryInfo
+from search.keywords import matched_words, parse_text_terms
 from search.query import Term, parse_query
 from search.request import SearchRequest
 from search.result import Result
@@ -137,7 +141,9 @@ class Library:
         else:
             request = SearchRequest(**{"text": request, **fields})
         self._follow_index_runs()
-        terms = parse_query(request.text, request.allow_paths) if request.text else []
+        rest, query_words = parse_text_terms(request.text) if request.text else ("", [])
+        words = [*request.text_terms, *query_words]
+        terms = parse_query(rest, request.allow_paths) if rest else []
         if request.image is not None and not isinstance(request.image, bytes):
             terms.append(Term("image", str(request.image)))
         exclude: set[int] = set()
@@ -150,10 +156,38 @@ class Library:
             exclude.add(like_id)
         self.check_not_empty()
         uploads = [self.embed_image(request.image)] if isinstance(request.image, bytes) else []
-        vec = self._embedder.terms(terms, uploads, self._dim(), request.ensemble)
-        return self.search_vector(vec, k=request.k, min_score=request.min_score, min_z=request.min_z,
-                                  filters=request.filters, exclude=exclude, dedupe=request.dedupe, sort=request.sort)
+        concept = load_concept(self, request.concept) if request.concept is not None else None
+        if not terms and not uploads and (words or concept is not None):
+            if request.min_score is not None or request.min_z is not None:
+                raise PixseekError("--min-score and --min-z apply to a query's embedding",
+                                   "add a text or image query, or drop them")
+            return self._ranked(request, None, ([], [], []), words, concept, exclude)
+        parts = self._embedder.parts(terms, uploads, request.ensemble)
+        vec = self._embedder.combine(parts[1], parts[2], self._dim())
+        if not words and concept is None and not request.explain:
+            return self.search_vector(vec, k=request.k, min_score=request.min_score, min_z=request.min_z,
+                                      filters=request.filters, exclude=exclude, dedupe=request.dedupe,
+                                      sort=request.sort)
+        return self._ranked(request, vec, parts, words, concept, exclude)
 
+    def _ranked(self, request: SearchRequest, vec: np.ndarray | None, parts: tuple[list, list, list],
+                words: list[str], concept: Concept | None, exclude: set[int]) -> list[Result]:
+        """A search with keyword terms, a concept or an explanation (search/hybrid.py, search/explain.py)."""
+        filters = request.filters
+        if filters.tag is not None:
+            check_tag(self.catalog, filters.tag)
+        floor = self._floor(vec, request.min_score, request.min_z) if vec is not None else -np.inf
+        want = request.k * (rank.DEDUPE_FACTOR if request.dedupe else 1) + len(exclude)
+        scored = hybrid.score(self.catalog, self.vectors, self._index, vec, want, filters, floor, words, concept,
+                              request.min_prob)
+        results = rank.ranked(self.catalog.indexed_rows(scored.ids.tolist()), scored.ids, scored.scores,
+                              k=request.k, floor=-np.inf, exclude=exclude, dedupe=request.dedupe, sort=request.sort)
+        ids = [r.id for r in results]
+        docs = self.catalog.keyword_documents(ids) if words else {}
+        matched = {i: matched_words(words, docs[i].text) if i in docs else [] for i in ids}
+        if not request.explain:
+            return [replace(r, matched_words=matched[r.id]) if words else r for r in results]
+        return explain_results(self, results, scored, parts, matched if words else None, concept)
     def search_vector(self, vec: np.ndarray, *, k: int = 20, min_score: float | None = None,
                       min_z: float | None = None, filters: Filters | None = None, exclude: set[int] | None = None,
                       dedupe: bool = False, sort: str = "score") -> list[Result]:
@@ -167,12 +201,15 @@ class Library:
         if filters.tag is not None:
             check_tag(self.catalog, filters.tag)
         exclude = exclude or set()
-        floor = max(-np.inf if min_score is None else min_score,
-                    -np.inf if min_z is None else retrieve.z_floor(self.catalog, self.vectors, vec, min_z))
+        floor = self._floor(vec, min_score, min_z)
         want = k * (rank.DEDUPE_FACTOR if dedupe else 1) + len(exclude)
         ids, scores = retrieve.candidates(self.catalog, self.vectors, self._index, vec, want, filters)
         return rank.ranked(self.catalog.indexed_rows(ids.tolist()), ids, scores, k=k, floor=floor, exclude=exclude,
                            dedupe=dedupe, sort=sort)
+
+    def _floor(self, vec: np.ndarray, min_score: float | None, min_z: float | None) -> float:
+        return max(-np.inf if min_score is None else min_score,
+                   -np.inf if min_z is None else retrieve.z_floor(self.catalog, self.vectors, vec, min_z))
 
     def check_not_empty(self) -> None:
         if self.catalog.indexed_count() == 0:
@@ -206,6 +243,7 @@ class Library:
         counts = self.catalog.counts()
         index = self._index.get()
         spec = self.model_spec
+        read, with_text = self.catalog.ocr_counts()
         return LibraryInfo(
             library=str(self.paths.root),
             images=counts.get(INDEXED, 0),
@@ -218,6 +256,10 @@ class Library:
             index=index_file.describe(index) if index is not None else dict(index_file.NONE),
             last_indexed_at=self.settings.last_indexed_at,
             schema_version=self.settings.schema_version,
+            text_read=read,
+            with_text=with_text,
+            ocr_on_index=bool(self.settings.ocr),
+            concepts=tuple(self.catalog.concept_names()),
         )
 
     def skipped(self) -> list[ImageRow]:
@@ -232,3 +274,42 @@ class Library:
         """Earliest and latest date taken (YYYY-MM-DD) among indexed images; None when none has one."""
         first, last = self.catalog.taken_span()
         return (first[:10] if first else None, last[:10] if last else None)
+
+    # the page: its start page and the review of duplicates -----------------------------------
+    def latest(self, k: int | None = None, filters: Filters | None = None) -> list[Result]:
+        """Indexed images passing `filters`, latest taken first (undated last), at most k; score 0."""
+        return [Result.from_row(row, 0.0) for row in self.catalog.latest(k, filters)]
+
+    def folder_counts(self) -> list[tuple[str, int]]:
+        """(folder, indexed images directly in it), largest first."""
+        return self.catalog.folder_counts()
+
+    def tag_counts(self) -> list[tuple[str, int]]:
+        """(auto-tag, indexed images carrying it), most common first."""
+        return self.catalog.tag_counts()
+
+    def tags_of(self, ids: list[int]) -> dict[int, list[str]]:
+        """Each image's auto-tags, most likely first."""
+        return self.catalog.tags_of(ids)
+
+    def dupes(self, max_distance: int = DEFAULT_MAX_DISTANCE, min_cosine: float | None = None) -> list[DupeGroup]:
+        """Groups of copies of one picture, exact groups first (see `search.dupes.find_duplicates`)."""
+        return find_duplicates(self.catalog, self.vectors, max_distance, min_cosine)
+
+    def kept(self) -> dict[int, list[int]]:
+        """Marks from reviewing duplicates: the id of the copy to keep -> the ids of its other copies."""
+        return self.catalog.settings().keep_marks
+
+    def mark_keep(self, keep: int, group: list[int]) -> None:
+        """Mark `keep` as the copy to keep of the duplicates `group`. A catalog write, under the write
+        lock: refused (PixseekError) while an index run is going. No file is moved or deleted."""
+        with storage_errors(self.paths.root), write_lock(self.paths):
+            self.catalog.mark_keep(keep, group)
+
+    def version(self) -> str:
+        """Changes whenever an index or tag run commits: what a long-lived reader keys its caches on.
+
+        The catalog's data_version changes when another connection commits (a tag run leaves
+        last_indexed_at alone); last_indexed_at also tells a library replaced by another apart.
+        """
+        return f"{self.catalog.settings().last_indexed_at}|{self.catalog.data_version()}"

@@ -19,6 +19,13 @@ class SearchRequest:
     `rank.z_floor`). ensemble=False embeds text as typed, without prompt templates. dedupe keeps
     the best of each set of near-duplicates. sort: "score" or "date". allow_paths=False reads every
     query term as text (what a web page must do: see `parse_query`).
+
+    text_terms: words or phrases each photo's keyword document (the text read in it, its file and
+    folder names, its tags) must hold, like `text:"..."` in the query; the photos that hold them
+    are ranked by BM25, fused with the semantic ranking by reciprocal rank fusion
+    (search/hybrid.py). concept: a taught concept (search/concepts.py): with nothing else to
+    rank by, results are ranked by its probability; otherwise it keeps photos at `min_prob` or
+    above. explain: each result carries its `explanation` (search/explain.py).
     """
 
     text: str | None = None
@@ -32,10 +39,22 @@ class SearchRequest:
     dedupe: bool = False
     sort: str = "score"
     allow_paths: bool = True
+    text_terms: tuple[str, ...] = ()
+    concept: str | None = None
+    min_prob: float = 0.5
+    explain: bool = False
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise PixseekError(f"-k must be at least 1, not {self.k}")
         check_sort(self.sort)
-        if not self.text and self.image is None and self.like is None:
-            raise PixseekError("nothing to search for", "give a text query, --image FILE, or --like FILE")
+        object.__setattr__(self, "text_terms", tuple(" ".join(t.split()) for t in self.text_terms))
+        if any(not t for t in self.text_terms):
+            raise PixseekError("empty text term", 'give --text WORDS, or write text:"WORDS" in the query')
+        if self.concept is not None and not self.concept.strip():
+            raise PixseekError("empty concept name", "pixseek concept list shows the concepts of this library")
+        if not 0 <= self.min_prob <= 1:
+            raise PixseekError(f"--min-prob must be between 0 and 1, not {self.min_prob}")
+        if not self.text and self.image is None and self.like is None and not self.text_terms and not self.concept:
+            raise PixseekError("nothing to search for",
+                               "give a text query, --image FILE, --like FILE, --text WORDS or --concept NAME")

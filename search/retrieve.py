@@ -1,7 +1,8 @@
 """Retrieval: a query vector's best candidates, scored exactly against the stored vectors.
 
 Without filters the ANN index shortlists and every candidate is re-ranked exactly; with filters
-the allowed images are scored exactly (or, for very many, ANN candidates are filtered).
+the allowed images are scored exactly (or, for very many, ANN candidates are filtered). Keyword
+hits and a concept's filter narrow the allowed images the same way (`within`).
 """
 
 from __future__ import annotations
@@ -27,12 +28,18 @@ def _ids(ids: list[int]) -> np.ndarray:
     return np.array(ids, dtype=np.int64)
 
 
+def allowed_ids(catalog: Catalog, filters: Filters, within: np.ndarray | None = None) -> np.ndarray:
+    """The indexed images passing `filters` and, when given, among `within` (keyword hits, a concept's), by id."""
+    ids = _ids(catalog.filtered_ids(filters))
+    return ids if within is None else np.intersect1d(ids, within)
+
+
 def candidates(catalog: Catalog, vectors: VectorStore, index: CachedIndex, vec: np.ndarray, k: int,
-               filters: Filters) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, exact scores) of up to k best images passing `filters`, best first."""
-    if not filters.active():
+               filters: Filters, within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, exact scores) of up to k best images passing `filters` (and among `within`), best first."""
+    if not filters.active() and within is None:
         return _ann_then_exact(catalog, vectors, index, vec, k)
-    allowed = _ids(catalog.filtered_ids(filters))
+    allowed = allowed_ids(catalog, filters, within)
     if len(allowed) <= EXACT_FILTER_MAX:
         return exact(vectors, vec, allowed, k)
     ids, scores = _ann_then_exact(catalog, vectors, index, vec, k * RERANK_FACTOR * 10)

@@ -25,18 +25,26 @@ Points, in the order an index run meets them:
     flushed       the N-th batch of rows has been committed
     ann-torn      the new index file is half written, not yet renamed into place
     ann-renamed   the new index file is in place, the catalog's in_ann marks not yet updated
+
+`running_ui(library, log)` serves `pixseek ui` for `browser_page(url)`, a headless Chromium session
+(tests/test_ui_browser.py, benchmarks/ui_latency.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import selectors
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -429,6 +437,108 @@ def _forked_run(request: dict) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+# the page in a browser (tests/test_ui_browser.py, benchmarks/ui_latency.py) -----------------------
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+UI_START_TIMEOUT_S = 120  # the server imports torch and Streamlit on a 2-core machine
+PAGE_TIMEOUT_MS = 60_000  # the first page load also loads the model
+DESKTOP = {"width": 1440, "height": 1000}
+# The grid is a component in a shadow root under the element keyed "grid".
+GRID_ROOT = """const gridRoot = () => {
+    const box = document.querySelector(".st-key-grid");
+    for (const el of box ? box.querySelectorAll("*") : []) if (el.shadowRoot) return el.shadowRoot;
+    return null;
+};"""
+# True once a grid drawn since the last press_search (which remembers the grid that was there
+# before) shows its first thumbnail: what the user sees, whatever the rest of the rerun still does.
+FIRST_PAGE_SHOWN = "() => {" + GRID_ROOT + """
+    const root = gridRoot();
+    const grid = root && root.querySelector(".pixseek-grid");
+    const img = grid && grid.querySelector(".tile img");
+    return grid && grid !== window.__gridBefore && img && img.complete && img.naturalWidth > 0;
+}"""
+# Then the rerun is over: the next click is not queued behind it.
+RERUN_DONE = """() => document.querySelector("[data-testid='stApp']").dataset.testScriptState === 'notRunning'"""
+REMEMBER_GRID = "() => {" + GRID_ROOT + """
+    const root = gridRoot();
+    window.__gridBefore = root && root.querySelector(".pixseek-grid");
+}"""
+TILE = ".tile"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_ui(library: Path, log: Path) -> Iterator[str]:
+    """`pixseek ui` of this checkout on a free port; yields the URL it prints, and always stops it."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen([*PIXSEEK, "ui", "--library", str(library), "--port", str(free_port())], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+    try:
+        yield _printed_url(proc, log)
+    finally:
+        proc.terminate()  # pixseek must take its Streamlit child down with it...
+        try:
+            proc.wait(timeout=15)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # ...and whatever did not is killed here
+            except ProcessLookupError:
+                pass
+
+
+def _printed_url(proc: subprocess.Popen, log: Path) -> str:
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + UI_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not selector.select(timeout=deadline - time.monotonic()):
+            break
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"pixseek ui exited ({proc.wait()}): {log.read_text()}")
+        found = re.search(r"running at (http://\S+)", line)
+        if found:
+            return found.group(1)
+    raise AssertionError(f"pixseek ui printed no URL within {UI_START_TIMEOUT_S} s: {log.read_text()}")
+
+
+@contextmanager
+def browser_page(url: str, viewport: dict[str, int] = DESKTOP, requests: list[str] | None = None) -> Iterator[object]:
+    """A fresh session on the start page (model loaded, latest photos drawn); every URL the page
+    requests is appended to `requests`."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport=viewport)
+            if requests is not None:
+                page.on("request", lambda request: requests.append(request.url))
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            page.goto(url)
+            page.get_by_text("Latest photos").wait_for()
+            page.wait_for_function(FIRST_PAGE_SHOWN, polling="raf")
+            yield page
+        finally:
+            browser.close()
+
+
+def press_search(page, text: str) -> float:
+    """Type a query and press Enter; returns when Enter was pressed (time.perf_counter)."""
+    box = page.get_by_placeholder("Describe a photo")
+    box.fill(text)
+    page.evaluate(REMEMBER_GRID)
+    pressed = time.perf_counter()
+    box.press("Enter")
+    return pressed
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import CALTECH, REPO, need_shared
+from tests.harness import CHROMIUM
 from tests.model_families import IMAGE_BOUND, TEXT_BOUND
-from tests.test_ui_browser import CHROMIUM
 
 SMOKE_FILES, SMOKE_BIG = 24, 3  # what --smoke limits index_throughput.py to
 THROUGHPUT_FIGURES = {"images", "seconds", "end-to-end", "steady", "model-only", "ratio", "peak memory"}

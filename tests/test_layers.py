@@ -15,7 +15,6 @@ ALLOWED = {
     "search": ("search", "indexer.library", "indexer.model", "indexer.decode", "indexer.errors"),
     "ui": ("ui", "search", "indexer.errors", "indexer.runner", "indexer.model_choices", "pixseek_data"),
 }
-PAGE_FILES = {"ui/app.py", "ui/thumbs.py", "ui/server.py"}  # the Streamlit page, on its own branch
 
 
 def first_party_imports(path: Path) -> set[str]:
@@ -39,9 +38,7 @@ def _within(module: str, allowed: tuple[str, ...]) -> bool:
 def _cases():
     for layer in ALLOWED:
         for path in sorted((REPO / layer).glob("*.py")):
-            name = str(path.relative_to(REPO))
-            marks = [pytest.mark.xfail(reason="page branch switches it", strict=False)] if name in PAGE_FILES else []
-            yield pytest.param(layer, path, id=name, marks=marks)
+            yield pytest.param(layer, path, id=str(path.relative_to(REPO)))
 
 
 @pytest.mark.parametrize(("layer", "path"), list(_cases()))

@@ -1,11 +1,14 @@
-"""The page (ui/app.py) driven by Streamlit's own test harness over a small library of shapes.
+"""The page (ui/app.py) driven by Streamlit's own test harness over small libraries of shapes.
 
 Expected results come from the shapes generator's labels (colour, shape, folder, date taken).
+The grid is one component: what it shows is read from the data the page hands it.
 """
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import os
 import random
 import shutil
@@ -14,16 +17,21 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from indexer.catalog import Catalog
-from indexer.library import ENV_LIBRARY, MODEL_FINGERPRINT, LibraryPaths
-from search.engine import Library
-from ui.shapes import draw_shape
+from indexer.library.catalog import Catalog
+from pixseek_data.shapes import draw_shape, generate_gallery
+from search import ENV_LIBRARY, Filters, Library, LibraryPaths
+from tests.conftest import TEST_WORKERS
+from ui.page_backend import MAX_QUERY_CHARS, MAX_TERMS, PageLibrary, PixseekError, check_query
+from ui.page_text import camera, duplicates_csv, literal, shown
 
 APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 # The first run in a process imports torch and loads the model.
 TIMEOUT = 120
+MAKE = 0x010F
+MODEL = 0x0110
 
 _watched: set[str] = set()
 _opened: list[str] = []
@@ -52,6 +60,14 @@ def labels(dated_shapes_library) -> dict:
     return dated_shapes_library[1]
 
 
+def index(folder: Path, root: Path, demo_spec) -> LibraryPaths:
+    from indexer.runner import run_index
+
+    lib = LibraryPaths.at(root)
+    run_index(lib, [folder], model=demo_spec, workers=TEST_WORKERS)
+    return lib
+
+
 def open_page(root: Path, monkeypatch) -> AppTest:
     monkeypatch.setenv(ENV_LIBRARY, str(root))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
@@ -59,14 +75,14 @@ def open_page(root: Path, monkeypatch) -> AppTest:
     return at
 
 
+def grid(at: AppTest, key: str = "grid") -> list[dict]:
+    """The photos the grid with this key shows, in page order."""
+    found = [e for e in at.get("bidi_component") if e.proto.id.endswith(f"-{key}")]
+    return json.loads(found[0].proto.json)["photos"] if found else []
+
+
 def result_ids(at: AppTest) -> list[int]:
-    """Ids of the cards shown, in page order ("more like this" buttons are keyed by id)."""
-    return [int(b.key.removeprefix("like-")) for b in at.button if b.key and b.key.startswith("like-")]
-
-
-def card_names(at: AppTest) -> list[str]:
-    """The file names the cards show (each one opens its photo)."""
-    return [b.label for b in at.button if b.key and b.key.startswith("open-")]
+    return [p["id"] for p in grid(at)]
 
 
 def paths_of(library: LibraryPaths, ids: list[int]) -> list[str]:
@@ -75,6 +91,14 @@ def paths_of(library: LibraryPaths, ids: list[int]) -> list[str]:
         return [catalog.get(i).path for i in ids]
     finally:
         catalog.close()
+
+
+def pick_folder(at: AppTest, part: str) -> AppTest:
+    """Choose the folder whose label in the folder filter contains `part`."""
+    folder = at.selectbox(key="folder")
+    folder.select_index(next(i for i, label in enumerate(folder.options) if part in label)).run()
+    assert not at.exception
+    return at
 
 
 def search(at: AppTest, text: str) -> AppTest:
@@ -91,13 +115,29 @@ def png_of(colour: str, shape: str) -> bytes:
 
 def test_text_query_puts_a_red_circle_first(library, labels, monkeypatch):
     at = search(open_page(library.root, monkeypatch), "a red circle")
-    paths = paths_of(library, result_ids(at))
+    photos = grid(at)
+    paths = paths_of(library, [p["id"] for p in photos])
     assert len(paths) == 20  # the default page size
     first = labels[paths[0]][1]
     assert (first.colour, first.shape) == ("red", "circle")
-    assert card_names(at) == [Path(p).name for p in paths]  # each card is labelled with its file
-    scores = [float(c.value.split("match ")[1][:4]) for c in at.caption if c.value.startswith("match ")]
-    assert scores == sorted(scores, reverse=True) and len(scores) == len(paths)
+    assert [p["name"] for p in photos] == [Path(p).name for p in paths]
+    scores = [float(p["score"]) for p in photos]
+    assert scores == sorted(scores, reverse=True)
+    assert all(p["thumb"].startswith(f"/thumb/grid/{p['id']}-") for p in photos)  # served by id, not by path
+    taken = date.fromisoformat(labels[paths[0]][2])
+    assert photos[0]["date"] == f"{taken.day} {taken:%b %Y}" and photos[0]["dims"].startswith("128 × 128 px")
+
+
+def test_start_page_shows_latest_photos_folders_and_one_click_browses_a_folder(library, labels, monkeypatch):
+    at = open_page(library.root, monkeypatch)
+    latest = paths_of(library, result_ids(at))
+    taken = [labels[p][2] for p in latest]
+    assert taken == sorted(taken, reverse=True) and taken[0] == max(t for _, _, t in labels.values())
+    garden = next(b for b in at.button if b.key and b.key.startswith("folder-") and b.label.startswith("garden"))
+    assert garden.label.endswith(f"· {sum(f == 'garden' for f, _, _ in labels.values())}")
+    garden.click().run()
+    shown_paths = paths_of(library, result_ids(at))
+    assert shown_paths and {labels[p][0] for p in shown_paths} == {"garden"}
 
 
 def test_combined_and_negative_terms_and_bad_syntax(library, labels, monkeypatch):
@@ -107,6 +147,14 @@ def test_combined_and_negative_terms_and_bad_syntax(library, labels, monkeypatch
     search(at, '"unbalanced')
     assert "unbalanced quotes" in at.warning[0].value
     assert not result_ids(at)
+
+
+def test_an_overlong_query_is_refused_before_any_model_call(library, monkeypatch):
+    at = search(open_page(library.root, monkeypatch), " + ".join(f'"t{i}"' for i in range(MAX_TERMS + 1)))
+    assert f"has {MAX_TERMS + 1} terms, over the page's {MAX_TERMS}" in at.warning[0].value and not result_ids(at)
+    # The box stops typing at the limit; a client that skips the widget is refused by the server.
+    with pytest.raises(PixseekError, match="characters long"):
+        check_query("a" * (MAX_QUERY_CHARS + 1))
 
 
 def test_typed_path_is_searched_as_text_and_never_opened(library, tmp_path, monkeypatch, opened_files):
@@ -125,60 +173,23 @@ def test_upload_searches_by_example(library, labels, monkeypatch):
     assert not at.exception and not at.error
     first = labels[paths_of(library, result_ids(at))[0]][1]
     assert (first.colour, first.shape) == ("blue", "star")
-    assert any("my-star.png" in md.value for md in at.markdown)
-
-
-def test_more_like_this_uses_the_stored_vector(library, labels, monkeypatch, opened_files):
-    watched, opened = opened_files
-    at = search(open_page(library.root, monkeypatch), "a green square")
-    chosen = result_ids(at)[0]
-    chosen_path = paths_of(library, [chosen])[0]
-    watched.add(chosen_path)
-    opened.clear()
-    at.button(key=f"like-{chosen}").click().run()
-    assert not at.exception
-    ids = result_ids(at)
-    assert chosen not in ids
-    lib = Library.open(library.root)
-    try:
-        assert ids == [r.id for r in lib.search(like=chosen, k=len(ids))]
-    finally:
-        lib.close()
-    assert not opened, "the chosen photo was read again instead of using its stored vector"
-    assert any(f"Photos like **{Path(chosen_path).name}**" in md.value for md in at.markdown)
-    assert at.text_input(key="q").value == ""  # the box no longer claims a text search
-    best, chosen_label = labels[paths_of(library, ids[:1])[0]][1], labels[chosen_path][1]
-    assert (best.colour, best.shape) == (chosen_label.colour, chosen_label.shape)
-
-
-def test_open_shows_the_photo_with_its_metadata(library, labels, monkeypatch):
-    at = search(open_page(library.root, monkeypatch), "a yellow triangle")
-    chosen = result_ids(at)[0]
-    path = paths_of(library, [chosen])[0]
-    at.button(key=f"open-{chosen}").click().run()
-    assert not at.exception
-    details = next(md.value for md in at.markdown if "**Path**" in md.value)
-    taken = date.fromisoformat(labels[path][2])
-    assert f"`{path}`" in details
-    assert f"**Taken** {taken.day} {taken:%b %Y}" in details
-    assert "**Size** 128 × 128 px" in details
-    assert at.button(key=f"dialog-like-{chosen}")
+    assert any("my\\-star\\.png" in md.value for md in at.markdown)
 
 
 def test_filters_narrow_by_folder_and_date_and_say_when_nothing_is_left(library, labels, monkeypatch):
     at = search(open_page(library.root, monkeypatch), "a purple star")
     at.selectbox(key="per_page").set_value(100).run()
     garden = {p for p, (folder, _, _) in labels.items() if folder == "garden"}
-    at.selectbox(key="folder").set_value(os.path.dirname(next(iter(garden)))).run()
+    pick_folder(at, "garden")
     assert set(paths_of(library, result_ids(at))) == garden
-    at.selectbox(key="folder").set_value("All folders").run()
+    at.selectbox(key="folder").set_value(None).run()
     # The picker only offers days between the library's first and last photo.
     last = max(taken for _, _, taken in labels.values())
     at.date_input(key="dates").set_value((date(2021, 1, 1), date.fromisoformat(last))).run()
     assert not at.exception
     assert set(paths_of(library, result_ids(at))) == {p for p, (_, _, taken) in labels.items() if taken > "2021"}
-    at.selectbox(key="folder").set_value(os.path.dirname(next(iter(garden)))).run()  # garden is all 2020
-    assert not at.exception and not result_ids(at)
+    pick_folder(at, "garden")
+    assert not at.exception and not result_ids(at)  # garden is all 2020
     assert "No photos found" in at.info[0].value and "widen the filters" in at.info[0].value
 
 
@@ -197,14 +208,28 @@ def test_pages_step_through_all_results(library, labels, monkeypatch):
     assert result_ids(at) == seen[-20:]
 
 
-def test_empty_and_missing_libraries_say_what_to_do(tmp_path, demo_spec, monkeypatch):
-    from indexer.runner import run_index
+def test_tags_show_on_photos_and_filter_them(library, tmp_path, monkeypatch):
+    from search.tags import tag_images
 
+    copy = tmp_path / "library"
+    shutil.copytree(library.root, copy)
+    lib = Library.open(copy)
+    counts = tag_images(lib, ["a red shape", "a blue shape", "a green shape"])
+    lib.close()
+    at = open_page(copy, monkeypatch)
+    tag_buttons = {b.label: b for b in at.button if b.key and b.key.startswith("tag-")}
+    assert set(tag_buttons) == {f"{literal(t)} · {n}" for t, n in counts.items() if n}
+    at.selectbox(key="tag").set_value("a red shape").run()
+    photos = grid(at)
+    assert len(photos) == min(20, counts["a red shape"])
+    assert all("a red shape" in p["tags"] for p in photos)
+
+
+def test_empty_and_missing_libraries_say_what_to_do(tmp_path, demo_spec, monkeypatch):
     at = open_page(tmp_path / "nowhere", monkeypatch)
     assert "no library at" in at.info[0].value
     (tmp_path / "photos").mkdir()
-    empty = LibraryPaths.at(tmp_path / "empty")
-    run_index(empty, [tmp_path / "photos"], model=demo_spec, workers=0)
+    empty = index(tmp_path / "photos", tmp_path / "empty", demo_spec)
     at = open_page(empty.root, monkeypatch)
     assert "has no photos yet" in at.info[0].value and "pixseek index" in at.info[0].value
 
@@ -225,7 +250,86 @@ def test_library_of_other_weights_gets_a_message(library, tmp_path, monkeypatch)
     copy = tmp_path / "library"
     shutil.copytree(library.root, copy)
     catalog = Catalog(copy / "catalog.db")
-    catalog.set_setting(MODEL_FINGERPRINT, "local:0000000000000000")
+    catalog.save_settings(model_fingerprint="local:0000000000000000")
     catalog.close()
     at = open_page(copy, monkeypatch)
     assert "changed since the library" in at.error[0].value
+
+
+def test_duplicates_are_reviewed_side_by_side_and_the_keep_mark_is_stored(tmp_path, demo_spec, monkeypatch):
+    photos = tmp_path / "photos"
+    gallery = generate_gallery(photos, per_class=1, seed=5)
+    original = gallery[0].path
+    copy = photos / f"copy-of-{original.name}"
+    shutil.copy(original, copy)
+    lib = index(photos, tmp_path / "library", demo_spec)
+    at = open_page(lib.root, monkeypatch)
+    at.segmented_control(key="view").set_value("Duplicates").run()
+    assert not at.exception
+    catalog = Catalog(lib.catalog)
+    ids = [catalog.by_path(str(p.resolve())).id for p in (original, copy)]
+    catalog.close()
+    assert {p["id"] for i in ids for p in grid(at, f"dupe-{i}")} == set(ids)
+    keep = max(ids)
+    at.button(key=f"keep-{keep}").click().run()
+    assert not at.exception and at.button(key=f"keep-{keep}").label == "Kept"
+    page_lib = PageLibrary(lib.root)
+    assert page_lib.kept() == {keep: [i for i in ids if i != keep]}
+    rows = list(csv.reader(io.StringIO(duplicates_csv(page_lib.duplicates(), page_lib.kept()).decode())))
+    assert rows[0] == ["group", "decision", "path"]
+    assert sorted(r[1:] for r in rows[1:]) == sorted(
+        [["keep" if i == keep else "copy", p] for i, p in zip(ids, paths_of(lib, ids))])
+    assert original.exists() and copy.exists()  # reviewing never deletes or moves a file
+    page_lib.close()
+
+
+
+def test_a_keep_mark_replaces_those_it_overlaps_and_is_refused_while_an_index_run_writes(tmp_path, demo_spec):
+    from indexer.library import write_lock
+
+    generate_gallery(tmp_path / "photos", per_class=1, seed=5)
+    lib = index(tmp_path / "photos", tmp_path / "library", demo_spec)
+    page_lib = PageLibrary(lib.root)
+    a, b, c = [p.id for p in page_lib.browse(Filters(), 3)]
+    page_lib.mark_keep(a, [a, b])
+    page_lib.mark_keep(c, [b, c])  # b is in another group now: the mark that held it goes
+    with write_lock(lib), pytest.raises(PixseekError, match="already updating"):
+        page_lib.mark_keep(a, [a, b])
+    page_lib.close()
+    reopened = PageLibrary(lib.root)
+    assert reopened.kept() == {c: [b]}
+    reopened.close()
+
+
+def jpeg_with_camera(path: Path, make: str, model: str) -> None:
+    exif = Image.Exif()
+    exif[MAKE], exif[MODEL] = make, model
+    draw_shape("red", "circle", random.Random(1), size=96).save(path, "JPEG", exif=exif)
+
+
+def test_markup_and_bytes_in_names_and_exif_are_shown_literally(tmp_path, demo_spec, monkeypatch):
+    photos = tmp_path / "photos"
+    hostile = photos / "a` [Download the fix](https:evil.example) `b"
+    hostile.mkdir(parents=True)  # (the issue's name held a slash: a nested folder, not this test)
+    make, model = "[click me](https://example.com/x)", "![t](https://example.com/track.png)"
+    jpeg_with_camera(hostile / "camera.jpg", make, model)
+    latin1 = os.path.join(os.fsencode(photos), b"Fotos_\xe9t\xe9")
+    os.mkdir(latin1)
+    jpeg_with_camera(Path(os.fsdecode(os.path.join(latin1, b"bad\xff\xfename.jpg"))), "Canon", "Canon EOS 5D")
+    lib = index(photos, tmp_path / "library", demo_spec)
+    at = open_page(lib.root, monkeypatch)
+    by_name = {p["name"]: p for p in grid(at)}
+    assert by_name["camera.jpg"]["camera"] == f"{make} {model}"  # the grid sets it as text (grid.js)
+    assert by_name["bad\\xff\\xfename.jpg"]["camera"] == "Canon EOS 5D"
+    folder_labels = [b.label for b in at.button if b.key and b.key.startswith("folder-")]
+    assert "Fotos\\_\\\\xe9t\\\\xe9 · 1" in folder_labels and literal(hostile.name) + " · 1" in folder_labels
+    assert any(label.startswith(shown(os.fsdecode(latin1))) for label in at.selectbox(key="folder").options)
+    pick_folder(at, "Fotos_")
+    assert not at.exception and [p["name"] for p in grid(at)] == ["bad\\xff\\xfename.jpg"]
+
+
+def test_camera_names_the_make_once():
+    assert camera("Canon", "Canon PowerShot SX60 HS") == "Canon PowerShot SX60 HS"
+    assert camera("NIKON CORPORATION", "NIKON D70") == "NIKON D70"
+    assert camera("Apple", "iPhone 12") == "Apple iPhone 12"
+    assert camera("Canon", None) == "Canon" and camera(None, None) == ""

@@ -1,141 +1,184 @@
-"""`pixseek ui` end to end in headless Chromium: type a query, see the right photo, "more like this".
+"""`pixseek ui` end to end in headless Chromium, over one small library served once for the module.
 
 Needs Debian's chromium (`.ci/install-browser.sh`); Playwright drives it, nothing is downloaded.
-The screenshot lands in test-artifacts/ui-search.png. Run with -s to see the measured latency.
+Screenshots land in test-artifacts/. Run with -s to see the measured latency.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import re
-import selectors
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.harness import (
+    CHROMIUM,
+    DESKTOP,
+    FIRST_PAGE_SHOWN,
+    REMEMBER_GRID,
+    REPO,
+    RERUN_DONE,
+    TILE,
+    browser_page,
+    press_search,
+    running_ui,
+)
+
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-START_TIMEOUT_S = 120  # the server imports torch and Streamlit on a 2-core machine
-PAGE_TIMEOUT_MS = 60_000  # the first page load also loads the model
-CARD = "[class*='st-key-card-']"
-# True once the last rerun has finished and the first card's thumbnail and name have been drawn
-# (the name's button can be drawn a frame after the script state says the rerun is over).
-FIRST_PAGE_SHOWN = """() => {
-    const app = document.querySelector("[data-testid='stApp']");
-    const img = document.querySelector("[class*='st-key-card-'] img");
-    const name = document.querySelector("[class*='st-key-card-'] [class*='st-key-open-']");
-    return app && app.dataset.testScriptState === "notRunning" && img && img.complete && img.naturalWidth > 0
-        && name && name.innerText.trim().length > 0;
-}"""
+MAKE, MODEL = "[click me](https://example.com/x)", "![t](https://example.com/track.png)"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser at {CHROMIUM}: run .ci/install-browser.sh")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def running_ui(library: Path, log: Path) -> Iterator[str]:
-    """`pixseek ui` on a free port; yields the URL it prints, and always stops it."""
-    with open(log, "w") as err:
-        proc = subprocess.Popen(["pixseek", "ui", "--library", str(library), "--port", str(free_port())],
-                                stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
-    try:
-        yield _printed_url(proc, log)
-    finally:
-        proc.terminate()  # pixseek must take its Streamlit child down with it...
-        try:
-            proc.wait(timeout=15)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # ...and whatever did not is killed here
-            except ProcessLookupError:
-                pass
-
-
-def _printed_url(proc: subprocess.Popen, log: Path) -> str:
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if not selector.select(timeout=deadline - time.monotonic()):
-            break
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"pixseek ui exited ({proc.wait()}): {log.read_text()}")
-        found = re.search(r"running at (http://\S+)", line)
-        if found:
-            return found.group(1)
-    raise AssertionError(f"pixseek ui printed no URL within {START_TIMEOUT_S} s: {log.read_text()}")
-
-
-@contextmanager
-def browser_page(url: str) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
-            page.set_default_timeout(PAGE_TIMEOUT_MS)
-            page.goto(url)
-            page.get_by_text("Find any photo by describing it").wait_for()  # model loaded, nothing searched
-            yield page
-        finally:
-            browser.close()
-
-
-def press_search(page, text: str) -> float:
-    """Type a query and press Enter; returns when Enter was pressed (time.perf_counter)."""
-    box = page.get_by_placeholder("Describe a photo")
-    box.fill(text)
-    pressed = time.perf_counter()
-    box.press("Enter")
-    return pressed
-
-
-def search_and_time(page, text: str) -> float:
-    """Seconds from pressing Enter to the first page of results drawn (from a page with none yet)."""
-    pressed = press_search(page, text)
+def wait_for_new_grid(page) -> None:
     page.wait_for_function(FIRST_PAGE_SHOWN, polling="raf")
-    return time.perf_counter() - pressed
+    page.wait_for_function(RERUN_DONE, polling="raf")
 
 
-def card_id(card) -> int:
-    return int(re.search(r"st-key-card-(\d+)", card.get_attribute("class")).group(1))
+def open_folder(page, name: str) -> None:
+    page.evaluate(REMEMBER_GRID)
+    page.get_by_role("button", name=re.compile("^" + re.escape(name) + " · ")).click()
+    wait_for_new_grid(page)
 
 
-def test_search_and_more_like_this_in_a_browser(dated_shapes_library, tmp_path):
-    from playwright.sync_api import expect
+def tile_names(page) -> list[str]:
+    return [t.get_attribute("aria-label") for t in page.locator(TILE).all()]
 
-    library, labels = dated_shapes_library
-    names = {Path(p).name: shape for p, (_, shape, _) in labels.items()}
-    with running_ui(library.root, tmp_path / "server.log") as url, browser_page(url) as page:
-        seconds = search_and_time(page, "a red circle")
-        print(f"\nwarm query, Enter -> first page of results drawn: {seconds * 1000:.0f} ms")
-        first = page.locator(CARD).first
-        name = first.locator("[class*='st-key-open-']").inner_text()
-        assert (names[name].colour, names[name].shape) == ("red", "circle")
 
-        chosen = card_id(first)
-        first.get_by_role("button", name="More like this").click()
-        expect(page.get_by_text(f"Photos like {name}")).to_be_visible()
-        expect(page.locator(f".st-key-card-{chosen}")).to_have_count(0)
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory, demo_spec):
+    """Shapes ({file name: (colour, shape)}), three portrait photos, a folder and an EXIF camera written to
+    inject markup, and a folder and file whose names are not UTF-8; indexed with the demo model."""
+    from PIL import Image
+
+    from indexer.runner import run_index
+    from pixseek_data.shapes import draw_shape, generate_gallery
+    from search import LibraryPaths
+
+    root = tmp_path_factory.mktemp("browser-photos")
+    shapes = {s.path.name: (s.colour, s.shape) for s in generate_gallery(root / "shapes", per_class=2, seed=3)}
+    (root / "portrait").mkdir()
+    for i, (w, h) in enumerate(((600, 1500), (500, 1400), (700, 1600))):
+        Image.new("RGB", (w, h), (40 + 60 * i, 90, 160)).save(root / "portrait" / f"tall-{i}.jpg", quality=90)
+    hostile = root / "a` [Download the fix](https:evil.example) `b"
+    hostile.mkdir()
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = MAKE, MODEL
+    draw_shape("red", "circle", random.Random(1), size=96).save(hostile / "camera.jpg", "JPEG", exif=exif)
+    shapes["camera.jpg"] = ("red", "circle")
+    latin1 = os.path.join(os.fsencode(root), b"Fotos_\xe9t\xe9")
+    os.mkdir(latin1)
+    draw_shape("blue", "star", random.Random(2), size=96).save(os.fsdecode(os.path.join(latin1, b"bad\xff.jpg")))
+    library = LibraryPaths.at(tmp_path_factory.mktemp("browser-library"))
+    run_index(library, [root], model=demo_spec, workers=0)
+    return library, shapes
+
+
+@pytest.fixture(scope="module")
+def url(gallery, tmp_path_factory) -> Iterator[str]:
+    with running_ui(gallery[0].root, tmp_path_factory.mktemp("server") / "server.log") as served:
+        yield served
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=False)
+
+
+def test_search_is_fast_private_and_more_like_this_keeps_the_shape(gallery, url):
+    _, shapes = gallery
+    requests: list[str] = []
+    with browser_page(url, requests=requests) as page:
+        pressed = press_search(page, "a red circle")
         page.wait_for_function(FIRST_PAGE_SHOWN, polling="raf")
-        best = page.locator(CARD).first.locator("[class*='st-key-open-']").inner_text()
-        assert (names[best].colour, names[best].shape) == ("red", "circle")
+        measured = time.perf_counter() - pressed
+        page.wait_for_function(RERUN_DONE, polling="raf")
+        caption = page.get_by_text(re.compile(r"^Best matches first · ")).inner_text()
+        claimed = float(re.search(r"· ([\d.]+) s$", caption).group(1))
+        print(f"\nwarm query, Enter -> first thumbnail drawn: {measured * 1000:.0f} ms (page says {claimed:.2f} s)")
+        assert claimed <= measured, "the page claims to be faster than it was"
+        first = page.locator(TILE).first
+        name = first.get_attribute("aria-label")
+        assert shapes[name] == ("red", "circle")
+        chosen = first.get_attribute("data-id")
+        first.hover()
+        page.evaluate(REMEMBER_GRID)
+        first.get_by_role("button", name="More like this").click()
+        wait_for_new_grid(page)
+        assert page.get_by_text(f"Photos like {name}").is_visible()
+        assert chosen not in [t.get_attribute("data-id") for t in page.locator(TILE).all()]
+        assert shapes[tile_names(page)[0]] == ("red", "circle")
+    server = urlsplit(url).netloc
+    elsewhere = {u for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")
+                 and urlsplit(u).netloc != server}
+    assert requests and not elsewhere, f"the page asked other hosts: {sorted(elsewhere)}"
 
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "ui-search.png"), full_page=False)
+
+# (window, photos wholly above the fold at least, columns at least)
+SIZES = (({"width": 1440, "height": 1000}, 15, 6), ({"width": 820, "height": 1180}, 12, 3),
+         ({"width": 390, "height": 844}, 4, 2))
+
+
+def test_grid_fills_the_window_at_three_sizes(url):
+    with browser_page(url) as page:
+        for viewport, above_the_fold, columns in SIZES:
+            page.set_viewport_size(viewport)
+            page.wait_for_function(f"() => window.innerWidth === {viewport['width']}")
+            page.wait_for_timeout(300)  # let the layout settle after the resize
+            boxes = [t.bounding_box() for t in page.locator(TILE).all()]
+            visible = [b for b in boxes if b["y"] + b["height"] <= viewport["height"]]
+            lefts = {round(b["x"]) for b in boxes}
+            grid = page.locator(".tiles").bounding_box()
+            screenshot(page, f"ui-grid-{viewport['width']}x{viewport['height']}.png")
+            assert len(visible) >= above_the_fold, viewport
+            assert len(lefts) >= columns, viewport
+            right = max(b["x"] + b["width"] for b in boxes)
+            assert abs(right - (grid["x"] + grid["width"])) <= 2, "the last column must end at the grid's right edge"
+
+
+def test_large_view_fits_a_portrait_photo_and_the_keys_step_through(url):
+    with browser_page(url) as page:
+        open_folder(page, "portrait")
+        tiles = page.locator(TILE)
+        ids = [t.get_attribute("data-id") for t in tiles.all()]
+        assert len(ids) == 3
+        tiles.first.click()
+        viewer = page.locator(".viewer")
+        large = viewer.locator("img.large")
+        page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=large.element_handle())
+        natural = large.evaluate("(img) => [img.naturalWidth, img.naturalHeight]")
+        box = large.bounding_box()
+        screenshot(page, "ui-large-view.png")
+        assert natural[1] > natural[0]  # the large view of a portrait photo is portrait
+        assert box["x"] >= 0 and box["y"] >= 0
+        assert box["x"] + box["width"] <= DESKTOP["width"] and box["y"] + box["height"] <= DESKTOP["height"]
+        assert viewer.get_attribute("data-id") == ids[0]
+        page.keyboard.press("ArrowRight")
+        assert viewer.get_attribute("data-id") == ids[1]
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("ArrowLeft")
+        assert viewer.get_attribute("data-id") == ids[2]  # it wraps around
+        page.keyboard.press("Escape")
+        assert viewer.is_hidden()
+        tiles.nth(1).focus()
+        page.keyboard.press("Enter")
+        assert viewer.is_visible() and viewer.get_attribute("data-id") == ids[1]
+
+
+def test_hostile_names_and_exif_are_shown_as_text(url):
+    requests: list[str] = []
+    with browser_page(url, requests=requests) as page:
+        open_folder(page, "a` [Download the fix](https:evil.example) `b")
+        page.locator(TILE).first.click()
+        camera = page.locator(".viewer dd").nth(1)
+        assert camera.inner_text() == f"{MAKE} {MODEL}"
+        page.goto(url)  # a new session: back on the start page
+        page.get_by_text("Latest photos").wait_for()
+        open_folder(page, "Fotos_\\xe9t\\xe9")
+        assert tile_names(page) == ["bad\\xff.jpg"]
+        links = page.evaluate("() => [...document.querySelectorAll('a')].map((a) => a.href)")
+    assert not [u for u in links + requests if "example" in u]

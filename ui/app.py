@@ -1,37 +1,47 @@
-"""The pixseek page, run by `pixseek ui` (Streamlit). The library comes from $PIXSEEK_LIBRARY.
+"""The pixseek page, run by `pixseek ui` (Streamlit, through ui/page_server.py). The library comes
+from $PIXSEEK_LIBRARY.
 
-Presentation only, over `search.engine.Library` and `ui.thumbs`. The page never opens a path a
-user typed or sent: typed text is parsed text-only, an upload is decoded in memory, "more like
-this" uses the stored vector of a catalog id, and every picture shown is a catalog file.
+Presentation only, over ui/page_backend.py. The page never opens a path a user typed or sent:
+typed text is parsed text-only, an upload is decoded in memory, "more like this" uses the stored
+vector of a catalog id, and every picture shown is a catalog file served by id.
 """
 
 from __future__ import annotations
 
-import re
-import threading
 import time
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
 import streamlit as st
 
-from indexer.decode import SUPPORTED_EXTENSIONS
-from indexer.errors import PixseekError
-from indexer.library import LibraryPaths
-from indexer.model import Encoder
-from search.engine import Library, Result
-from search.filters import Filters
-from ui.thumbs import GRID, LARGE, thumbnail, thumbnails, upload_preview
+from ui.grid import photo_grid, picked
+from ui.page_backend import (
+    MAX_QUERY_CHARS,
+    SUPPORTED_EXTENSIONS,
+    DecodeError,
+    DupeGroup,
+    Filters,
+    LibraryInfo,
+    PageLibrary,
+    PixseekError,
+    Result,
+    library_root,
+    shared_library,
+)
+from ui.page_text import duplicates_csv, file_name, file_size, literal, model_name, moment, shown
+from ui.server import MAX_UPLOAD_MB
+from ui.thumbs import upload_preview
 
-MAX_UPLOAD_MB = 20
 PAGE_SIZES = (20, 40, 60, 100)
-CARD_WIDTH = 220  # px: cards flow into as many columns as the window has room for
 # Ranking has no natural end; paging stops here.
 MAX_RESULTS = 1000
-ALL_FOLDERS = "All folders"
+LATEST = 40  # photos on the start page
+START_CHOICES = 12  # folders and tags offered on the start page
+DUPE_GROUPS_SHOWN = 30
 EXAMPLES = ("a dog on a beach", "sunset over the sea", '"cat" + "snow" - "indoor"')
+GRID_KEY = "grid"
 
 
 @dataclass(frozen=True)
@@ -39,38 +49,43 @@ class Query:
     """What the results are for: the last thing the user typed, uploaded or picked."""
 
     kind: Literal["text", "image", "like"]
-    label: str  # the text, the upload's file name, or the chosen photo's file name
+    label: str  # the text, the upload's file name, or the chosen photo's file name (displayable)
     text: str = ""
     image: bytes = b""
     like: int = 0
 
 
-@dataclass
-class Shared:
-    """One per process and library, shared by every browser tab."""
-
-    library: Library
-    # Sessions run in threads; the catalog connection and the model are not made for concurrent use.
-    lock: threading.Lock
-
-
-@st.cache_resource(show_spinner=False)
-def _open(root: str) -> Shared:
-    """Catalog and index, opened once. Raising keeps it out of the cache, so it is retried."""
-    library = Library.open(root)
-    if library.info()["images"] == 0:
-        library.close()
-        raise PixseekError(f"the library at {root} has no photos yet",
-                           f"run `pixseek index FOLDER --library {root}` to add some")
-    return Shared(library, threading.Lock())
+# cached queries: one copy per library version, shared by every session ---------------------------
+# `version` is the library's version (PageLibrary.version): an index or tag run that commits
+# changes it, and the next rerun reads the new state.
+@st.cache_data(show_spinner=False, max_entries=8)
+def _summary(root: str, version: str) -> LibraryInfo:
+    return shared_library(Path(root)).summary()
 
 
-@st.cache_resource(show_spinner=False)
-def _load_model(root: str) -> Encoder:
-    """The model, loaded once per process (the cached Library keeps it too)."""
-    shared = _open(root)
-    with shared.lock:
-        return shared.library.encoder
+@st.cache_data(show_spinner=False, max_entries=8)
+def _folders(root: str, version: str) -> list[tuple[str, int]]:
+    return shared_library(Path(root)).folder_counts()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _tags(root: str, version: str) -> list[tuple[str, int]]:
+    return shared_library(Path(root)).tag_counts()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _date_span(root: str, version: str) -> tuple[str | None, str | None]:
+    return shared_library(Path(root)).date_span()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _latest(root: str, version: str) -> list[Result]:
+    return shared_library(Path(root)).browse(Filters(), LATEST)
+
+
+@st.cache_data(show_spinner="Looking for duplicates…", max_entries=2)
+def _duplicates(root: str, version: str) -> list[DupeGroup]:
+    return shared_library(Path(root)).duplicates()
 
 
 # callbacks: each user action replaces the query, so what the page shows is what was asked last ----
@@ -87,15 +102,36 @@ def _on_text() -> None:
 
 def _on_upload() -> None:
     upload = st.session_state[f"upload-{st.session_state.upload_key}"]
-    st.session_state.query = Query("image", upload.name, image=upload.getvalue()) if upload else None
+    st.session_state.query = (Query("image", shown(upload.name), image=upload.getvalue())
+                              if upload else None)
     st.session_state.q = ""
     _go_to_page(1)
 
 
-def _on_like(image_id: int, name: str) -> None:
-    st.session_state.query = Query("like", name, like=image_id)
+def _like(image_id: int) -> None:
+    photo = shared_library(library_root()).get(image_id)
+    st.session_state.query = Query("like", file_name(photo.path) if photo else f"photo {image_id}", like=image_id)
     st.session_state.q = ""
     st.session_state.upload_key += 1
+    _go_to_page(1)
+
+
+def _on_grid_like() -> None:
+    _like(int(picked(GRID_KEY, "like")))
+
+
+def _pick_tag(label: str) -> None:
+    st.session_state.tag = label
+    st.session_state.view = "Photos"
+    _go_to_page(1)
+
+
+def _on_grid_tag() -> None:
+    _pick_tag(picked(GRID_KEY, "tag"))
+
+
+def _pick_folder(index: int) -> None:
+    st.session_state.folder = index
     _go_to_page(1)
 
 
@@ -107,64 +143,41 @@ def _checked_upload(query: Query) -> bytes:
     return query.image
 
 
-def _search(shared: Shared, query: Query, filters: Filters, k: int) -> list[Result]:
-    """Results for the query, kept in the session so reruns (paging back, opening a photo) are free."""
+def _results(lib: PageLibrary, query: Query | None, filters: Filters, k: int) -> list[Result]:
+    """Results for the query (or, without one, the filtered photos latest first), kept in the
+    session so reruns (paging back, another tab of the sidebar) are free."""
     key = (query, filters, k)
     cached = st.session_state.get("results")
     if cached is not None and cached[0] == key:
         return cached[1]
-    lib = shared.library
-    with shared.lock:
-        if query.kind == "text":
-            results = lib.search(query.text, k=k, filters=filters, allow_paths=False)
-        elif query.kind == "image":
-            results = lib.search(image=_checked_upload(query), k=k, filters=filters)
-        else:
-            results = lib.search(like=query.like, k=k, filters=filters)
+    if query is None:
+        results = lib.browse(filters, k)
+    elif query.kind == "text":
+        results = lib.search_text(query.text, k, filters)
+    elif query.kind == "image":
+        results = lib.search_image(_checked_upload(query), k, filters)
+    else:
+        results = lib.search_like(query.like, k, filters)
     st.session_state.results = (key, results)
     return results
 
 
 # presentation -----------------------------------------------------------------------------------
-def _day(iso: str | None) -> str:
-    return "" if not iso else f"{int(iso[8:10])} {date.fromisoformat(iso[:10]):%b %Y}"
-
-
-def _md(text: str) -> str:
-    """File names shown as Markdown: `$`, `*`, `_`... in a name must not turn into maths or emphasis."""
-    return re.sub(r"([\\`*_$\[\]<>~|])", r"\\\1", text)
-
-
-def _file_size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{max(1, round(n / 1e3))} KB"
-
-
-def _model_name(spec: str | None) -> str:
-    if spec and spec.startswith("local-dir:"):
-        return f"{Path(spec[len('local-dir:'):]).name} (local folder)"
-    return spec or "none"
-
-
-def _sidebar(shared: Shared) -> tuple[Filters, int]:
-    lib = shared.library
-    with shared.lock:
-        info = lib.info()
-        folders = lib.folders()
-        first, last = lib.date_span()
+def _sidebar(root: str, version: str, summary: LibraryInfo) -> tuple[Filters, int, str]:
+    folders = _folders(root, version)
+    tags = _tags(root, version)
+    first, last = _date_span(root, version)
     with st.sidebar:
-        st.markdown("### :material/photo_library: Library")
-        st.metric("Photos", f"{info['images']:,}")
-        indexed = info["last_indexed_at"]
-        local = datetime.fromisoformat(indexed).astimezone() if indexed else None
-        when = f"{local.day} {local:%b %Y, %H:%M}" if local else "never"
-        st.caption(f"**Model** {_model_name(info['model'])}  \n**Index** {info['index']['type']}  \n"
-                   f"**Last indexed** {when}  \n**Folder** `{info['library']}`")
-        if info["skipped"]:
-            with st.expander(f"{info['skipped']:,} files skipped"):
-                for reason, n in sorted(info["skipped_reasons"].items(), key=lambda kv: -kv[1]):
-                    st.caption(f"**{n:,}** · {reason}")
-        st.markdown("### :material/filter_list: Narrow down")
-        folder = st.selectbox("Folder", [ALL_FOLDERS, *folders], key="folder", on_change=_go_to_page, args=(1,))
+        view = st.segmented_control("View", ["Photos", "Duplicates"], key="view", label_visibility="collapsed",
+                                    width="stretch") or "Photos"
+        st.markdown("### Narrow down")
+        # Choices are indices: a folder name need not be UTF-8, and only its displayable form is sent.
+        folder = st.selectbox("Folder", range(len(folders)), index=None, key="folder", placeholder="All folders",
+                              format_func=lambda i: f"{shown(folders[i][0])} ({folders[i][1]:,})",
+                              on_change=_go_to_page, args=(1,))
+        tag = st.selectbox("Tag", [label for label, _ in tags], index=None, key="tag", placeholder="Any tag",
+                           disabled=not tags, on_change=_go_to_page, args=(1,),
+                           help=None if tags else "Run `pixseek tag --labels labels.txt` to tag the photos.")
         if first is None:
             st.date_input("Taken between", value=(), key="dates", disabled=True,
                           help="No photo in this library records the date it was taken.")
@@ -174,82 +187,75 @@ def _sidebar(shared: Shared) -> tuple[Filters, int]:
                                   max_value=date.fromisoformat(last), key="dates", format="YYYY-MM-DD",
                                   on_change=_go_to_page, args=(1,))
         per_page = st.selectbox("Photos per page", PAGE_SIZES, key="per_page", on_change=_go_to_page, args=(1,))
+        _about(summary, root)
     filters = Filters(
-        folder=None if folder == ALL_FOLDERS else folder,
+        folder=None if folder is None or folder >= len(folders) else folders[folder][0],
+        tag=tag,
         date_from=dates[0].isoformat() if len(dates) > 0 else None,
         date_to=dates[1].isoformat() if len(dates) > 1 else None,
     )
-    return filters, per_page
+    return filters, per_page, view
+
+
+def _about(summary: LibraryInfo, root: str) -> None:
+    st.markdown("### Library")
+    st.caption(f"**{summary.images:,}** photos · indexed {moment(summary.last_indexed_at)}  \n"
+               f"Model {literal(model_name(summary.model))} · index {literal(summary.index['type'])}  \n"
+               f"{literal(root)}")
+    if summary.skipped:
+        with st.expander(f"{summary.skipped:,} files skipped"):
+            for reason, n in sorted(summary.skipped_reasons.items(), key=lambda kv: -kv[1]):
+                st.caption(f"**{n:,}** · {literal(reason)}")
 
 
 def _search_bar() -> None:
-    text_col, upload_col = st.columns([4, 1], vertical_alignment="bottom")
+    text_col, upload_col = st.columns([5, 1], vertical_alignment="bottom")
     text_col.text_input("Search", key="q", on_change=_on_text, type="search", label_visibility="collapsed",
+                        max_chars=MAX_QUERY_CHARS,
                         placeholder='Describe a photo: a dog on a beach, "cat" + "snow" - "indoor"')
-    with upload_col.popover("Search by photo", icon=":material/add_photo_alternate:", width="stretch"):
+    with upload_col.popover("By photo", width="stretch", help="Search by an example photo"):
         st.file_uploader(f"Find photos like this one (up to {MAX_UPLOAD_MB} MB)",
                          type=sorted(SUPPORTED_EXTENSIONS), max_upload_size=MAX_UPLOAD_MB,
                          key=f"upload-{st.session_state.upload_key}", on_change=_on_upload)
 
 
-def _welcome() -> None:
-    st.markdown("#### Find any photo by describing it")
-    st.caption("Try " + ", ".join(f"`{e}`" for e in EXAMPLES) + ". Join ideas with **+**, leave things out "
-               "with **-**, or search by an example photo.")
+def _start_page(lib: PageLibrary, root: str, version: str) -> None:
+    """Before the first query: the latest photos, the folders and the tags, each one click away."""
+    st.caption("Describe a photo to find it, e.g. " + ", ".join(literal(e) for e in EXAMPLES)
+               + ". Join ideas with **+**, leave things out with **-**, or search by an example photo.")
+    folders = _folders(root, version)
+    tags = _tags(root, version)
+    if folders:
+        with st.container(horizontal=True, gap="small", key="start-folders"):
+            st.markdown("**Folders**", width="content")
+            for i, (folder, n) in enumerate(folders[:START_CHOICES]):
+                st.button(f"{literal(Path(folder).name or folder)} · {n:,}", key=f"folder-{i}", type="tertiary",
+                          help=literal(folder), on_click=_pick_folder, args=(i,))
+    if tags:
+        with st.container(horizontal=True, gap="small", key="start-tags"):
+            st.markdown("**Tags**", width="content")
+            for i, (label, n) in enumerate(tags[:START_CHOICES]):
+                st.button(f"{literal(label)} · {n:,}", key=f"tag-{i}", type="tertiary", on_click=_pick_tag,
+                          args=(label,))
+    latest = _latest(root, version)
+    st.markdown("#### Latest photos", help="By the date they were taken")
+    photo_grid(latest, lib.tags_of([p.id for p in latest]), scored=False, key=GRID_KEY, on_like=_on_grid_like,
+               on_tag=_on_grid_tag)
 
 
-def _query_heading(query: Query) -> None:
-    if query.kind == "like":
-        st.markdown(f"#### Photos like **{_md(query.label)}**")
+def _query_heading(query: Query | None, filters: Filters) -> None:
+    if query is None:
+        st.markdown("#### " + literal(" · ".join(p for p in (filters.tag, filters.folder) if p) or "Photos"))
+    elif query.kind == "like":
+        st.markdown(f"#### Photos like **{literal(query.label)}**")
     elif query.kind == "image":
         left, right = st.columns([1, 11], vertical_alignment="center")
-        # Searching has already decoded these bytes safely; the raw upload is never handed to st.image.
-        left.image(upload_preview(query.image), width="stretch")
-        right.markdown(f"#### Photos like your **{_md(query.label)}**")
-
-
-@st.dialog("Photo", width="large")
-def _show_photo(result: Result, thumbs_dir: Path) -> None:
-    name = Path(result.path).name
-    picture, about = st.columns([3, 2], gap="medium")
-    big = thumbnail(thumbs_dir, result, LARGE)
-    if big.image is None:
-        picture.warning(f"cannot show {name}: {big.problem}")
-    else:
-        picture.image(big.image, width="stretch")
-    about.markdown(f"**{_md(name)}**")
-    rows = {"Path": f"`{result.path}`", "Taken": _day(result.taken_at) or "unknown"}
-    camera = " ".join(p for p in (result.camera_make, result.camera_model) if p)
-    if camera:
-        rows["Camera"] = camera
-    if result.width and result.height:
-        rows["Size"] = f"{result.width} × {result.height} px, {_file_size(result.size)}"
-    if result.lat is not None and result.lon is not None:
-        rows["Location"] = (f"[{result.lat:.5f}, {result.lon:.5f}](https://www.openstreetmap.org/"
-                            f"?mlat={result.lat}&mlon={result.lon}#map=15/{result.lat}/{result.lon})")
-    rows["Match"] = f"{result.score:.3f}"
-    about.markdown("\n".join(f"- **{k}** {v}" for k, v in rows.items()))
-    if about.button("More like this", key=f"dialog-like-{result.id}", icon=":material/image_search:"):
-        _on_like(result.id, name)
-        st.rerun()  # the dialog is a fragment; the results below it must change too
-
-
-def _grid(results: list[Result], thumbs_dir: Path) -> None:
-    # One wrapping row and few elements per card: drawing them, not searching, is what a big page
-    # costs in the browser (a grid of st.columns rows measured about a third slower).
-    with st.container(horizontal=True, wrap=True, gap="small"):
-        for result, thumb in zip(results, thumbnails(thumbs_dir, results, GRID)):
-            name = Path(result.path).name
-            with st.container(border=True, gap="small", width=CARD_WIDTH, key=f"card-{result.id}"):
-                if thumb.image is None:
-                    st.warning(thumb.problem or "cannot show this photo", icon=":material/broken_image:")
-                else:
-                    st.image(thumb.image, width="stretch")
-                if st.button(_md(name), key=f"open-{result.id}", type="tertiary", help="Open large, with details"):
-                    _show_photo(result, thumbs_dir)
-                st.caption(" · ".join(p for p in (f"match {result.score:.2f}", _day(result.taken_at)) if p))
-                st.button("More like this", key=f"like-{result.id}", on_click=_on_like, args=(result.id, name),
-                          icon=":material/image_search:", width="stretch")
+        try:
+            # Searching has already decoded these bytes safely; the raw upload is never handed to st.image.
+            left.image(upload_preview(query.image), width="stretch")
+        except DecodeError:
+            pass
+        right.markdown(f"#### Photos like your **{literal(query.label)}**")
 
 
 def _pager(page: int, has_next: bool) -> None:
@@ -261,48 +267,108 @@ def _pager(page: int, has_next: bool) -> None:
                on_click=_go_to_page, args=(page + 1,), width="stretch")
 
 
-def main() -> None:
-    st.set_page_config(page_title="pixseek", page_icon=":material/image_search:", layout="wide")
-    st.session_state.setdefault("page", 1)
-    st.session_state.setdefault("upload_key", 0)
-    root = str(LibraryPaths.at(None).root)
-    st.title(":material/image_search: pixseek")
-    try:
-        shared = _open(root)
-    except PixseekError as exc:
-        st.info(str(exc))
-        return
-    filters, per_page = _sidebar(shared)
-    _search_bar()
-    try:
-        with st.spinner("Loading the model (once)…"):
-            _load_model(root)
-    except PixseekError as exc:
-        st.error(str(exc))
-        return
+def _photos(lib: PageLibrary, root: str, version: str, filters: Filters, per_page: int, start: float) -> None:
     query: Query | None = st.session_state.get("query")
-    if query is None:
-        _welcome()
+    if query is None and not filters.active():
+        _start_page(lib, root, version)
         return
     page = st.session_state.page
     want = min(page * per_page, MAX_RESULTS)
-    start = time.perf_counter()
     try:
         # One more than the page needs tells whether there is a next page.
-        results = _search(shared, query, filters, min(want + 1, MAX_RESULTS))
+        results = _results(lib, query, filters, min(want + 1, MAX_RESULTS))
     except PixseekError as exc:
-        (st.error if query.kind == "image" else st.warning)(str(exc))
+        (st.error if query is not None and query.kind == "image" else st.warning)(str(exc))
         return
-    _query_heading(query)
-    shown = results[(page - 1) * per_page:want]
-    if not shown:
-        hint = " in this folder or date range: widen the filters" if filters.active() else ""
+    _query_heading(query, filters)
+    shown_now = results[(page - 1) * per_page:want]
+    if not shown_now:
+        hint = " in this folder, tag or date range: widen the filters" if filters.active() else ""
         st.info(f"No photos found{hint}.")
         return
     first = (page - 1) * per_page + 1
-    st.caption(f"Best matches first · {first}–{first + len(shown) - 1} · {time.perf_counter() - start:.2f} s")
-    _grid(shown, shared.library.paths.thumbs)
+    order = "Best matches first" if query is not None else "Latest first"
+    st.caption(f"{order} · {first}–{first + len(shown_now) - 1} · {time.perf_counter() - start:.2f} s")
+    photo_grid(shown_now, lib.tags_of([p.id for p in shown_now]), scored=query is not None, key=GRID_KEY,
+               on_like=_on_grid_like, on_tag=_on_grid_tag)
     _pager(page, has_next=len(results) > want)
+
+
+@st.fragment
+def _duplicates_view(lib: PageLibrary, root: str, version: str) -> None:
+    """Groups of copies side by side; the copy to keep is marked in the catalog. Nothing is deleted."""
+    problem = st.session_state.pop("dupes_problem", None)
+    if problem:
+        st.warning(problem)
+    groups = _duplicates(root, version)
+    if not groups:
+        st.info("No duplicates found: no two photos in this library are copies of each other.")
+        return
+    kept = lib.kept()
+    decided = {i for keep, others in kept.items() for i in (keep, *others)}
+    left, right = st.columns([3, 1], vertical_alignment="center")
+    left.markdown(f"#### {len(groups):,} groups of duplicates · {sum(g.photos[0].id in decided for g in groups):,} "
+                  "decided")
+    right.download_button("Export the list", duplicates_csv(groups, kept), file_name="pixseek-duplicates.csv",
+                          mime="text/csv", icon=":material/download:", width="stretch",
+                          help="One row per file: its group, keep / copy / undecided, and its path. "
+                          "pixseek never deletes or moves a file.")
+    for n, group in enumerate(groups[:DUPE_GROUPS_SHOWN]):
+        ids = [p.id for p in group.photos]
+        keep = next((k for k in kept if k in ids), None)
+        with st.container(border=True, key=f"dupes-{n}"):
+            st.caption(f"{'Same file' if group.kind == 'exact' else 'Same picture'} · {len(ids)} copies")
+            columns = st.columns(min(len(ids), 6))
+            for column, photo in zip(columns, group.photos):
+                with column:
+                    photo_grid([photo], {}, scored=False, key=f"dupe-{photo.id}")
+                    dims = f"{photo.width} × {photo.height} px · " if photo.width and photo.height else ""
+                    st.caption(f"{literal(file_name(photo.path))}  \n{dims}{file_size(photo.size)}")
+                    st.button("Keep" if keep != photo.id else "Kept", key=f"keep-{photo.id}",
+                              type="primary" if keep == photo.id else "secondary", width="stretch",
+                              icon=":material/check:" if keep == photo.id else None,
+                              on_click=_mark_keep, args=(lib, photo.id, ids))
+    if len(groups) > DUPE_GROUPS_SHOWN:
+        st.caption(f"… and {len(groups) - DUPE_GROUPS_SHOWN:,} more groups in the exported list")
+
+
+def _mark_keep(lib: PageLibrary, keep: int, group: list[int]) -> None:
+    try:
+        lib.mark_keep(keep, group)
+    except PixseekError as exc:
+        st.session_state.dupes_problem = str(exc)
+
+
+def main() -> None:
+    start = time.perf_counter()
+    st.set_page_config(page_title="pixseek", page_icon="🔎", layout="wide")
+    # Streamlit's top margin leaves room for a toolbar the viewer mode hides: give it to photos.
+    st.html("<style>[data-testid='stMainBlockContainer'] {padding-top: 4.25rem}</style>")
+    st.session_state.setdefault("page", 1)
+    st.session_state.setdefault("upload_key", 0)
+    root = library_root()
+    try:
+        lib = shared_library(root)
+        version = lib.version()
+        summary = _summary(str(root), version)
+        if summary.images == 0:
+            raise PixseekError(f"the library at {root} has no photos yet",
+                               f"run `pixseek index FOLDER --library {root}` to add some")
+    except PixseekError as exc:
+        st.info(str(exc))
+        return
+    filters, per_page, view = _sidebar(str(root), version, summary)
+    if view == "Duplicates":
+        _duplicates_view(lib, str(root), version)
+        return
+    _search_bar()
+    try:
+        with st.spinner("Loading the model (once)…"):
+            lib.load_model()
+    except PixseekError as exc:
+        st.error(str(exc))
+        return
+    _photos(lib, str(root), version, filters, per_page, start)
 
 
 main()

@@ -91,6 +91,8 @@ def index(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model batch "
                           "(default: 32 on CPU, 256 on GPU).", show_default=False)] = None,
     device: DeviceOpt = None,
+    ocr: Annotated[Optional[bool], typer.Option("--ocr/--no-ocr", help="Also read the text in new photos "
+                   "(pixseek ocr) after embedding them. Remembered by the library.", show_default=False)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage while running.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -109,9 +111,10 @@ def index(
         for package in ("indexer", "search", "ui"):
             logging.getLogger(package).setLevel(logging.INFO)
     paths = LibraryPaths.at(library)
-    with _progress(as_json) as on_progress:
+    with _progress(as_json) as stage:
         options = IndexOptions(model=_spec(model, pretrained), index_kind=index_type, rebuild=rebuild, workers=workers,
-                               batch_size=batch_size, device=device, on_progress=on_progress)
+                               batch_size=batch_size, device=device, on_progress=stage("embedding"), ocr=ocr,
+                               on_ocr_progress=stage("reading text"))
         report = run_index(paths, folders, options)
     if as_json:
         _echo_json({"library": str(paths.root), **report.as_dict()})
@@ -126,25 +129,70 @@ def index(
     # "embedded" also counts files a stopped or failed earlier run had found but not embedded.
     rate = f", {report.embedded} embedded at {report.images_per_second:.1f} images/s" if report.embedded else ""
     typer.echo(f"{report.seconds:.1f}s{rate} ({stages}); library {paths.root}")
+    if report.ocr is not None:
+        _echo_ocr(report.ocr)
+
+
+def _echo_ocr(report: dict[str, Any]) -> None:
+    typer.echo(f"text read in {report['read']} photos ({report['with_text']} with text, "
+               f"{len(report['failed'])} unreadable) in {report['seconds']:.1f}s")
+    for item in report["failed"][:20]:
+        typer.echo(f"  unreadable {item['path']}: {item['reason']}")
+
+
+@app.command(name="ocr")
+def ocr_command(
+    library: LibraryOpt = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="OCR processes (default: one per core; "
+                       "0 reads in this process).", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read the text in every indexed photo not read yet (signs, receipts, screenshots; English and Chinese).
+
+    Incremental like index: a second run reads only new or changed photos, and a stopped run
+    continues where it stopped. Then find photos by their text: pixseek search --text WORDS.
+    """
+    from indexer.runner import run_ocr
+    from search import LibraryPaths
+
+    paths = LibraryPaths.at(library)
+    with _progress(as_json) as stage:
+        report = run_ocr(paths, workers, stage("reading text")).as_dict()
+    if as_json:
+        _echo_json({"library": str(paths.root), **report})
+        return
+    _echo_ocr(report)
 
 
 class _progress:
-    """A progress bar on stderr for interactive runs; silent for --json and pipes."""
+    """Progress bars on stderr for interactive runs, one per stage; silent for --json and pipes.
+
+    Entered, it gives `stage(what)`: the (done, total) callback of a bar labelled `what`, shown
+    once the stage reports (None when silent).
+    """
 
     def __init__(self, quiet: bool) -> None:
         self.enabled = not quiet and sys.stderr.isatty()
         self._bar = None
 
     def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self._bar = Progress("embedding", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
-        self._bar.start()
-        task = self._bar.add_task("embed", total=None)
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), transient=True)
+            self._bar.start()
+        return self.stage
+
+    def stage(self, what: str):
+        if self._bar is None:
+            return None
+        task = None
 
         def update(done: int, total: int) -> None:
+            nonlocal task
+            if task is None:
+                task = self._bar.add_task(what, total=total)
             self._bar.update(task, completed=done, total=total)
 
         return update
@@ -192,29 +240,46 @@ def search(
                    "(--no-gps) a GPS position.", show_default=False)] = None,
     tag: Annotated[Optional[str], typer.Option("--tag", help="Only photos auto-tagged with this label "
                    "(see pixseek tag).", show_default=False)] = None,
+    text: Annotated[Optional[str], typer.Option("--text", help='Only photos whose words hold every one of '
+                    'these words or "quoted phrases" (the text read by pixseek ocr, file and folder names, '
+                    "tags), ranked by how well they match, fused with the query's ranking; the same as "
+                    'text:"..." in the query.', show_default=False)] = None,
+    concept: Annotated[Optional[str], typer.Option("--concept", help="A concept taught with pixseek concept "
+                       "teach: ranks by its probability, or with a query keeps photos at --min-prob or above.",
+                       show_default=False)] = None,
+    min_prob: Annotated[float, typer.Option("--min-prob", help="With --concept and a query: the probability "
+                        "a photo needs.")] = 0.5,
+    explain: Annotated[bool, typer.Option("--explain", help="Show why each photo matched: each term's part of "
+                       "the score, the words matched, its tags and concepts.")] = False,
     library: LibraryOpt = None,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find photos by text, by an example image, by an indexed photo, or a mix of them."""
+    """Find photos by text, by an example image, by an indexed photo, by the words in them, or a mix."""
     from search import Filters, Library, SearchRequest
+    from search.keywords import text_terms
 
-    if query is None and image is None and like is None and not not_:
+    if query is None and image is None and like is None and not not_ and text is None and concept is None:
         raise PixseekError("nothing to search for",
-                           'give a query (pixseek search "a dog"), --image FILE or --like FILE')
+                           'give a query (pixseek search "a dog"), --image FILE, --like FILE, --text WORDS '
+                           "or --concept NAME")
+    words = text_terms(text) if text is not None else []
+    if text is not None and not words:
+        raise PixseekError("empty --text", "give the words the photos must hold, e.g. --text receipt")
     if image is not None and not image.is_file():
         raise PixseekError(f"query image not found: {image}", "check the path")
     if any('"' in text for text in not_ or []):
         raise PixseekError("--not takes plain text, without double quotes", 'or write - "TEXT" in the query')
     # --not TEXT is - "TEXT" in the query's own syntax (search/query.py).
-    text = " ".join([query] * (query is not None) + [f'- "{t}"' for t in not_ or []]) or None
+    query = " ".join([query] * (query is not None) + [f'- "{t}"' for t in not_ or []]) or None
     filters = Filters(folder=str(folder) if folder else None, date_from=date_from, date_to=date_to, camera=camera,
                       has_gps=gps, tag=tag)
     like_ref: int | str | None = int(like) if like is not None and like.isdigit() else like
-    request = SearchRequest(text=text, image=image, like=like_ref, k=k, min_score=min_score, min_z=min_z,
-                            filters=filters, ensemble=ensemble, dedupe=dedupe, sort=sort)
+    request = SearchRequest(text=query, image=image, like=like_ref, k=k, min_score=min_score, min_z=min_z,
+                            filters=filters, ensemble=ensemble, dedupe=dedupe, sort=sort, text_terms=tuple(words),
+                            concept=concept, min_prob=min_prob, explain=explain)
     with Library.open(library, model=_spec(model, pretrained), device=device) as lib:
         results = lib.search(request)
     if as_json:
@@ -226,6 +291,23 @@ def search(
     for rank, r in enumerate(results, 1):
         when = (r.taken_at or "")[:10]
         typer.echo(f"{rank:>3}  {r.score:6.3f}  {when:10}  {r.path}")
+        if r.explanation is not None:
+            _echo_explanation(r.explanation)
+        elif r.matched_words:
+            typer.echo(f"     matched: {', '.join(r.matched_words)}")
+
+
+def _echo_explanation(why: dict[str, Any]) -> None:
+    if why["fusion"]:
+        typer.echo("     fused: " + " + ".join(f"{name} {part:.4f}" for name, part in why["fusion"].items()))
+    if why["terms"]:
+        parts = ", ".join(f'"{t["term"]}" {t["contribution"]:+.3f}' for t in why["terms"])
+        typer.echo(f"     semantic {why['semantic_score']:.3f} = {parts}")
+    for label, key in (("matched", "matched_words"), ("tags", "tags")):
+        if why[key]:
+            typer.echo(f"     {label}: {', '.join(why[key])}")
+    if why["concepts"]:
+        typer.echo("     concepts: " + ", ".join(f"{n} {p:.2f}" for n, p in why["concepts"].items()))
 
 
 @app.command()
@@ -306,6 +388,101 @@ def _given(**options: object) -> dict[str, object]:
     return {k: v for k, v in options.items() if v is not None}
 
 
+concept_app = typer.Typer(help="Concepts taught from a few examples: 'my dog Rex', 'our kitchen'.",
+                          no_args_is_help=True)
+app.add_typer(concept_app, name="concept")
+
+
+@concept_app.command("teach")
+def concept_teach(
+    name: Annotated[str, typer.Argument(help="The concept's name.", show_default=False)],
+    yes: Annotated[Optional[list[str]], typer.Option("--yes", help="A photo that shows it (indexed; path or "
+                   "id); repeat for each photo.", show_default=False)] = None,
+    no: Annotated[Optional[list[str]], typer.Option("--no", help="A photo that does not show it; repeat for each.",
+                  show_default=False)] = None,
+    library: LibraryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Teach a concept from photos that show it and photos that don't; re-teaching adds examples.
+
+    A linear probe on the stored embeddings (no photo is read again). Then: pixseek search --concept NAME.
+    """
+    from search import Library
+    from search.concepts import teach_concept
+
+    with Library.open(library) as lib:
+        concept = teach_concept(lib, name, yes or [], no or [])
+    summary = _concept_summary(concept)
+    if as_json:
+        _echo_json(summary)
+        return
+    accuracy = "n/a (too few examples)" if concept.loo_accuracy is None else f"{concept.loo_accuracy:.2f}"
+    typer.echo(f"taught '{concept.name}' from {len(concept.yes_ids)} yes and {len(concept.no_ids)} no examples; "
+               f"held-out accuracy {accuracy}")
+    for warning in concept.warnings:
+        typer.echo(f"warning: {warning}")
+
+
+def _concept_summary(concept: Any) -> dict[str, Any]:
+    return {"name": concept.name, "yes": concept.yes_ids, "no": concept.no_ids,
+            "held_out_accuracy": concept.loo_accuracy, "warnings": concept.warnings}
+
+
+@concept_app.command("list")
+def concept_list(library: LibraryOpt = None, as_json: JsonOpt = False) -> None:
+    """The library's concepts, with their examples and held-out accuracy."""
+    from search import Library
+    from search.concepts import all_concepts
+
+    with Library.open(library) as lib:
+        concepts = all_concepts(lib)
+    if as_json:
+        _echo_json([_concept_summary(c) for c in concepts])
+        return
+    if not concepts:
+        typer.echo("no concepts yet: pixseek concept teach NAME --yes PHOTO... --no PHOTO...")
+    for c in concepts:
+        accuracy = "n/a" if c.loo_accuracy is None else f"{c.loo_accuracy:.2f}"
+        typer.echo(f"{c.name}  {len(c.yes_ids)} yes, {len(c.no_ids)} no, held-out accuracy {accuracy}")
+
+
+@concept_app.command("show")
+def concept_show(name: Annotated[str, typer.Argument(help="The concept's name.", show_default=False)],
+                 library: LibraryOpt = None, as_json: JsonOpt = False) -> None:
+    """A concept's examples (paths) and held-out accuracy."""
+    from search import Library
+    from search.concepts import load_concept
+
+    with Library.open(library) as lib:
+        concept = load_concept(lib, name)
+        # An example whose photo has left the library since is shown as gone (teaching again drops it).
+        paths = {r.id: r.path for r in lib.catalog.rows_by_id(concept.yes_ids + concept.no_ids)}
+        paths = {i: paths.get(i, "(gone)") for i in concept.yes_ids + concept.no_ids}
+    if as_json:
+        _echo_json({**_concept_summary(concept), "yes_paths": [paths[i] for i in concept.yes_ids],
+                    "no_paths": [paths[i] for i in concept.no_ids]})
+        return
+    accuracy = "n/a" if concept.loo_accuracy is None else f"{concept.loo_accuracy:.2f}"
+    typer.echo(f"{concept.name}: held-out accuracy {accuracy}")
+    for side, ids in (("yes", concept.yes_ids), ("no", concept.no_ids)):
+        for i in ids:
+            typer.echo(f"  {side:3} {i:>6}  {paths[i]}")
+    for warning in concept.warnings:
+        typer.echo(f"warning: {warning}")
+
+
+@concept_app.command("forget")
+def concept_forget(name: Annotated[str, typer.Argument(help="The concept's name.", show_default=False)],
+                   library: LibraryOpt = None) -> None:
+    """Delete a concept."""
+    from search import Library
+    from search.concepts import forget_concept
+
+    with Library.open(library) as lib:
+        forget_concept(lib, name)
+    typer.echo(f"forgot '{name}'")
+
+
 @app.command()
 def info(
     library: LibraryOpt = None,
@@ -332,6 +509,10 @@ def info(
     index_desc = ", ".join(f"{k} {v}" for k, v in data["index"].items() if k != "type")
     typer.echo(f"index       {data['index']['type']} ({index_desc})")
     typer.echo(f"indexed at  {data['last_indexed_at'] or 'never'}")
+    typer.echo(f"text        read in {data['text_read']} photos, {data['with_text']} with text"
+               f"{' (index --ocr is on)' if data['ocr_on_index'] else ''}")
+    if data["concepts"]:
+        typer.echo(f"concepts    {', '.join(data['concepts'])}")
     for reason, n in sorted(data["skipped_reasons"].items(), key=lambda kv: -kv[1]):
         typer.echo(f"  {n:>5} skipped: {reason}")
     for item in data.get("skipped_files", []):
@@ -383,6 +564,30 @@ def ui(
     from ui.server import serve
 
     serve(LibraryPaths.at(library), host, port, typer.echo)
+
+
+@app.command()
+def thumbs(library: LibraryOpt = None, as_json: JsonOpt = False) -> None:
+    """Make the page's thumbnails of every indexed photo now, so no page waits for them later.
+
+    Safe to re-run: only missing thumbnails are made. `pixseek ui` makes any still missing on demand.
+    """
+    from search import Filters, LibraryPaths
+    from ui.page_backend import PageLibrary
+    from ui.thumbs import make_ahead
+
+    lib = PageLibrary(LibraryPaths.at(library).root)
+    try:
+        photos = lib.browse(Filters())
+    finally:
+        lib.close()
+    with _progress(as_json) as stage:
+        counts = make_ahead(lib.thumbs_dir, photos, stage("thumbnails"))
+    if as_json:
+        _echo_json({"library": str(lib.root), **counts})
+        return
+    typer.echo(f"thumbnails ready for {counts['ready']} photos, {counts['failed']} could not be read; "
+               f"in {lib.thumbs_dir}")
 
 
 def main() -> None:

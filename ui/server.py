@@ -13,16 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from indexer.errors import PixseekError
-from indexer.library import ENV_LIBRARY, LibraryPaths
+from search import ENV_LIBRARY, LibraryPaths
 
-APP = Path(__file__).with_name("app.py")
+ENV_HOSTS = "PIXSEEK_UI_HOSTS"  # the host names the page may be reached by, for ui/page_server.py
+MAX_UPLOAD_MB = 20  # an example photo for "search by photo": the uploader's limit and the server's
+SERVER = Path(__file__).with_name("page_server.py")
 START_TIMEOUT_S = 120.0  # first start imports torch and Streamlit; a slow disk can take a while
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP),
+        sys.executable, "-m", "streamlit", "run", str(SERVER),
         "--server.address", host,
         "--server.port", str(port),
         "--server.headless", "true",
@@ -32,13 +34,38 @@ def streamlit_command(host: str, port: int) -> list[str]:
         "--client.toolbarMode", "viewer",
         "--client.showErrorDetails", "none",
         "--server.fileWatcherType", "none",
+        # A full garbage collection after every rerun walks the model's whole heap: the page would
+        # show its results and then stay busy (and deaf to the next click) for as long again.
+        "--runner.postScriptGC", "false",
+        # The uploader's limit, enforced by the server too: a client can skip the widget.
+        "--server.maxUploadSize", str(MAX_UPLOAD_MB),
+        "--server.maxMessageSize", str(MAX_UPLOAD_MB + 5),
     ]
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """The Host header names a browser may use to reach a server listening on `host`.
+
+    Any other name is refused (ui/page_server.py): a DNS rebinding page names its own.
+    """
+    names = {host, *LOCAL_HOSTS}
+    if host in ("0.0.0.0", "::", ""):
+        names |= {socket.gethostname(), socket.getfqdn()}
+        try:
+            names |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+        except OSError:
+            pass  # a host name that does not resolve: the name itself still works
+    return sorted(n.lower() for n in names if n)
 
 
 def serve(library: LibraryPaths, host: str, port: int, echo: Callable[[str], None]) -> None:
     """Start the page, print its URL when it answers, and stop it on Ctrl-C or SIGTERM."""
     _check_port_free(host, port)
-    env = {**os.environ, ENV_LIBRARY: str(library.root)}
+    env = {**os.environ, ENV_LIBRARY: str(library.root), ENV_HOSTS: ",".join(allowed_hosts(host)),
+           # A query is one small batch: a second torch thread mostly waits for the first, and on a
+           # machine that is also drawing the page it costs several times what it saves
+           # (benchmarks/README.md, ui_latency.py). OMP_NUM_THREADS set by the user wins.
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     # Streamlit's own banner would repeat the URL; its warnings and errors still reach stderr.
     child = subprocess.Popen(streamlit_command(host, port), env=env, stdout=subprocess.DEVNULL)
     # Without this a plain `kill` of pixseek would leave the server running on its own.

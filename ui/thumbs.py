@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps
 
-from indexer.decode import DecodeError, decode_image
-
-if TYPE_CHECKING:
-    from search.engine import Result
+from ui.page_backend import DecodeError, Result, decode_image
 
 # Files per subfolder of thumbs/: keeps directories small and the stale-version sweep cheap.
 BUCKET = 1000
@@ -39,6 +36,7 @@ class ThumbSize:
 
 GRID = ThumbSize("grid", 360, square=True)
 LARGE = ThumbSize("large", 1280, square=False)
+SIZES = {size.name: size for size in (GRID, LARGE)}
 
 
 @dataclass(frozen=True)
@@ -49,6 +47,11 @@ class Thumb:
 
 def thumb_path(thumbs_dir: Path, image_id: int, content_hash: str | None, size: ThumbSize) -> Path:
     return thumbs_dir / f"{image_id // BUCKET:04d}" / f"{image_id}-{content_hash or 'nohash'}-{size.name}.jpg"
+
+
+def thumb_url(result: Result, size: ThumbSize) -> str:
+    """Where the page server (ui/page_server.py) serves this thumbnail; changes when the photo does."""
+    return f"/thumb/{size.name}/{result.id}-{result.hash or 'nohash'}.jpg"
 
 
 def thumbnail(thumbs_dir: Path, result: Result, size: ThumbSize = GRID) -> Thumb:
@@ -70,10 +73,22 @@ def thumbnail(thumbs_dir: Path, result: Result, size: ThumbSize = GRID) -> Thumb
     return Thumb(str(target))
 
 
-def thumbnails(thumbs_dir: Path, results: list[Result], size: ThumbSize = GRID) -> list[Thumb]:
-    """Thumbnails of a page of results, in order; missing ones are made in parallel."""
+def make_ahead(thumbs_dir: Path, photos: list[Result],
+               on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """Both thumbnails of every photo, so no page waits for one: counts of 'ready' and 'failed' photos.
+
+    on_progress(done, total) is called after each photo."""
+    counts = {"ready": 0, "failed": 0}
+
+    def make(photo: Result) -> bool:
+        return all(thumbnail(thumbs_dir, photo, size).image is not None for size in SIZES.values())
+
     with ThreadPoolExecutor(THREADS) as pool:
-        return list(pool.map(lambda r: thumbnail(thumbs_dir, r, size), results))
+        for done, ok in enumerate(pool.map(make, photos), 1):
+            counts["ready" if ok else "failed"] += 1
+            if on_progress is not None:
+                on_progress(done, len(photos))
+    return counts
 
 
 def upload_preview(data: bytes, size: ThumbSize = GRID) -> bytes:

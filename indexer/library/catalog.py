@@ -28,6 +28,7 @@ finally:
         del sys.modules["pandas"]
 
 from indexer.errors import PixseekError  # noqa: E402
+from indexer.library import keywords  # noqa: E402
 from indexer.library.filters import Filters  # noqa: E402
 from indexer.library.rows import INDEXED, PENDING, SKIPPED, ImageRow, from_db, path_from_db, path_to_db, to_db  # noqa: E402
 from indexer.library.schema import MIGRATIONS, SCHEMA_VERSION  # noqa: E402
@@ -73,6 +74,7 @@ class Catalog:
         self.db = sqlite_utils.Database(_connect(path, create))
         try:
             self._migrate(create)
+            self.ensure_keywords()
         except BaseException:
             self.close()  # a refused library (newer schema) must not keep its WAL files open
             raise
@@ -142,8 +144,8 @@ class Catalog:
             self.db["settings"].upsert({"key": key, "value": str(value)}, pk="key")
 
     # reading images ---------------------------------------------------------------------------
-    def _rows(self, where: str, params: Iterable[Any] = ()) -> Iterator[ImageRow]:
-        for row in self.db["images"].rows_where(where, list(params)):
+    def _rows(self, where: str, params: Iterable[Any] = (), **order: Any) -> Iterator[ImageRow]:
+        for row in self.db["images"].rows_where(where, list(params), **order):
             yield from_db(row)
 
     def get(self, image_id: int) -> ImageRow | None:
@@ -190,6 +192,11 @@ class Catalog:
 
     def filtered_ids(self, filters: Filters) -> list[int]:
         """Indexed images that pass `filters`."""
+        return self._ids(*self._filter_where(filters))
+
+    @staticmethod
+    def _filter_where(filters: Filters) -> tuple[str, list[Any]]:
+        """The condition (besides status) and its parameters that images passing `filters` meet."""
         clauses, params = [], []
         if filters.folder is not None:
             folder = path_to_db(filters.folder)  # as the catalog stores it
@@ -210,7 +217,7 @@ class Catalog:
         if filters.tag is not None:
             clauses.append("id IN (SELECT image_id FROM tags WHERE label = ? COLLATE NOCASE)")
             params.append(filters.tag)
-        return self._ids(" AND ".join(clauses), params)
+        return " AND ".join(clauses), params
 
     def counts(self) -> dict[str, int]:
         cur = self.db.execute("SELECT status, COUNT(*) FROM images GROUP BY status")
@@ -274,6 +281,7 @@ class Catalog:
     def mark_all_pending(self) -> None:
         """Every row is to be embedded again (`index --rebuild`)."""
         self.db.execute("UPDATE images SET status = ?, in_ann = 0", [PENDING])
+        keywords.rebuild(self.db.conn, [])  # documents come back as their images are indexed again
 
     def mark_in_ann(self, ids: list[int]) -> None:
         with self.transaction():
@@ -287,10 +295,129 @@ class Catalog:
         import json
 
         with self.transaction():
+            changed = {r[0] for r in self.db.execute("SELECT DISTINCT image_id FROM tags")} | {r[0] for r in rows}
             self.db.execute("DELETE FROM tags")
             self.db.conn.executemany("INSERT INTO tags (image_id, label, score) VALUES (?, ?, ?)", rows)
             self.save_settings(tag_labels=json.dumps(labels, ensure_ascii=False))
+            self.refresh_keywords(sorted(changed))
 
     def has_tag(self, label: str) -> bool:
         sql = "SELECT 1 FROM tags WHERE label = ? COLLATE NOCASE LIMIT 1"
         return self.db.execute(sql, [label]).fetchone() is not None
+
+    # the page: its start page and the review of duplicates -----------------------------------
+    def latest(self, k: int | None = None, filters: Filters | None = None) -> list[ImageRow]:
+        """Indexed images passing `filters`, latest taken first (undated last, then newest id), at most k."""
+        where, params = self._filter_where(filters or Filters())
+        return list(self._rows(f"status = ? {'AND ' + where if where else ''}", [INDEXED, *params],
+                               order_by="taken_at IS NULL, taken_at DESC, id DESC", limit=k))
+
+    def folder_counts(self) -> list[tuple[str, int]]:
+        """(folder, indexed images directly in it), largest first."""
+        sql = "SELECT folder, COUNT(*) FROM images WHERE status = ? GROUP BY folder ORDER BY COUNT(*) DESC, folder"
+        return [(path_from_db(f), n) for f, n in self.db.execute(sql, [INDEXED])]
+
+    def tag_counts(self) -> list[tuple[str, int]]:
+        """(tag, indexed images carrying it), most common first."""
+        sql = ("SELECT t.label, COUNT(*) FROM tags t JOIN images i ON i.id = t.image_id WHERE i.status = ? "
+               "GROUP BY t.label ORDER BY COUNT(*) DESC, t.label")
+        return [(label, n) for label, n in self.db.execute(sql, [INDEXED])]
+
+    def tags_of(self, ids: Sequence[int]) -> dict[int, list[str]]:
+        """Each image's tags, most likely first (images without tags are left out)."""
+        out: dict[int, list[str]] = {}
+        for chunk in _chunks(ids):
+            sql = f"SELECT image_id, label FROM tags WHERE image_id IN ({_marks(chunk)}) ORDER BY image_id, score DESC"
+            for image_id, label in self.db.execute(sql, chunk):
+                out.setdefault(image_id, []).append(label)
+        return out
+
+    def mark_keep(self, keep: int, group: Sequence[int]) -> None:
+        """Record `keep` as the copy to keep of the duplicates `group`, replacing any mark touching them."""
+        import json
+
+        members = set(group) | {keep}
+        with self.transaction():
+            marks = {k: v for k, v in self.settings().keep_marks.items() if k not in members and not members & set(v)}
+            marks[keep] = sorted(members - {keep})
+            self.save_settings(dupes_keep=json.dumps({str(k): v for k, v in marks.items()}))
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the catalog (an index or tag run)."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
+    # keywords (indexer/library/keywords.py): one document per indexed image ------------------
+    def ensure_keywords(self) -> None:
+        """Make and fill the keyword tables when they are missing (a new library, an older one, a repair)."""
+        if keywords.has_tables(self.db.conn):
+            return
+        with self.transaction():
+            if keywords.ensure_table(self.db.conn):  # asked again under the write lock
+                keywords.upsert(self.db.conn, self.keyword_documents(self.indexed_ids()).items())
+
+    def refresh_keywords(self, ids: Sequence[int]) -> None:
+        """Rewrite the documents of these images from their rows: the indexed ones get theirs, the rest none."""
+        with self.transaction():
+            keywords.delete_documents(self.db.conn, ids)
+            keywords.upsert(self.db.conn, self.keyword_documents(ids).items())
+
+    def rebuild_keywords(self) -> None:
+        with self.transaction():
+            keywords.rebuild(self.db.conn, self.keyword_documents(self.indexed_ids()).items())
+
+    def keyword_documents(self, ids: Sequence[int]) -> dict[int, keywords.KeywordDoc]:
+        """The keyword documents of the indexed images among `ids`, made from their rows."""
+        docs = {}
+        for chunk in _chunks(ids):
+            sql = (f"SELECT i.id, i.path, COALESCE(o.text, ''), "
+                   f"(SELECT group_concat(label, ' ') FROM tags t WHERE t.image_id = i.id), i.description "
+                   f"FROM images i LEFT JOIN ocr o ON o.image_id = i.id "
+                   f"WHERE i.status = ? AND i.id IN ({_marks(chunk)})")
+            for image_id, path, text, tags, description in self.db.execute(sql, [INDEXED, *chunk]):
+                docs[image_id] = keywords.document(path_from_db(path), ocr_text=text, tags=(tags or "").split(),
+                                                   description=description)
+        return docs
+
+    def keyword_hits(self, terms: Sequence[str]) -> list[tuple[int, float]]:
+        """(id, BM25 score) of the indexed images whose documents hold every term, best first."""
+        return keywords.keyword_search(self.db.conn, terms)
+
+    # ocr ----------------------------------------------------------------------------------------
+    def ocr_todo(self) -> list[tuple[int, str, str | None]]:
+        """(id, path, hash) of the indexed images not read yet, or read when their content was another."""
+        sql = ("SELECT i.id, i.path, i.hash FROM images i LEFT JOIN ocr o ON o.image_id = i.id "
+               "WHERE i.status = ? AND (o.image_id IS NULL OR o.hash IS NOT i.hash) ORDER BY i.id")
+        return [(i, path_from_db(p), h) for i, p, h in self.db.execute(sql, [INDEXED])]
+
+    def save_ocr(self, rows: list[dict[str, Any]]) -> None:
+        """Store OCR results (the `ocr` table's columns) and the keyword documents they change, together."""
+        with self.transaction():
+            for row in rows:
+                self.db.execute(f"INSERT OR REPLACE INTO ocr ({', '.join(row)}) VALUES ({_marks(row)})",
+                                list(row.values()))
+            self.refresh_keywords([row["image_id"] for row in rows])
+
+    def ocr_counts(self) -> tuple[int, int]:
+        """(indexed images read by OCR, those with any text)."""
+        sql = ("SELECT COUNT(*), COALESCE(SUM(o.text != ''), 0) FROM ocr o JOIN images i ON i.id = o.image_id "
+               "WHERE i.status = ? AND o.hash IS i.hash")
+        return tuple(self.db.execute(sql, [INDEXED]).fetchone())
+
+    # concepts -----------------------------------------------------------------------------------
+    def save_concept(self, name: str, model_fingerprint: str | None, data: str, updated_at: str) -> None:
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO concepts (name, model_fingerprint, json, updated_at) "
+                            "VALUES (?, ?, ?, ?)", [name, model_fingerprint, data, updated_at])
+
+    def concept(self, name: str) -> tuple[str | None, str, str] | None:
+        """(model fingerprint, JSON, updated at) of a concept, or None."""
+        row = self.db.execute("SELECT model_fingerprint, json, updated_at FROM concepts WHERE name = ?",
+                              [name]).fetchone()
+        return tuple(row) if row else None
+
+    def concept_names(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM concepts ORDER BY name")]
+
+    def forget_concept(self, name: str) -> bool:
+        with self.transaction():
+            return self.db.execute("DELETE FROM concepts WHERE name = ?", [name]).rowcount > 0

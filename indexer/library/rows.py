@@ -45,6 +45,7 @@ class ImageRow:
     reason: str | None = column()  # why a skipped file was skipped
     in_ann: int = column(0)  # 1 while the ANN file holds this row's vector
     phash: str | None = column(since=3)  # perceptual hash (hex) for near-duplicate search
+    description: str | None = column(since=4)  # EXIF/XMP description and keywords, for keyword search
 
 
 COLUMNS: tuple[Field, ...] = fields(ImageRow)

@@ -26,6 +26,8 @@ class Settings:
     index_kind: str | None = None  # the --index the library remembers
     last_indexed_at: str | None = None
     tag_labels: str | None = None  # JSON list: the labels of the last `pixseek tag`
+    dupes_keep: str | None = None  # JSON {kept id: [its duplicates' ids]}: the page's review of duplicates
+    ocr: int = 0  # 1: every `pixseek index` also reads the text in new photos (`index --ocr`)
 
     @classmethod
     def from_table(cls, table: dict[str, str]) -> Settings:
@@ -38,6 +40,10 @@ class Settings:
     @property
     def labels(self) -> list[str]:
         return json.loads(self.tag_labels) if self.tag_labels else []
+
+    @property
+    def keep_marks(self) -> dict[int, list[int]]:
+        return {int(k): v for k, v in json.loads(self.dupes_keep).items()} if self.dupes_keep else {}
 
     def model_spec(self) -> ModelSpec | None:
         """The model the library was built with (None: no model recorded yet)."""
