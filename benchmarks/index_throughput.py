@@ -175,8 +175,7 @@ def steady_window(stamps: dict[int, float], window: int) -> tuple[int, int, floa
 
 def model_only_rate(encoder, batch_size: int, batches: int) -> float:
     """Images/s of encode_pixels alone on ready uint8 batches (one warm-up batch first)."""
-    size = encoder.image_size
-    pixels = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
+    pixels = np.random.default_rng(0).integers(0, 256, (batch_size, *encoder.preprocess.size, 3), dtype=np.uint8)
     encoder.encode_pixels(pixels)
     start = time.perf_counter()
     for _ in range(batches):

@@ -24,6 +24,8 @@ from pathlib import Path
 import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
+from indexer.preprocess import Preprocess
+
 QUERIES = ["a dog on a beach", "red car in the snow", "birthday cake with candles", "a small blue square",
            "mountains at sunset", "two people holding hands", "a bowl of soup", "city street at night"]
 
@@ -32,7 +34,7 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def caltech_pixels(size: int, photos: int) -> np.ndarray:
+def caltech_pixels(size: Preprocess, photos: int) -> np.ndarray:
     from indexer.decode import decode_image, to_model_input
 
     files = sorted(_common.CALTECH.rglob("*.jpg"))
@@ -181,7 +183,7 @@ def bench_model(name: str, photos: int, rounds: int) -> None:
     ensure_export(spec, "int8")
     print(f"\n== {name}: {spec}\nexport (or cached): {time.perf_counter() - start:.1f}s")
     runtimes = encoders(spec)
-    size = next(iter(runtimes.values())).image_size
+    size = next(iter(runtimes.values())).preprocess
     pixels = caltech_pixels(size, photos)
     rates = model_rates(runtimes, pixels, rounds)
     vectors = {label: np.concatenate([enc.encode_pixels(pixels[i : i + 64]) for i in range(0, len(pixels), 64)])

@@ -25,6 +25,7 @@ import pillow_heif
 from PIL import ExifTags, Image, ImageFile
 
 from indexer.metadata import ImageMeta, read_metadata, warnings_ignored
+from indexer.preprocess import Preprocess
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -88,6 +89,11 @@ _PILLOW_LIMIT_LOCK = threading.Lock()
 # Pillow's docs: with a gap of 3 the box-reduce-then-bicubic shortcut is
 # indistinguishable from a full bicubic pass, at a fraction of the cost.
 _REDUCING_GAP = 3.0
+# JPEG draft decoding keeps this much more than the resize's output size:
+# libjpeg's DCT scaling is a cruder low-pass than an antialiased bicubic, so
+# the final resize must still do a real part of the reduction for the
+# pixels to match a full decode + resize (tests/test_model_fidelity.py).
+_DRAFT_MARGIN = 1.5
 
 # Pillow's decoders signal bad data with a zoo of exception types.
 _CORRUPT_DATA_ERRORS = (
@@ -150,7 +156,7 @@ class DecodedImage:
 
 def decode_image(
     path: str | Path | BinaryIO,
-    target_size: int | None = None,
+    target_size: Preprocess | int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> DecodedImage:
     """Decode one image file to upright RGB, or raise DecodeError.
@@ -158,15 +164,19 @@ def decode_image(
     `path` may also be an open binary stream (a query image uploaded to the
     page, held in memory); it goes through the same guards as a file.
 
-    With target_size the returned pixels may be reduced (JPEG DCT scaling,
-    then integer box reduction) as long as both sides stay >= target_size,
-    which is all a centre-cropped model input of that size needs; width and
-    height always describe the full-resolution, oriented image.
+    With target_size (a model's Preprocess, or an int for a square CLIP
+    input) the returned pixels may be reduced (JPEG DCT scaling, then integer
+    box reduction) as long as both sides stay >= the size that model's
+    transform resizes the image to, so to_model_input still starts from more
+    pixels than it keeps; width and height always describe the
+    full-resolution, oriented image.
     """
     if max_pixels < 1:
         raise ValueError("max_pixels must be positive")
-    if target_size is not None and target_size < 1:
-        raise ValueError("target_size must be positive")
+    if isinstance(target_size, int):
+        if target_size < 1:
+            raise ValueError("target_size must be positive")
+        target_size = Preprocess.square(target_size)
     if hasattr(path, "read"):
         # The caller owns the stream: decode from it but leave it open.
         fp = _check_stream(path)  # type: ignore[arg-type]
@@ -237,7 +247,7 @@ def _check_stream(fp: BinaryIO) -> BinaryIO:
 
 
 def _decode_open_file(
-    fp: BinaryIO, path: str | Path | None, target_size: int | None, max_pixels: int
+    fp: BinaryIO, path: str | Path | None, target: Preprocess | None, max_pixels: int
 ) -> DecodedImage:
     img = _open_header(fp, max_pixels)
     # Only the header has been parsed so far; refusing now costs nothing.
@@ -249,14 +259,18 @@ def _decode_open_file(
     if full_w < 1 or full_h < 1:
         raise DecodeError(REASON_CORRUPT, path)
 
-    if target_size is not None and img.format in _DRAFT_FORMATS:
+    if target is not None and img.format in _DRAFT_FORMATS:
+        # These formats parse EXIF with the header, so the draft can be sized
+        # for the upright image before any pixel is decoded.
+        needed = _needed_size(target, full_w, full_h, _orientation(img) in _SWAPS_AXES)
         # JPEG: libjpeg decodes at 1/2, 1/4 or 1/8 scale straight from the
         # DCT coefficients, picking the largest reduction that keeps both
-        # sides >= target_size. HEIF: pillow-heif swaps in an embedded
+        # sides >= the size asked for. HEIF: pillow-heif swaps in an embedded
         # thumbnail when one is at least that big (an iPhone HEIC: ~4 ms
         # instead of ~400 ms). Either way the image is decoded at a fraction
         # of the cost, and memory, of the full frame.
-        img.draft("RGB", (target_size, target_size))
+        margin = 1.0 if img.format == "HEIF" else _DRAFT_MARGIN  # a thumbnail is properly downscaled
+        img.draft("RGB", (int(needed[0] * margin), int(needed[1] * margin)))
 
     img.load()  # animated/multi-page files stay on their first frame
     meta = read_metadata(img)
@@ -269,8 +283,8 @@ def _decode_open_file(
     # The source's EXIF/XMP/thumbnails would only bloat the pickle sent back
     # to the parent; the colour profile is kept for later colour management.
     rgb.info = {k: v for k, v in img.info.items() if k == "icc_profile"}
-    if target_size is not None:
-        rgb = _reduce_to(rgb, target_size)
+    if target is not None:
+        rgb = _reduce_to(rgb, _needed_size(target, full_w, full_h, orientation in _SWAPS_AXES))
     transpose = _ORIENTATION_TRANSPOSE.get(orientation)
     if transpose is not None:
         # Geometric, so it is equally right on a draft-reduced image.
@@ -281,30 +295,19 @@ def _decode_open_file(
     return DecodedImage(image=rgb, width=full_w, height=full_h, meta=meta)
 
 
-def to_model_input(image: Image.Image, image_size: int) -> np.ndarray:
-    """Resize shortest side to image_size (bicubic) and centre-crop, as CLIP does.
+def to_model_input(image: Image.Image, preprocess: Preprocess | int) -> np.ndarray:
+    """The model's uint8 input (height, width, 3), resized, cropped or padded as its config says.
 
-    Returns uint8 (image_size, image_size, 3); normalisation happens later in
-    torch. Sizes and crop offsets follow torchvision's Resize + CenterCrop so
-    embeddings match those of open_clip's own preprocessing.
+    An int stands for a square CLIP input (shortest side, bicubic, centre
+    crop). Normalisation happens later in torch (Encoder.pixels_to_tensor).
     """
-    if image_size < 1:
-        raise ValueError("image_size must be positive")
+    if isinstance(preprocess, int):
+        if preprocess < 1:
+            raise ValueError("image_size must be positive")
+        preprocess = Preprocess.square(preprocess)
     if image.mode != "RGB":
         image = _to_rgb(image)
-    w, h = image.size
-    if w <= h:
-        new_w, new_h = image_size, int(image_size * h / w)
-    else:
-        new_w, new_h = int(image_size * w / h), image_size
-    if (new_w, new_h) != (w, h):
-        # reducing_gap first box-reduces by an integer factor, then runs
-        # bicubic on the rest: much faster on big photos.
-        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=_REDUCING_GAP)
-    left = int(round((new_w - image_size) / 2.0))
-    top = int(round((new_h - image_size) / 2.0))
-    image = image.crop((left, top, left + image_size, top + image_size))
-    return np.array(image, dtype=np.uint8)
+    return preprocess.apply(image)
 
 
 def _open_header(fp: BinaryIO, max_pixels: int) -> ImageFile.ImageFile:
@@ -381,12 +384,21 @@ def _high_depth_to_l(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
 
 
-def _reduce_to(img: Image.Image, target_size: int) -> Image.Image:
+def _needed_size(target: Preprocess, width: int, height: int, swapped: bool) -> tuple[int, int]:
+    # The transform's resized size, computed on the upright image and turned
+    # back to the stored orientation, which is what draft decoding sees.
+    upright = (height, width) if swapped else (width, height)
+    needed_w, needed_h = target.resized_size(*upright)
+    return (needed_h, needed_w) if swapped else (needed_w, needed_h)
+
+
+def _reduce_to(img: Image.Image, needed: tuple[int, int]) -> Image.Image:
     # Workers pickle the result back to the parent, so shipping a 12 MP
-    # bitmap when the model needs 224 px would dominate IPC. This is the same
-    # integer box reduction to_model_input's reducing_gap would do later, so
-    # the model sees (nearly) the same pixels either way.
-    factor = int(min(img.size) / target_size / _REDUCING_GAP)
+    # bitmap when the model needs 224 px would dominate IPC. An integer box
+    # reduction that leaves every side >= _REDUCING_GAP x what the resize
+    # keeps is Pillow's own reducing_gap shortcut: the bicubic or bilinear
+    # pass that follows gives (nearly) the pixels of a full-size resize.
+    factor = int(min(img.width / needed[0], img.height / needed[1]) / _REDUCING_GAP)
     return img.reduce(factor) if factor >= 2 else img
 
 

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from indexer.errors import PixseekError
+from indexer.preprocess import Preprocess
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +36,12 @@ OFFLINE_HINT = "copy a model folder (open_clip_config.json + weights) here and p
 HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # what open_clip looks for
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+# Any one of these lets transformers' AutoTokenizer build a tokenizer from a folder.
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "vocab.txt",
+                   "vocab.json")
+# Text towers whose attention is causal and whose pooled token is found from the token ids: for
+# them the padding after a batch's longest text cannot change a result (see encode_tokens).
+EXACT_WHEN_TRUNCATED = ("argmax", "eos", "first")
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +90,9 @@ class ModelSpec:
 
 
 def _weights_file(folder: Path) -> Path:
-    found = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    # open_clip's own names first: a folder may also hold an HF text tower's model.safetensors.
+    found = [folder / n for n in HUB_WEIGHTS if (folder / n).is_file()] or sorted(
+        p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
     if not found:
         raise PixseekError(
             f"the model folder {folder} has a config but no weights file",
@@ -104,6 +113,7 @@ def _check_spec(spec: ModelSpec) -> None:
                 "a local model folder holds open_clip_config.json plus weights (the Hugging Face hub layout)",
             )
         _weights_file(folder)
+        _check_hub_files(folder, _local_config(folder).get("text_cfg") or {})
         return
     if spec.name.startswith("hf-hub:"):
         return
@@ -150,22 +160,19 @@ class Encoder:
         # fast fp16 kernels, so they stay in fp32.
         self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         try:
-            model, _, _ = open_clip.create_model_and_transforms(
+            model = open_clip.create_model(
                 spec.name, pretrained=spec.pretrained, device=self.device,
-                precision="fp16" if self.dtype == torch.float16 else "fp32",
+                precision="fp16" if self.dtype == torch.float16 else "fp32", **_local_text_tower(spec),
             )
+            self.tokenizer = open_clip.get_tokenizer(spec.name)
         except (RuntimeError, OSError, ValueError) as exc:
             raise _load_error(spec, exc) from exc
         model.eval()
         self.model = model
-        self.tokenizer = open_clip.get_tokenizer(spec.name)
-        size = model.visual.image_size
-        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
-        cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-        mean = cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)
-        std = cfg.get("std", open_clip.OPENAI_DATASET_STD)
-        self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
-        self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
+        # What open_clip's own `preprocess` would be built from (create_model_and_transforms).
+        self.preprocess = Preprocess.from_cfg(open_clip.get_model_preprocess_cfg(model))
+        self._mean = torch.tensor(self.preprocess.mean, device=self.device).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(self.preprocess.std, device=self.device).view(1, 3, 1, 1) * 255
         with torch.no_grad():
             self.dim = int(self.encode_texts(["a photo"]).shape[1])
 
@@ -173,7 +180,7 @@ class Encoder:
         return self.spec.fingerprint()
 
     def pixels_to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
-        """uint8 (N, S, S, 3) -> normalised (N, 3, S, S) on the device.
+        """uint8 (N, H, W, 3) -> normalised (N, 3, H, W) on the device.
 
         Workers hand over uint8 so the copy to the GPU is a quarter of float32's size; pinned
         memory lets that copy overlap the previous batch's compute.
@@ -213,7 +220,7 @@ class Encoder:
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
         from indexer.decode import to_model_input
 
-        pixels = np.stack([to_model_input(img, self.image_size) for img in images])
+        pixels = np.stack([to_model_input(img, self.preprocess) for img in images])
         return self.encode_pixels(pixels)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
@@ -229,25 +236,27 @@ class Encoder:
 def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """`model.encode_text(tokens)`, computed only up to the longest text where that is exact.
 
-    CLIP's own text tower is causal and pools at the end-of-text token (the largest token id,
-    hence "argmax"), so the padding after the longest text of a batch can never change a result.
-    A query fills ~10 of 77 positions: skipping the rest makes a text query with its 8 prompt
-    templates ~6x faster on a CPU (ViT-B-32: 0.35 s -> 0.06 s). Other text towers (Hugging Face
-    encoders, other pooling) run unchanged.
+    open_clip's own text tower (the CLIP class: ViTs, ResNets, ConvNeXt, EVA) is causal and
+    pools a token found from the ids (the end-of-text token), so the padding after the longest
+    text of a batch can never change a result. A query fills ~10 of 77 positions: skipping the
+    rest makes a text query with its 8 prompt templates several times faster on a CPU. Every
+    other tower (bidirectional SigLIP and MobileCLIP text, CoCa, Hugging Face encoders) runs
+    unchanged; tests/test_model_fidelity.py holds both paths to the same result.
     """
     import open_clip
     import torch
     from open_clip.transformer import text_global_pool
 
     used = int((tokens != 0).any(dim=0).nonzero().max()) + 1  # padding (id 0) only trails
-    if (type(model) is not open_clip.CLIP or model.text_pool_type != "argmax" or model.attn_mask is None
-            or used >= tokens.shape[1]):
+    if (type(model) is not open_clip.CLIP or model.text_pool_type not in EXACT_WHEN_TRUNCATED
+            or model.attn_mask is None or used >= tokens.shape[1]):
         return model.encode_text(tokens)
     tokens = tokens[:, :used]
     cast = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:used].to(cast)
     x = model.transformer(x, attn_mask=model.attn_mask[:used, :used])
-    x = text_global_pool(model.ln_final(x), tokens, model.text_pool_type)
+    x = text_global_pool(model.ln_final(x), tokens, model.text_pool_type,
+                         eos_token_id=getattr(model, "text_eos_id", None))
     projection = model.text_projection
     if projection is None:
         return x
@@ -305,28 +314,76 @@ def _load_error(spec: ModelSpec, exc: Exception) -> PixseekError:
     return PixseekError(f"could not load model {spec}: {text.splitlines()[0] if text else type(exc).__name__}")
 
 
-def input_size(spec: ModelSpec) -> int | None:
-    """The model's input size from its config alone, so decoding can start while it loads.
+def preprocess_for(spec: ModelSpec) -> Preprocess | None:
+    """The model's preprocessing from its config alone, so decoding can start while it loads.
 
-    The same `vision_cfg.image_size` open_clip builds the image tower from (224 when absent, as
-    in open_clip's CLIPVisionCfg); None when only loading the model would tell (hf-hub, or a
-    folder without a readable config).
+    Merged the way open_clip's create_model does: its PreprocessCfg defaults, then the folder's
+    `preprocess_cfg` or the pretrained tag's settings, then the size the image tower is built
+    with (`vision_cfg.image_size`, 224 when absent). None when only loading the model would
+    tell (hf-hub, or a folder without a readable config).
     """
+    if spec.name.startswith("hf-hub:"):
+        return None
     if spec.local_dir is not None:
         try:
-            cfg = json.loads((spec.local_dir / "open_clip_config.json").read_text())["model_cfg"]
-        except (OSError, ValueError, KeyError, TypeError):
+            config = json.loads((spec.local_dir / "open_clip_config.json").read_text())
+            model_cfg, cfg = config["model_cfg"], dict(config.get("preprocess_cfg") or {})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
-    elif spec.name.startswith("hf-hub:"):
-        return None
     else:
         import open_clip
 
-        cfg = open_clip.get_model_config(spec.name)
-    if not isinstance(cfg, dict):
+        model_cfg = open_clip.get_model_config(spec.name)
+        cfg = {k: v for k, v in (open_clip.get_pretrained_cfg(spec.name, spec.pretrained or "") or {}).items()
+               if v is not None}
+    if not isinstance(model_cfg, dict):
         return None
-    size = (cfg.get("vision_cfg") or {}).get("image_size", 224)
-    return int(size[0] if isinstance(size, (list, tuple)) else size)
+    cfg["size"] = (model_cfg.get("vision_cfg") or {}).get("image_size", 224)
+    try:
+        return Preprocess.from_cfg(cfg)
+    except (ValueError, TypeError):
+        return None
+
+
+def _local_config(folder: Path) -> dict:
+    try:
+        cfg = json.loads((folder / "open_clip_config.json").read_text(encoding="utf-8"))["model_cfg"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PixseekError(f"cannot read {folder / 'open_clip_config.json'}: {exc}",
+                           "it must be JSON with a model_cfg section, as open_clip writes it") from None
+    if not isinstance(cfg, dict):
+        raise PixseekError(f"{folder / 'open_clip_config.json'} has no model_cfg section")
+    return cfg
+
+
+def _check_hub_files(folder: Path, text_cfg: dict) -> None:
+    """A folder whose text side comes from the Hugging Face hub must hold those files itself.
+
+    open_clip builds the tokenizer of a `local-dir:` model from the folder (AutoTokenizer), and
+    an HF text tower's architecture from `hf_model_name`'s config.json, which pixseek points at
+    the folder (_local_text_tower); without them it would try the hub, which is not there offline.
+    """
+    tokenizer = text_cfg.get("hf_tokenizer_name")
+    if tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise PixseekError(f"the model folder {folder} has no tokenizer files for {tokenizer}",
+                           f"copy tokenizer.json and tokenizer_config.json (or {', '.join(TOKENIZER_FILES[1:])})"
+                           f" from the hub repo {tokenizer} into the folder")
+    tower = text_cfg.get("hf_model_name")
+    if tower and not (folder / "config.json").is_file():
+        raise PixseekError(f"the model folder {folder} has no config.json for its text tower {tower}",
+                           f"copy config.json from the hub repo {tower} into the folder")
+
+
+def _local_text_tower(spec: ModelSpec) -> dict:
+    """create_model arguments that build a local folder's HF text tower from the folder's config.json."""
+    folder = spec.local_dir
+    if folder is None:
+        return {}
+    text_cfg = _local_config(folder).get("text_cfg") or {}
+    if not text_cfg.get("hf_model_name"):
+        return {}
+    # The folder's weights replace the whole model afterwards: only the architecture is needed.
+    return {"text_cfg": {**text_cfg, "hf_model_name": str(folder), "hf_model_pretrained": False}}
 
 
 def load_encoder(spec: ModelSpec, device: str | None = None, *, runtime: str = "torch", precision: str | None = None,

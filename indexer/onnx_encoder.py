@@ -19,6 +19,7 @@ import numpy as np
 
 from indexer.errors import PixseekError
 from indexer.onnx_export import Export, ensure_export, load_export
+from indexer.preprocess import Preprocess
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -85,7 +86,7 @@ class OnnxEncoder:
         self.export = export or self._cached() or ensure_export(spec, self.precision)
         meta = self.export.meta
         self.dim = int(meta["dim"])
-        self.image_size = int(meta["image_size"])
+        self.preprocess = Preprocess.from_dict(meta["preprocess"])
         self._sessions: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._tokenizer: Any = None
@@ -148,7 +149,7 @@ class OnnxEncoder:
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
         from indexer.decode import to_model_input
 
-        return self.encode_pixels(np.stack([to_model_input(img, self.image_size) for img in images]))
+        return self.encode_pixels(np.stack([to_model_input(img, self.preprocess) for img in images]))
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         tokens = self.tokenizer(texts)

@@ -12,6 +12,7 @@ indexer/clip_tokenizer.py) only need the files and `meta.json`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 # Bump when what the graphs compute, or how they are laid out here, changes: every cached
 # export with another value is re-exported.
-EXPORT_FORMAT = 2  # 2: meta.json records the logit scale (zero-shot tagging)
+EXPORT_FORMAT = 3  # 2: meta.json records the logit scale (zero-shot tagging); 3: the whole preprocessing
 OPSET = 17
 CACHE_ENV = "PIXSEEK_ONNX_CACHE"
 META = "meta.json"
@@ -155,14 +156,14 @@ def _export(spec: ModelSpec, fingerprint: str, folder: Path) -> Export:
         "exporter": exporter_version(),
         "model": str(spec),
         "dim": encoder.dim,
-        "image_size": encoder.image_size,
+        "preprocess": dataclasses.asdict(encoder.preprocess),
         "text_trim": trim,
         # CLIP's learned softmax temperature, which zero-shot tagging (search/tags.py) scales by.
         "logit_scale": float(model.logit_scale.detach().exp()),
         "tokenizer": tokenizer_meta,
         "files": {"image": {"fp32": "image.onnx"}, "text": {"fp32": "text.onnx", "int8": "text.onnx"}},
     }
-    _trace(onnx_graphs.ImageTower(model), onnx_graphs.image_sample(encoder.image_size), "pixels",
+    _trace(onnx_graphs.ImageTower(model), onnx_graphs.image_sample(encoder.preprocess.size), "pixels",
            folder / "image.onnx")
     _trace(onnx_graphs.TextTower(model, trim), onnx_graphs.text_sample(tokenizer_meta["context_length"], trim),
            "tokens", folder / "text.onnx", sequence_axis=trim)
@@ -181,7 +182,7 @@ def _add_variant(spec: ModelSpec, export: Export, precision: str) -> Export:
         from indexer.model import Encoder
 
         encoder = Encoder(spec, "cpu")
-        _trace(onnx_graphs.ImageTower(encoder.model.half()), onnx_graphs.image_sample(encoder.image_size), "pixels",
+        _trace(onnx_graphs.ImageTower(encoder.model.half()), onnx_graphs.image_sample(encoder.preprocess.size), "pixels",
                export.folder / name)
         meta["files"]["text"][precision] = "text.onnx"
     meta["files"]["image"][precision] = name

@@ -89,8 +89,8 @@ class SelfAttention(torch.nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(batch, -1, width)), None
 
 
-def image_sample(size: int) -> torch.Tensor:
-    return torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+def image_sample(size: tuple[int, int]) -> torch.Tensor:
+    return torch.randint(0, 256, (2, *size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
 def text_sample(context_length: int, trim: bool) -> torch.Tensor:

@@ -23,6 +23,7 @@ import numpy as np
 
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, to_model_input
 from indexer.plan import Job
+from indexer.preprocess import Preprocess
 from indexer.walk import content_hash
 
 READ_AHEAD = 48  # images per worker decoded ahead of the model
@@ -37,7 +38,7 @@ class ReadResult:
     seconds: float = 0.0  # time the worker spent on this file
 
 
-def read_one(job: Job, preprocess: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> ReadResult:
+def read_one(job: Job, preprocess: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS) -> ReadResult:
     start = time.perf_counter()
     try:
         digest = content_hash(job.path, job.size)
@@ -72,7 +73,7 @@ def read_one(job: Job, preprocess: int, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     return ReadResult(job.id, pixels, fields_, seconds=time.perf_counter() - start)
 
 
-def read_chunk(jobs: list[Job], preprocess: int, max_pixels: int) -> list[ReadResult]:
+def read_chunk(jobs: list[Job], preprocess: Preprocess, max_pixels: int) -> list[ReadResult]:
     return [read_one(job, preprocess, max_pixels) for job in jobs]
 
 
@@ -129,18 +130,18 @@ class Reader:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def start(self, jobs: Iterable[Job], preprocess: int) -> None:
+    def start(self, jobs: Iterable[Job], preprocess: Preprocess) -> None:
         """Begin decoding now, while the caller does something else (loads the model)."""
         self._started = (preprocess, self._read(jobs, preprocess))
 
-    def read(self, jobs: Iterable[Job], preprocess: int) -> Iterator[ReadResult]:
+    def read(self, jobs: Iterable[Job], preprocess: Preprocess) -> Iterator[ReadResult]:
         """Decoded `jobs` in order: those `start` began, if it was given the same preprocessing."""
         if self._started is not None and self._started[0] == preprocess:
             started, self._started = self._started[1], None
             return started
         return self._read(jobs, preprocess)
 
-    def _read(self, jobs: Iterable[Job], preprocess: int) -> Iterator[ReadResult]:
+    def _read(self, jobs: Iterable[Job], preprocess: Preprocess) -> Iterator[ReadResult]:
         chunks = _chunks(jobs, self.chunk)
         if self.workers == 0:
             return (r for chunk in chunks for r in read_chunk(chunk, preprocess, self.max_pixels))

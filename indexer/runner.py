@@ -29,7 +29,7 @@ from indexer.errors import Interrupted
 from indexer.library import LibraryPaths, storage_errors, write_lock
 from indexer.library.catalog import Catalog
 from indexer.library.vectors import VectorStore
-from indexer.model import Encoder, ModelSpec, input_size, load_encoder
+from indexer.model import Encoder, ModelSpec, load_encoder, preprocess_for
 from indexer.ocr_pass import OcrReport, run_ocr
 from indexer.plan import Job, plan_changes
 from indexer.reader import Reader, ReadResult
@@ -74,19 +74,19 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
             with Reader(options.workers) as reader:
                 results: Iterable[ReadResult] | None = None
                 if encoder is None:
-                    size = input_size(spec)
+                    preprocess = preprocess_for(spec)
                     sample = None
-                    if size is not None:
+                    if preprocess is not None:
                         # The first batches decode while the model loads.
-                        results = reader.read(jobs, size)
+                        results = reader.read(jobs, preprocess)
                         if options.runtime == "auto" and catalog.settings().recorded_runtime() is None:
                             sample, results = _sample(results)
                     encoder = _load_encoder(catalog, spec, options, sample, report)
                     if catalog.settings().model_fingerprint is None:
                         prepare.record_model(catalog, encoder)
-                    if encoder.image_size != size:
-                        results = None  # the config's size was not the model's: decode again
-                _embed(catalog, library, encoder, results or reader.read(jobs, encoder.image_size), jobs, options,
+                    if encoder.preprocess != preprocess:
+                        results = None  # the config did not describe the model's transform: decode again
+                _embed(catalog, library, encoder, results or reader.read(jobs, encoder.preprocess), jobs, options,
                        report, timer)
         settings = catalog.settings()
         kind = options.index_kind or settings.index_kind or ann.AUTO

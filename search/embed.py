@@ -44,7 +44,7 @@ class QueryEmbedder:
 
         source = io.BytesIO(image) if isinstance(image, bytes) else image
         try:
-            decoded = decode_image(source, target_size=self.encoder.image_size)
+            decoded = decode_image(source, target_size=self.encoder.preprocess)
         except DecodeError as exc:
             name = "the uploaded image" if isinstance(image, bytes) else f"query image {image}"
             raise PixseekError(f"cannot read {name}: {exc.reason}",

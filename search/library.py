@@ -34,7 +34,7 @@ from search.result import Result
 from search.tags import check_tag
 
 if TYPE_CHECKING:
-    from indexer.model import Encoder, ModelSpec
+    from indexer.model import Encoder, ModelSpec, Preprocess
 
 _REQUEST_FIELDS = frozenset(f.name for f in fields(SearchRequest))
 
@@ -99,12 +99,12 @@ class Library:
         return self._embedder.encoder
 
     @property
-    def image_size(self) -> int:
-        """The model's input size in pixels (what thumbnails and previews need not exceed)."""
-        from indexer.model import input_size
+    def preprocess(self) -> Preprocess:
+        """How the model sees an image: its input size (what previews need not exceed), resize and crop."""
+        from indexer.model import preprocess_for
 
         spec = self.model_spec
-        return (input_size(spec) if spec is not None else None) or self.encoder.image_size
+        return (preprocess_for(spec) if spec is not None else None) or self.encoder.preprocess
 
     def _load_encoder(self) -> Encoder:
         from indexer.model import load_encoder

@@ -16,6 +16,7 @@ from PIL import Image
 
 from tests.conftest import CALTECH, REPO, need_shared
 from tests.harness import CHROMIUM
+from tests.model_families import IMAGE_BOUND, TEXT_BOUND
 
 SMOKE_FILES, SMOKE_BIG = 24, 3  # what --smoke limits index_throughput.py to
 THROUGHPUT_FIGURES = {"images", "seconds", "end-to-end", "steady", "model-only", "ratio", "peak memory"}
@@ -76,6 +77,17 @@ def test_rescan_smoke_times_the_command_line_rerun_and_finds_no_heavy_import(dem
     assert found["first index"] > 0 and found["re-run (CLI)"] > 0 and found["re-run (API)"] > 0
     assert re.search(r"unchanged 200, embedded 0", out)
     assert re.search(r"^heavy imports\s+none\b", out, re.M)
+
+
+def test_model_agreement_smoke_holds_the_demo_model_to_the_bounds_and_times_a_tower():
+    need_shared(CALTECH)
+    out = run_benchmark("model_agreement.py", "--smoke", "--rates", "ViT-B-32", "--batches", "1", "--batch-size", "1")
+    line = re.search(r"^demo model \(trained, bundled\): (.*)$", out, re.M).group(1)
+    cosines = dict(re.findall(r"min cosine ([a-z ]+?) ([\d.]+)", line))
+    assert cosines.keys() == {"indexed", "query image", "text", "fast text path"}
+    assert min(float(cosines["indexed"]), float(cosines["query image"])) >= IMAGE_BOUND
+    assert min(float(cosines["text"]), float(cosines["fast text path"])) >= TEXT_BOUND
+    assert float(re.search(r"^ViT-B-32: ([\d.]+) images/s \(encode_image, batch 1\b", out, re.M).group(1)) > 0
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser at {CHROMIUM}: run .ci/install-browser.sh")

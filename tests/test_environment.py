@@ -246,7 +246,7 @@ def other_model(tmp_path_factory) -> ModelSpec:
 
 def _expected_vectors(records, encoder) -> dict[str, np.ndarray]:
     """Each file embedded directly by the encoder, the way the indexer decodes it."""
-    images = [decode_image(r.path, target_size=encoder.image_size).image for r in records]
+    images = [decode_image(r.path, target_size=encoder.preprocess).image for r in records]
     return dict(zip((str(r.path) for r in records), encoder.encode_images(images)))
 
 

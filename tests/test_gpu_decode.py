@@ -75,7 +75,7 @@ def test_batch_matches_the_cpu_indexing_path(demo_encoder, size):
     cpu = np.stack(cpu_pixels)
     # Resampled by another library from a differently reduced image: close, not equal.
     assert np.abs(ours - cpu).mean() < 3
-    if size == demo_encoder.image_size:
+    if (size, size) == demo_encoder.preprocess.size:
         vectors = demo_encoder.encode_pixels(batch.pixels.numpy()), demo_encoder.encode_pixels(cpu)
         assert (vectors[0] * vectors[1]).sum(axis=1).min() >= 0.99
 

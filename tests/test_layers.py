@@ -1,6 +1,6 @@
 """The layer rule, read from the source: search/ reads libraries only through indexer.library (plus
 the encoder, the decoder for query images, and the errors); ui/ sees only the search API, the errors,
-and the indexer's entry point for `pixseek index` and the demo."""
+the indexer's entry point for `pixseek index` and the demo, and the recommended models (plain data)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIRST_PARTY = {"indexer", "search", "ui", "pixseek_data", "tests"}
 ALLOWED = {
     "search": ("search", "indexer.library", "indexer.model", "indexer.decode", "indexer.errors"),
-    "ui": ("ui", "search", "indexer.errors", "indexer.runner", "pixseek_data"),
+    "ui": ("ui", "search", "indexer.errors", "indexer.runner", "indexer.model_choices", "pixseek_data"),
 }
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from indexer.onnx_encoder import OnnxEncoder
 from indexer.onnx_export import CACHE_ENV, EXPORT_FORMAT, META, ensure_export, load_export
+from indexer.preprocess import Preprocess
 from indexer.runtime import INT8_MIN_RECALL, RuntimeCheck, choose_runtime, recall_at_k
 from search.prompts import embed_texts
 from tests.conftest import CALTECH, REPO, need_shared
@@ -56,8 +57,8 @@ def caltech_pixels(demo_encoder):
     from indexer.decode import decode_image, to_model_input
 
     files = sorted(need_shared(CALTECH).rglob("*.jpg"))[::2]
-    size = demo_encoder.image_size
-    return np.stack([to_model_input(decode_image(f, size).image, size) for f in files])
+    prep = demo_encoder.preprocess
+    return np.stack([to_model_input(decode_image(f, prep).image, prep) for f in files])
 
 
 def test_onnx_fp32_images_match_torch_on_real_photos(demo_encoder, onnx_fp32, caltech_pixels):
@@ -120,7 +121,8 @@ def test_tokenizer_gives_open_clips_ids_on_any_text(onnx_fp32, texts):
 def test_export_records_what_readers_need(demo_encoder, demo_export, demo_spec):
     meta = demo_export.meta
     assert meta["fingerprint"] == demo_spec.fingerprint() and meta["format"] == EXPORT_FORMAT
-    assert (meta["dim"], meta["image_size"]) == (demo_encoder.dim, demo_encoder.image_size)
+    assert meta["dim"] == demo_encoder.dim
+    assert Preprocess.from_dict(meta["preprocess"]) == demo_encoder.preprocess
     assert meta["tokenizer"]["context_length"] == 32
     assert not [p.name for p in demo_export.folder.iterdir() if p.name.endswith(".tmp")]
 

@@ -540,14 +540,22 @@ def info(
 
 
 @app.command()
-def models(as_json: JsonOpt = False) -> None:
-    """List open_clip's built-in model names and their pretrained tags."""
-    import open_clip
+def models(as_json: JsonOpt = False, show_all: Annotated[bool, typer.Option(
+        "--all", help="Also list every open_clip built-in name and pretrained tag.")] = False) -> None:
+    """The recommended models (quality published by open_clip, cost measured here); --all: every built-in one."""
+    from indexer.model_choices import choices_json, render_choices
 
-    pairs = open_clip.list_pretrained()
+    pairs = []
+    if show_all:
+        import open_clip
+
+        pairs = open_clip.list_pretrained()
     if as_json:
-        _echo_json([{"model": m, "pretrained": p} for m, p in pairs])
+        _echo_json({"recommended": choices_json(), "all": [{"model": m, "pretrained": p} for m, p in pairs]})
         return
+    typer.echo(render_choices())
+    if pairs:
+        typer.echo("\nEvery open_clip built-in model and pretrained tag:")
     for m, p in pairs:
         typer.echo(f"{m:40} {p}")
 

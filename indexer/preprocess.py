@@ -1,0 +1,120 @@
+"""A model's image preprocessing, as plain data the decode workers can carry out.
+
+open_clip describes how a model wants its pixels in a `PreprocessCfg` (size, resize mode,
+interpolation, mean/std, fill colour) and builds torchvision transforms from it
+(open_clip/transform.py, `image_transform`). pixseek keeps the geometry of those transforms
+but runs it in the decode workers on Pillow images that JPEG draft decoding has already
+reduced, and hands uint8 pixels to the model, which normalises them with `mean`/`std`.
+Every size and offset below follows open_clip 3.3's eval transforms, so the pixels match its
+`preprocess` up to interpolation rounding.
+
+Light on purpose (Pillow and numpy only): this module is imported by decode workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+# open_clip.constants.OPENAI_DATASET_MEAN / _STD, the defaults of its PreprocessCfg.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+RESIZE_MODES = ("shortest", "longest", "squash")
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What one model's image transform does; picklable, so it travels to decode workers."""
+
+    size: tuple[int, int] = (224, 224)  # (height, width), open_clip's order
+    resize_mode: str = "shortest"
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    fill_color: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.size) < 1:
+            raise ValueError("the model input size must be positive")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"unknown resize mode {self.resize_mode!r}")
+
+    @classmethod
+    def square(cls, size: int) -> Preprocess:
+        """CLIP's classic input: shortest side to `size`, bicubic, centre crop."""
+        return cls(size=(int(size), int(size)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocess:
+        """Back from `dataclasses.asdict` after a JSON round trip (an ONNX export's meta.json)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any]) -> Preprocess:
+        """From open_clip's preprocess dict (`model.visual.preprocess_cfg`, or a config file's)."""
+        size = cfg.get("size", 224)
+        height, width = (size, size) if isinstance(size, (int, float)) else tuple(size)[-2:]
+        mean = cfg.get("mean") or OPENAI_MEAN
+        std = cfg.get("std") or OPENAI_STD
+        return cls(
+            size=(int(height), int(width)),
+            resize_mode=cfg.get("resize_mode") or "shortest",
+            # open_clip's "random" is a training option; at inference it falls back to bicubic.
+            interpolation="bilinear" if cfg.get("interpolation") == "bilinear" else "bicubic",
+            mean=_triple(mean),
+            std=_triple(std),
+            fill_color=int(cfg.get("fill_color") or 0),
+        )
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) the transform resizes a `width` x `height` image to, before crop or pad."""
+        target_h, target_w = self.size
+        if self.resize_mode == "squash":
+            return target_w, target_h
+        if self.resize_mode == "shortest" and target_h == target_w:
+            # torchvision's Resize(int): the short side becomes the size, the long one is truncated.
+            short, long = sorted((width, height))
+            scaled = int(target_w * long / short)
+            return (target_w, scaled) if width <= height else (scaled, target_h)
+        # ResizeKeepRatio: one ratio for both sides, the smaller (shortest) or larger (longest) one.
+        ratios = (height / target_h, width / target_w)
+        ratio = max(ratios) if self.resize_mode == "longest" else min(ratios)
+        return max(1, round(width / ratio)), max(1, round(height / ratio))
+
+    @property
+    def resample(self) -> Image.Resampling:
+        if self.resize_mode == "shortest" and self.size[0] != self.size[1]:
+            # open_clip builds this case's ResizeKeepRatio without passing the interpolation,
+            # so it is bicubic whatever the config says.
+            return Image.Resampling.BICUBIC
+        return _RESAMPLE[self.interpolation]
+
+    def apply(self, image: Image.Image) -> np.ndarray:
+        """The model input, uint8 (height, width, 3), from an RGB image of any size."""
+        new_size = self.resized_size(*image.size)
+        if new_size != image.size:
+            image = image.resize(new_size, self.resample)
+        target_h, target_w = self.size
+        if image.size == (target_w, target_h):
+            return np.asarray(image, dtype=np.uint8)
+        # CenterCrop, and for `longest` center_crop_or_pad: a side longer than the target is
+        # cropped at round(excess / 2), a shorter one padded with (missing // 2) before it.
+        canvas = Image.new("RGB", (target_w, target_h), (self.fill_color,) * 3)
+        canvas.paste(image, (_offset(image.width, target_w), _offset(image.height, target_h)))
+        return np.asarray(canvas, dtype=np.uint8)
+
+
+def _offset(have: int, want: int) -> int:
+    return (want - have) // 2 if want > have else -int(round((have - want) / 2.0))
+
+
+def _triple(value: Any) -> tuple[float, float, float]:
+    values = tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else (float(value),) * 3
+    if len(values) != 3:
+        raise ValueError("mean and std need one value per RGB channel")
+    return values  # type: ignore[return-value]
