@@ -182,7 +182,8 @@ def _add_variant(spec: ModelSpec, export: Export, precision: str) -> Export:
         from indexer.model import Encoder
 
         encoder = Encoder(spec, "cpu")
-        _trace(onnx_graphs.ImageTower(encoder.model.half()), onnx_graphs.image_sample(encoder.preprocess.size), "pixels",
+        sample = onnx_graphs.image_sample(encoder.preprocess.size)
+        _trace(onnx_graphs.ImageTower(encoder.model.half()), sample, "pixels",
                export.folder / name)
         meta["files"]["text"][precision] = "text.onnx"
     meta["files"]["image"][precision] = name
