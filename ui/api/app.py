@@ -197,8 +197,8 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
              response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
     def image_file(image_id: int = ImageId) -> FileResponse:
         path = Path(backend.get(image_id).path)
-        # The catalog holds resolved paths: a symlink there now is not the file that was indexed.
-        if path.is_symlink() or not path.is_file():
+        # Linked photos are served as the indexer read them: through the link the catalog lists.
+        if not path.is_file():
             raise NotFound(f"the file of image {image_id} is gone", "run `pixseek index` to update the library")
         kind = IMAGE_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=kind, filename=_printable(path.name), content_disposition_type="inline")
