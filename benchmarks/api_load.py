@@ -224,7 +224,9 @@ async def main_async(args: argparse.Namespace) -> int:
         if args.smoke:
             base = cache_dir() / "api-load" / f"smoke-{SMOKE_PHOTOS}-photos"
             if not base.is_dir():  # made aside and renamed: an interrupted run leaves no half folder
-                os.replace(link_folder(spread(photos, SMOKE_PHOTOS), scratch / "links"), base)
+                aside = base.with_name(base.name + ".tmp")
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(link_folder(spread(photos, SMOKE_PHOTOS), aside), base)
             cached = build_library(base, f"smoke-{SMOKE_PHOTOS}-{args.model}", args.model)
         else:
             cached = build_library(CALTECH, f"caltech-{args.model}", args.model)
