@@ -13,7 +13,8 @@ its first photos are searchable; one still going at the end is stopped with Ctrl
 what it committed). Each client sends, in turn, a text search (a Caltech
 class in a sentence, prompt ensembling on), an image search (a Caltech photo as base64) and a
 more-like-this search (a random indexed id), all k=20. Prints per kind: requests, requests/s,
-p50/p95/p99 latency in ms, errors (any status but 200, or no answer); then the targets.
+p50/p95/p99 latency in ms, errors (any status but 200, or no answer), and the server's CPU time
+per request (which other work on a shared machine hardly changes); then the targets.
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ class Server:
                 pass
             time.sleep(0.2)  # polling a starting server: there is nothing to wait on instead
         sys.exit("pixseek serve did not get ready")
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server has used: unlike latency, hardly moved by other work on a shared machine."""
+        import psutil
+
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return times.user + times.system
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -254,8 +262,12 @@ async def main_async(args: argparse.Namespace) -> int:
                 label = "index run adding photos" if with_index else "no index run"
                 for clients in args.clients:
                     print(f"\n== {clients} client{'s' if clients > 1 else ''}, {label}, {args.seconds:g} s ==")
+                    cpu = server.cpu_seconds()
                     run = await load_run(server.url, clients, args.seconds, queries)
-                    results[(clients, with_index)] = report(run)
+                    cpu = server.cpu_seconds() - cpu
+                    results[(clients, with_index)] = rows = report(run)
+                    print(f"server CPU per request  {cpu / rows['all']['requests'] * 1000:.1f} ms "
+                          f"({cpu / run['seconds']:.2f} cores busy)")
                     if with_index:
                         print(f"photos added during the load  {run['added']} (library now {run['images']})")
                     print(f"load average: {load_average()}")

@@ -109,7 +109,7 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
                       min_z=params.min_z, folder=f.folder, date_from=f.date_from, date_to=f.date_to, camera=f.camera,
                       gps=f.gps, tag=f.tag, sort=params.sort, dedupe=params.dedupe, ensemble=params.ensemble)
         started = time.perf_counter()
-        results = await run_in_threadpool(backend.search, query)
+        results = await backend.call(backend.search, query)
         metrics.search.observe(time.perf_counter() - started, query.kind)
         page = [Hit(rank=params.offset + i + 1, score=round(r.score, 4), **_photo_fields(r))
                 for i, r in enumerate(results[params.offset : window])]
@@ -119,12 +119,12 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
     async def run_embed(text: str | None, image: bytes | None, ensemble: bool) -> Embedding:
         started = time.perf_counter()
         if text is not None:
-            vector = await run_in_threadpool(backend.embed_text, text, ensemble)
+            vector = await backend.call(backend.embed_text, text, ensemble)
         else:
-            vector = await run_in_threadpool(backend.embed_image, image)
+            vector = await backend.call(backend.embed_image, image)
         kind = "text" if text is not None else "image"
         metrics.embed.observe(time.perf_counter() - started, kind)
-        info = await run_in_threadpool(backend.info)
+        info = await backend.call(backend.info)
         return Embedding(vector=[float(x) for x in vector], dim=len(vector), model=info["model"], kind=kind)
 
     ImageId = PathParam(ge=1, le=2**62, description="A catalog id, as in search results.")
@@ -135,7 +135,7 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
 
     @app.get("/readyz", tags=["service"], summary="Readiness: the model is loaded")
     async def readyz() -> dict[str, object]:
-        if not await run_in_threadpool(lambda: backend.ready):
+        if not await backend.call(backend.ready):
             backend_error = backend.model_error
             return error_response(503, "the model is still loading" if backend_error is None else backend_error,
                                   "retry shortly")
@@ -143,7 +143,7 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
     async def metrics_text() -> Response:
-        info = await run_in_threadpool(backend.info)
+        info = await backend.call(backend.info)
         gauges = {"pixseek_library_images": ("Indexed photos in the library.", info["images"]),
                   "pixseek_library_pending": ("Photos found but not embedded yet.", info["pending"]),
                   "pixseek_model_ready": ("1 once the model is loaded.", float(backend.model_loaded))}
@@ -151,7 +151,7 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
 
     @app.get("/api/info", tags=["library"], summary="What is in the library")
     async def info() -> dict[str, object]:
-        return await run_in_threadpool(backend.info)
+        return await backend.call(backend.info)
 
     @app.post("/api/search", tags=["search"], summary="Search by text, a base64 image, an indexed photo, or a mix")
     async def search(body: SearchBody) -> SearchResponse:
@@ -177,15 +177,17 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
         return await run_embed(None, await read_upload(image), True)
 
     @app.get("/api/images/{image_id}", tags=["library"], summary="A photo's metadata")
-    def image_info(image_id: int = ImageId) -> Photo:
-        return Photo(**_photo_fields(backend.get(image_id)))
+    async def image_info(image_id: int = ImageId) -> Photo:
+        return Photo(**_photo_fields(await backend.call(backend.get, image_id)))
 
     @app.get("/api/images/{image_id}/thumbnail", tags=["library"], summary="A photo's thumbnail (JPEG)",
              response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
-    def image_thumbnail(image_id: int = ImageId,
+    async def image_thumbnail(image_id: int = ImageId,
                         size: Literal["grid", "large"] = QueryParam("grid", description="grid: a square crop; "
                                                                     "large: the whole photo")) -> Response:
-        thumb = thumbnail(backend.thumbs_dir, backend.get(image_id), THUMB_SIZES[size])
+        result = await backend.call(backend.get, image_id)
+        # Decoding a photo for its thumbnail needs neither the model nor the catalog.
+        thumb = await run_in_threadpool(thumbnail, backend.thumbs_dir, result, THUMB_SIZES[size])
         if thumb.image is None:
             raise NotFound(f"image {image_id} has no thumbnail: {thumb.problem}", "run `pixseek index` to update it")
         headers = {"cache-control": "private, max-age=3600"}
@@ -195,8 +197,8 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
 
     @app.get("/api/images/{image_id}/file", tags=["library"], summary="The original photo file",
              response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
-    def image_file(image_id: int = ImageId) -> FileResponse:
-        path = Path(backend.get(image_id).path)
+    async def image_file(image_id: int = ImageId) -> FileResponse:
+        path = Path((await backend.call(backend.get, image_id)).path)
         # Linked photos are served as the indexer read them: through the link the catalog lists.
         if not path.is_file():
             raise NotFound(f"the file of image {image_id} is gone", "run `pixseek index` to update the library")

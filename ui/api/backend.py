@@ -1,14 +1,20 @@
-"""The API's only door into the search layer: one Library per process, shared by every request.
+"""The API's only door into the search layer: a few search threads sharing one model.
 
 Everything the HTTP side needs from search/ and indexer/ goes through `Backend`, so a change of
-the search API touches this file alone. The Library holds one SQLite connection and one model,
-and follows index runs by mutating itself (`_follow_index_runs`), so every call into it is made
-under one lock; thumbnails and file streaming happen outside it, from catalog rows only.
+the search API touches this file alone. A Library holds one SQLite connection and follows index
+runs by mutating itself (`_follow_index_runs`), so it must not be shared between threads; each
+of SEARCH_THREADS threads opens its own (a connection, a memory map of the vectors and the ANN
+index each), and all of them use the one loaded model, whose calls take turns under a lock.
+A more-like-this search, which needs no model, never waits behind a text being embedded.
+Thumbnails and files are served outside these threads, from catalog rows only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -17,10 +23,15 @@ from typing import Any
 import numpy as np
 
 from indexer.errors import PixseekError
-from indexer.library import LibraryPaths
+from indexer.library import MODEL_FINGERPRINT, LibraryPaths
+from indexer.model import Encoder
 from search.engine import Library, Result
 from search.filters import Filters
 from search.query import parse_query
+
+# Enough to keep two cores busy while one thread waits on SQLite or the model lock; each holds
+# its own copy of the ANN index.
+SEARCH_THREADS = 4
 
 
 class NotFound(PixseekError):
@@ -73,24 +84,71 @@ class Query:
         return given[0] if len(given) == 1 else "mixed"
 
 
+class SharedModel:
+    """One loaded model for every search thread: its forward passes run one at a time."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self._encoder = encoder
+        self._lock = threading.Lock()
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            return self._encoder.encode_texts(texts)
+
+    def encode_images(self, images: list) -> np.ndarray:
+        with self._lock:
+            return self._encoder.encode_images(images)
+
+    def __getattr__(self, name: str) -> Any:  # image_size, dim, spec, fingerprint: read-only
+        return getattr(self._encoder, name)
+
+
 class Backend:
     def __init__(self, library: LibraryPaths, device: str | None = None) -> None:
-        self._lib = Library.open(library.root, device=device)
-        self._lock = threading.Lock()
+        self._root, self._device = library.root, device
+        self._local = threading.local()
+        self._opened: list[Library] = []
+        self._opened_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="pixseek-search")
+        self._model: SharedModel | None = None
+        # Opened here first, so a missing library fails `pixseek serve` at once, in one line.
+        self.thumbs_dir: Path = self._open().paths.thumbs
         self.model_error: str | None = None
         self.model_loaded = False
         self._loading = True  # the app starts `load_model` as it starts
 
-    @property
-    def thumbs_dir(self) -> Path:
-        return self._lib.paths.thumbs
+    def _open(self) -> Library:
+        lib = Library.open(self._root, device=self._device)
+        with self._opened_lock:
+            self._opened.append(lib)
+        return lib
+
+    def _library(self) -> Library:
+        """This search thread's Library, handed the shared model while the library still uses that model."""
+        lib = getattr(self._local, "lib", None)
+        if lib is None:
+            lib = self._local.lib = self._open()
+        model = self._model
+        # Library has no public way to take a loaded model; this adapter is the one place that reaches in.
+        if lib._encoder is None and model is not None and lib.settings.get(MODEL_FINGERPRINT) == model.fingerprint():
+            lib._encoder = model
+        return lib
+
+    async def call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Run one of the methods below on a search thread."""
+        return await asyncio.wrap_future(self._pool.submit(method, *args))
 
     def load_model(self) -> None:
-        """Load the library's model, so that no request waits for it (`ready` says when it is in)."""
+        """Load the library's model now, so that no request waits for it (`ready` says when it is in)."""
+        self._pool.submit(self._load).result()
+
+    def _load(self) -> None:
         self._loading = True
         try:
-            with self._lock:
-                self._lib.encoder  # noqa: B018  # the property loads and keeps it
+            lib = self._library()
+            encoder = lib.encoder
+            if not isinstance(encoder, SharedModel):
+                self._model = lib._encoder = SharedModel(encoder)
         except PixseekError as exc:
             self.model_error = str(exc)
         else:
@@ -98,61 +156,61 @@ class Backend:
         finally:
             self._loading = False
 
-    @property
+    # run on a search thread (`call`) --------------------------------------------------------
     def ready(self) -> bool:
         if not self.model_loaded and not self._loading and self.model_error is not None:
-            self.load_model()  # a library that had no images when the server started may have some now
+            self._load()  # a library that had no images when the server started may have some now
         return self.model_loaded
 
     def _need_model(self) -> None:
-        if not self.ready:
+        if not self.ready():
             raise ModelNotReady("the model is still loading" if self.model_error is None else
                                 f"the model could not be loaded: {self.model_error}",
                                 "retry shortly; GET /readyz answers 200 once it is loaded")
-
-    def count_terms(self, text: str) -> int:
-        """How many terms a query has in pixseek's query syntax (raises PixseekError when malformed)."""
-        return len(parse_query(text, allow_paths=False))
 
     def search(self, query: Query) -> list[Result]:
         self._need_model()
         filters = Filters(folder=query.folder, camera=query.camera, has_gps=query.gps, tag=query.tag,
                           date_from=query.date_from.isoformat() if query.date_from else None,
                           date_to=query.date_to.isoformat() if query.date_to else None)
-        with self._lock:
-            if query.like is not None:
-                self._indexed_row(query.like)
-            # allow_paths=False: a query string never makes the server open a file.
-            return self._lib.search(query.text, image=query.image, like=query.like, k=query.k,
-                                    min_score=query.min_score, min_z=query.min_z, filters=filters,
-                                    allow_paths=False, ensemble=query.ensemble, dedupe=query.dedupe, sort=query.sort)
+        lib = self._library()
+        if query.like is not None:
+            self._indexed_row(lib, query.like)
+        # allow_paths=False: a query string never makes the server open a file.
+        return lib.search(query.text, image=query.image, like=query.like, k=query.k, min_score=query.min_score,
+                          min_z=query.min_z, filters=filters, allow_paths=False, ensemble=query.ensemble,
+                          dedupe=query.dedupe, sort=query.sort)
 
     def embed_text(self, text: str, ensemble: bool) -> np.ndarray:
         self._need_model()
-        with self._lock:
-            return self._lib.embed_text(text, ensemble)
+        return self._library().embed_text(text, ensemble)
 
     def embed_image(self, data: bytes) -> np.ndarray:
         self._need_model()
-        with self._lock:
-            return self._lib.embed_image(data)
+        return self._library().embed_image(data)
 
     def get(self, image_id: int) -> Result:
-        with self._lock:
-            return Result.from_row(self._indexed_row(image_id), 0.0)
+        return Result.from_row(self._indexed_row(self._library(), image_id), 0.0)
 
-    def _indexed_row(self, image_id: int):
+    @staticmethod
+    def _indexed_row(lib: Library, image_id: int):
         from indexer.catalog import INDEXED
 
-        row = self._lib.catalog.get(image_id)
+        row = lib.catalog.get(image_id)
         if row is None or row.status != INDEXED:
             raise NotFound(f"image {image_id} is not in the library", "use an id from search results")
         return row
 
     def info(self) -> dict[str, Any]:
-        with self._lock:
-            return self._lib.info()
+        return self._library().info()
+
+    # any thread ---------------------------------------------------------------------------
+    def count_terms(self, text: str) -> int:
+        """How many terms a query has in pixseek's query syntax (raises PixseekError when malformed)."""
+        return len(parse_query(text, allow_paths=False))
 
     def close(self) -> None:
-        with self._lock:
-            self._lib.close()
+        self._pool.shutdown(wait=True)
+        with self._opened_lock:
+            for lib in self._opened:
+                lib.close()
