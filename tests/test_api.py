@@ -509,3 +509,39 @@ def test_api_load_smoke_prints_every_figure_with_no_errors(tmp_path):
     assert re.search(r"^index runs while serving\s+[1-9]", done.stdout, re.M)
     first = int(re.search(r"^library: (\d+) photos", done.stdout, re.M).group(1))
     assert libraries[-1] > first
+
+
+# the shared model ----------------------------------------------------------------------------
+def test_calls_waiting_for_the_model_are_merged_into_one_pass_and_each_gets_its_own_rows():
+    from ui.api.backend import _Merged
+
+    passes: list[list[int]] = []
+
+    def square(items: list[int]) -> np.ndarray:
+        passes.append(list(items))
+        if -1 in items:
+            raise ValueError("bad item")
+        return np.array([[i * i] for i in items])
+
+    model_lock = threading.Lock()
+    merged = _Merged(square, model_lock)
+    results: dict[int, object] = {}
+
+    def call(items: list[int]) -> None:
+        try:
+            results[items[0]] = merged(items).tolist()
+        except ValueError as exc:
+            results[items[0]] = str(exc)
+
+    for batch in (([1, 2], [3], [4, 5, 6]), ([7], [-1])):
+        with model_lock:  # the model is busy: every call queues
+            threads = [threading.Thread(target=call, args=(items,)) for items in batch]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 30
+            while len(merged._waiting) < len(batch) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        for thread in threads:
+            thread.join()
+    assert sorted(map(sorted, passes)) == [[-1, 7], [1, 2, 3, 4, 5, 6]]  # two passes for five calls
+    assert results == {1: [[1], [4]], 3: [[9]], 4: [[16], [25], [36]], 7: "bad item", -1: "bad item"}

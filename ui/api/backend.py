@@ -84,20 +84,55 @@ class Query:
         return given[0] if len(given) == 1 else "mixed"
 
 
+class _Merged:
+    """fn(list) -> rows, called by many threads at once: calls that wait for the model meanwhile
+    are merged into its next forward pass. On a CPU a batch of 32 prompts costs far less than
+    four batches of 8, so concurrent text searches get through faster."""
+
+    def __init__(self, fn: Callable[[list], np.ndarray], model_lock: threading.Lock) -> None:
+        self._fn, self._model_lock = fn, model_lock
+        self._waiting: list[_Call] = []
+        self._waiting_lock = threading.Lock()
+
+    def __call__(self, items: list) -> np.ndarray:
+        mine = _Call(items)
+        with self._waiting_lock:
+            self._waiting.append(mine)
+        with self._model_lock:
+            if not mine.done:  # no earlier holder of the lock took this call along
+                with self._waiting_lock:
+                    calls, self._waiting = self._waiting, []
+                try:
+                    rows = self._fn([item for call in calls for item in call.items])
+                except BaseException as exc:
+                    for call in calls:
+                        call.error, call.done = exc, True
+                else:
+                    start = 0
+                    for call in calls:
+                        call.rows, call.done = rows[start : start + len(call.items)], True
+                        start += len(call.items)
+        if mine.error is not None:
+            raise mine.error
+        return mine.rows
+
+
+@dataclass
+class _Call:
+    items: list
+    rows: np.ndarray | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
 class SharedModel:
-    """One loaded model for every search thread: its forward passes run one at a time."""
+    """One loaded model for every search thread: one forward pass at a time, concurrent ones merged."""
 
     def __init__(self, encoder: Encoder) -> None:
         self._encoder = encoder
-        self._lock = threading.Lock()
-
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        with self._lock:
-            return self._encoder.encode_texts(texts)
-
-    def encode_images(self, images: list) -> np.ndarray:
-        with self._lock:
-            return self._encoder.encode_images(images)
+        lock = threading.Lock()
+        self.encode_texts = _Merged(encoder.encode_texts, lock)
+        self.encode_images = _Merged(encoder.encode_images, lock)
 
     def __getattr__(self, name: str) -> Any:  # image_size, dim, spec, fingerprint: read-only
         return getattr(self._encoder, name)
