@@ -383,6 +383,14 @@ def test_path_traversal_attempts_never_reach_a_file(api, route):
         assert "root:" not in response.text
 
 
+def test_a_query_naming_a_photo_by_path_is_read_as_text_not_opened(api, gallery):
+    path = gallery[0] / "red-star-000.jpg"
+    as_image = search(api, image=base64.b64encode(path.read_bytes()).decode(), k=1)[0]
+    as_text = search(api, text=str(path), k=1)[0]  # the CLI would embed the file; the API never opens it
+    assert as_image["name"] == path.name and as_image["score"] > 0.99
+    assert as_text["score"] < 0.9
+
+
 def test_raw_dot_dot_paths_are_not_normalised_into_files(servers):
     # httpx would normalise "../" away; a raw request reaches the server as written.
     for path in ("/api/images/../../../../etc/passwd", "/api/images/1/../../../../etc/passwd/file",
