@@ -35,9 +35,9 @@ def main() -> None:
     from indexer.library import LibraryPaths
     from indexer.model import ModelSpec, load_encoder
     from indexer.runner import run_index
-    from search.engine import Library
-    from tests.library_state import Forker, assert_consistent, read_state
-    from ui.shapes import caption, generate_gallery
+    from pixseek_data.shapes import caption, generate_gallery
+    from search import Library
+    from tests.harness import Forker, assert_consistent, read_state
 
     rng = random.Random(args.seed)
     demo = ModelSpec.parse("demo")

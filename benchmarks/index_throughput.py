@@ -180,10 +180,10 @@ def model_only_rate(encoder, batch_size: int, batches: int) -> float:
 def measure(label: str, folder: Path, args: argparse.Namespace) -> Figures:
     import torch
 
-    from indexer.library import LibraryPaths
+    from indexer.embed import default_batch_size
     from indexer.model import load_encoder
     from indexer.reader import READ_AHEAD, default_workers
-    from indexer.runner import default_batch_size, run_index
+    from indexer.runner import IndexOptions, run_index
 
     spec = model_spec(args.model)
     figures = Figures(label)
@@ -193,7 +193,6 @@ def measure(label: str, folder: Path, args: argparse.Namespace) -> Figures:
     figures.batch_size = args.batch_size or default_batch_size(encoder)
     figures.model_rates.append(model_only_rate(encoder, figures.batch_size, args.model_batches))
     del encoder
-    encoders = []
     # When each batch's last image was consumed: a batch is embedded as its last image arrives.
     stamps: dict[int, float] = {}
 
@@ -202,10 +201,10 @@ def measure(label: str, folder: Path, args: argparse.Namespace) -> Figures:
             stamps[done] = time.perf_counter()
 
     with temp_dir("bench-lib") as lib, PeakMemory() as memory:
-        report = run_index(LibraryPaths.at(lib), [folder], model=spec, workers=args.workers,
-                           batch_size=args.batch_size, device=args.device, on_model=encoders.append,
-                           on_progress=stamp)
-    figures.model_rates.append(model_only_rate(encoders[0], figures.batch_size, args.model_batches))
+        report = run_index(lib, [folder], IndexOptions(model=spec, workers=args.workers, batch_size=args.batch_size,
+                                                       device=args.device, on_progress=stamp))
+    figures.model_rates.append(model_only_rate(load_encoder(spec, args.device), figures.batch_size,
+                                               args.model_batches))
     figures.images = report.embedded
     figures.seconds = report.stages.get("read+embed", 0.0)
     figures.total_seconds = report.seconds

@@ -28,9 +28,9 @@ import numpy as np
 from indexer.library import LibraryPaths
 from indexer.model import ModelSpec
 from indexer.runner import run_index
-from search.engine import Library
+from pixseek_data.shapes import COLOURS, SHAPES, ShapeImage, caption, generate_gallery
+from search import Library
 from search.tags import tag_images
-from ui.shapes import COLOURS, SHAPES, ShapeImage, caption, generate_gallery
 
 K = 10
 MIN_Z = (2.0, 3.0)

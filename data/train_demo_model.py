@@ -6,7 +6,7 @@
 The model is an ordinary open_clip ``CLIP`` built from a custom ``model_cfg``
 (a tiny ModifiedResNet image tower and a small transformer text tower on
 open_clip's default SimpleTokenizer vocabulary). It is trained contrastively, from scratch, on
-pictures drawn in memory by :mod:`ui.shapes`, with many caption variants per
+pictures drawn in memory by :mod:`pixseek_data.shapes`, with many caption variants per
 picture (full captions, colour-only and shape-only phrases, prompt templates).
 Several pictures in a batch can match the same text ("red", "a circle"), so the
 loss is a symmetric InfoNCE with soft multi-positive targets: every
@@ -21,36 +21,31 @@ and ``open_clip.get_tokenizer("local-dir:OUT")``):
 By default the run is a fixed number of steps (``--steps``, 500: about 80 s
 on an idle 2-core CPU), so a run with the same seed repeats exactly. With
 ``--seconds N`` instead, the step count is fixed from the measured speed of the
-first steps and printed, so that the run can be repeated with ``--steps``. At the end the saved model is reloaded through open_clip
-and evaluated on a fresh gallery; the figures are printed.
+first steps and printed, so that the run can be repeated with ``--steps``. At
+the end the saved model is reloaded through open_clip and evaluated on a fresh
+gallery; the figures are printed.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import io
+import json
+import math
+import random
+import tempfile
+import time
 from pathlib import Path
 
-# This script lives in data/ and is run as a plain file, so the repository root
-# (where the `ui` package with the shapes generator lives) is not on sys.path.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import save_file
 
-import argparse  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import random  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import open_clip  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from PIL import Image  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-from ui.shapes import COLOURS, SHAPES, caption, draw_shape, generate_gallery  # noqa: E402
+from pixseek_data import DEMO_MODEL_DIR
+from pixseek_data.shapes import COLOURS, SHAPES, caption, draw_shape, generate_gallery
 
 MODEL_CFG: dict = {
     "embed_dim": 64,
@@ -437,7 +432,7 @@ def evaluate(model_dir: Path, per_class: int = 10, seed: int = 777) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=REPO_ROOT / "data" / "demo-model")
+    ap.add_argument("--out", type=Path, default=DEMO_MODEL_DIR)
     ap.add_argument("--steps", type=int, default=500, help="number of training steps")
     ap.add_argument("--seconds", type=float, default=None,
                     help="train for about this long instead (the step count is derived from the speed)")

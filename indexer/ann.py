@@ -1,8 +1,8 @@
-"""The FAISS index: a rebuildable cache of the stored vectors, keyed by catalog id.
+"""The ANN stage: make the FAISS file hold exactly the indexed rows (a rebuildable cache, keyed by id).
 
 Small libraries get an exact inner-product index. Large ones get IVF-PQ, whose candidates the
 search layer always re-ranks exactly against the stored vectors, so quantisation only decides
-which candidates are looked at, never the final scores.
+which candidates are looked at, never the final scores. Reading the file: library/index_file.py.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from indexer.errors import PixseekError
-from indexer.library import replace_file
+from indexer.library.catalog import Catalog
+from indexer.library.files import replace_file
+from indexer.library.index_file import FLAT, IVFPQ, NONE, describe, load
+from indexer.library.index_file import faiss as _faiss
+from indexer.library.paths import LibraryPaths
+from indexer.library.vectors import VectorStore
 
-FLAT = "flat"
-IVFPQ = "ivfpq"
 AUTO = "auto"
 KINDS = (AUTO, FLAT, IVFPQ)
 
@@ -25,12 +28,6 @@ KINDS = (AUTO, FLAT, IVFPQ)
 AUTO_IVFPQ_MIN = 50_000
 MAX_TRAIN = 200_000  # k-means sample: 400 MB of float32 at 512 dimensions, however big the library
 ADD_CHUNK = 65_536  # vectors read and added at a time (128 MB of float32 at 512 dimensions)
-
-
-def _faiss():
-    import faiss  # heavy: only commands that build or search an index pay for it
-
-    return faiss
 
 
 def choose_kind(requested: str, n: int) -> str:
@@ -129,22 +126,6 @@ def _rows(fetch: Callable[[np.ndarray], np.ndarray], ids: np.ndarray) -> np.ndar
     return np.ascontiguousarray(fetch(ids), dtype=np.float32)
 
 
-def describe(index) -> dict[str, object]:
-    faiss = _faiss()
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is None:
-        return {"type": FLAT, "vectors": int(index.ntotal)}
-    pq = faiss.downcast_index(ivf)
-    return {
-        "type": IVFPQ,
-        "vectors": int(index.ntotal),
-        "nlist": int(ivf.nlist),
-        "nprobe": int(ivf.nprobe),
-        "m": int(getattr(pq, "pq").M) if hasattr(pq, "pq") else None,
-        "nbits": int(getattr(pq, "pq").nbits) if hasattr(pq, "pq") else None,
-    }
-
-
 def save(index, path: Path) -> None:
     """Write to a temporary file and rename, so a crash never leaves half an index."""
     # Serialised in memory and written by Python, so a full disk is an OSError with its errno
@@ -152,14 +133,34 @@ def save(index, path: Path) -> None:
     replace_file(path, _faiss().serialize_index(index))
 
 
-def load(path: Path):
-    faiss = _faiss()
-    return faiss.read_index(str(path))
+def refresh(catalog: Catalog, library: LibraryPaths, kind: str) -> dict[str, object]:
+    """Make the ANN file hold exactly the indexed rows: updated in place when it can be, else built."""
+    ids = np.array(catalog.indexed_ids(), dtype=np.int64)
+    if len(ids) == 0:
+        library.ann.unlink(missing_ok=True)
+        catalog.mark_in_ann([])
+        return dict(NONE)
+    dim = catalog.settings().dim
+    fetch = VectorStore(library.vectors, dim).get
+    index = _updated_in_place(library, ids, dim, fetch, kind)
+    rebuilt = index is None
+    if rebuilt:
+        index = build(ids, dim, fetch, kind)
+    save(index, library.ann)
+    catalog.mark_in_ann(ids.tolist())
+    return {**describe(index), "rebuilt": rebuilt}
 
 
-def search(index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, approximate scores) of up to k candidates for one query vector."""
-    q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
-    scores, ids = index.search(q, min(k, max(1, index.ntotal)))
-    keep = ids[0] >= 0
-    return ids[0][keep], scores[0][keep]
+def _updated_in_place(library: LibraryPaths, ids: np.ndarray, dim: int,
+                      fetch: Callable[[np.ndarray], np.ndarray], kind: str):
+    """The library's IVF-PQ index brought up to date without training, or None to build anew.
+
+    Exact indexes are always rebuilt: they need no training, so that costs only the copy.
+    """
+    if choose_kind(kind, len(ids)) != IVFPQ or not library.ann.exists():
+        return None
+    try:
+        index = load(library.ann)
+    except RuntimeError:  # unreadable: FAISS says so with a RuntimeError; a new one replaces it
+        return None
+    return index if update(index, ids, dim, fetch) else None

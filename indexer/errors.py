@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from typing import IO
 
-class PixseekError(Exception):
-    """A failure the user can act on. The CLI and the page print `str(err)` as one line."""
+import click
+
+
+class PixseekError(click.ClickException):
+    """A failure the user can act on. The CLI prints `error: {err}` as one line and exits with `exit_code`;
+    the page shows `str(err)`."""
+
+    exit_code = 1
 
     def __init__(self, problem: str, hint: str | None = None) -> None:
         self.problem = problem
         self.hint = hint
         super().__init__(f"{problem}: {hint}" if hint else problem)
 
+    def show(self, file: IO[str] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", file=file, err=file is None)
+
 
 class Interrupted(PixseekError):
     """Ctrl-C during an index run: what was embedded so far is kept."""
+
+    exit_code = 130

@@ -13,10 +13,10 @@ import math
 import re
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from PIL import ExifTags, Image
 
@@ -90,7 +90,7 @@ def read_metadata(img: Image.Image) -> ImageMeta:
                 when
                 for tag in (_DATETIME_ORIGINAL, _DATETIME_DIGITIZED, _DATETIME)
                 for ifd in (exif_ifd, exif)
-                if (when := _safe(lambda: parse_exif_datetime(_get(ifd, tag))))
+                if (when := _safe(lambda ifd=ifd, tag=tag: parse_exif_datetime(_get(ifd, tag))))
             ),
             None,
         )

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
-DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "demo-model"
+from pixseek_data import DEMO_MODEL_DIR  # noqa: E402, I001  (data/, installed as pixseek_data)
 OFFLINE_HINT = "copy a model folder (open_clip_config.json + weights) here and pass --model local-dir:/path/to/folder"
 HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # what open_clip looks for
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")

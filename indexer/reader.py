@@ -22,17 +22,10 @@ import imagehash
 import numpy as np
 
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, to_model_input
+from indexer.plan import Job
 from indexer.walk import content_hash
 
-
 READ_AHEAD = 48  # images per worker decoded ahead of the model
-
-
-@dataclass
-class Job:
-    id: int
-    path: str
-    size: int
 
 
 @dataclass
@@ -44,12 +37,12 @@ class ReadResult:
     seconds: float = 0.0  # time the worker spent on this file
 
 
-def read_one(job: Job, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> ReadResult:
+def read_one(job: Job, preprocess: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> ReadResult:
     start = time.perf_counter()
     try:
         digest = content_hash(job.path, job.size)
-        decoded = decode_image(job.path, target_size=image_size, max_pixels=max_pixels)
-        pixels = to_model_input(decoded.image, image_size)
+        decoded = decode_image(job.path, target_size=preprocess, max_pixels=max_pixels)
+        pixels = to_model_input(decoded.image, preprocess)
     except DecodeError as exc:
         return ReadResult(job.id, None, reason=exc.reason, seconds=time.perf_counter() - start)
     except FileNotFoundError:
@@ -78,8 +71,8 @@ def read_one(job: Job, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     return ReadResult(job.id, pixels, fields_, seconds=time.perf_counter() - start)
 
 
-def read_chunk(jobs: list[Job], image_size: int, max_pixels: int) -> list[ReadResult]:
-    return [read_one(job, image_size, max_pixels) for job in jobs]
+def read_chunk(jobs: list[Job], preprocess: int, max_pixels: int) -> list[ReadResult]:
+    return [read_one(job, preprocess, max_pixels) for job in jobs]
 
 
 def _ignore_ctrl_c() -> None:
@@ -135,27 +128,27 @@ class Reader:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def start(self, jobs: Iterable[Job], image_size: int) -> None:
+    def start(self, jobs: Iterable[Job], preprocess: int) -> None:
         """Begin decoding now, while the caller does something else (loads the model)."""
-        self._started = (image_size, self._read(jobs, image_size))
+        self._started = (preprocess, self._read(jobs, preprocess))
 
-    def read(self, jobs: Iterable[Job], image_size: int) -> Iterator[ReadResult]:
-        """Decoded `jobs` in order: those `start` began, if it was given the same image size."""
-        if self._started is not None and self._started[0] == image_size:
+    def read(self, jobs: Iterable[Job], preprocess: int) -> Iterator[ReadResult]:
+        """Decoded `jobs` in order: those `start` began, if it was given the same preprocessing."""
+        if self._started is not None and self._started[0] == preprocess:
             started, self._started = self._started[1], None
             return started
-        return self._read(jobs, image_size)
+        return self._read(jobs, preprocess)
 
-    def _read(self, jobs: Iterable[Job], image_size: int) -> Iterator[ReadResult]:
+    def _read(self, jobs: Iterable[Job], preprocess: int) -> Iterator[ReadResult]:
         chunks = _chunks(jobs, self.chunk)
         if self.workers == 0:
-            return (r for chunk in chunks for r in read_chunk(chunk, image_size, self.max_pixels))
+            return (r for chunk in chunks for r in read_chunk(chunk, preprocess, self.max_pixels))
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_ignore_ctrl_c)
         pool = self._pool
 
         def submit(chunk: list[Job]) -> Future:
-            return pool.submit(read_chunk, chunk, image_size, self.max_pixels)
+            return pool.submit(read_chunk, chunk, preprocess, self.max_pixels)
 
         # The first window goes out before this returns: decoding has started when the caller
         # gets the iterator, not when it first asks for a result.

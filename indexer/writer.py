@@ -1,4 +1,4 @@
-"""The writer stage: vectors first (fsync'd), then their catalog rows, in large transactions.
+"""The write stage: vectors first (fsync'd), then their catalog rows, in large transactions.
 
 A row turns 'indexed' only in the transaction that follows its durable vector write, so a crash
 at any point leaves either a finished row or a 'pending' one that the next run embeds again.
@@ -6,13 +6,16 @@ at any point leaves either a finished row or a 'pending' one that the next run e
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
 import numpy as np
 
-from indexer.catalog import INDEXED, SKIPPED, Catalog
+from indexer.embed import Embedded
+from indexer.library.catalog import Catalog
+from indexer.library.rows import INDEXED, SKIPPED
+from indexer.library.vectors import VectorStore
 from indexer.reader import ReadResult
-from indexer.vectors import VectorStore
 
 
 def now_iso() -> str:
@@ -32,16 +35,26 @@ class Writer:
         self.written = 0
         self.skipped: list[tuple[int, str]] = []  # (id, reason) of this run
 
-    def add(self, result: ReadResult, vector: np.ndarray) -> None:
-        self._done.append((result, vector))
-        if len(self._done) + len(self._skipped) >= self.commit_every:
-            self.flush()
+    @property
+    def received(self) -> int:
+        """Vectors handed to the writer this run, committed or not."""
+        return self.written + len(self._done)
 
-    def skip(self, result: ReadResult) -> None:
-        self._skipped.append(result)
-        self.skipped.append((result.id, result.reason or "unknown error"))
-        if len(self._done) + len(self._skipped) >= self.commit_every:
-            self.flush()
+    def __call__(self, batches: Iterable[Embedded]) -> None:
+        """Write every batch, then commit the rest."""
+        for batch in batches:
+            self.add(batch)
+        self.flush()
+
+    def add(self, batch: Embedded) -> None:
+        for i, result in enumerate(batch.results):
+            if batch.vectors is None:
+                self._skipped.append(result)
+                self.skipped.append((result.id, result.reason or "unknown error"))
+            else:
+                self._done.append((result, batch.vectors[i]))
+            if len(self._done) + len(self._skipped) >= self.commit_every:
+                self.flush()
 
     def flush(self) -> None:
         if not self._done and not self._skipped:
@@ -52,11 +65,10 @@ class Writer:
         stamp = now_iso()
         with self.catalog.transaction():
             for result, _ in self._done:
-                self.catalog.update(result.id, {**result.fields, "status": INDEXED, "reason": None,
-                                                "indexed_at": stamp, "in_ann": 0})
+                self.catalog.update(result.id, **result.fields, status=INDEXED, reason=None, indexed_at=stamp, in_ann=0)
             for result in self._skipped:
-                self.catalog.update(result.id, {**result.fields, "status": SKIPPED, "reason": result.reason,
-                                                "indexed_at": stamp, "in_ann": 0})
+                self.catalog.update(result.id, **result.fields, status=SKIPPED, reason=result.reason,
+                                    indexed_at=stamp, in_ann=0)
         self.written += len(self._done)
         self._done.clear()
         self._skipped.clear()

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from indexer.catalog import INDEXED, Catalog, ImageRow
 from indexer.errors import PixseekError
-from indexer.vectors import VectorStore
+from indexer.library.catalog import Catalog
+from indexer.library.rows import ImageRow
+from indexer.library.vectors import VectorStore
 
 # pHashes are imagehash's, 256 bits (hash_size 16, computed at index time by indexer/reader.py).
 # Measured on caltech101-bench: copies resized to 15-70% and re-encoded at JPEG quality 60-85 lie
@@ -105,8 +106,7 @@ def find_duplicates(catalog: Catalog, vectors: VectorStore | None = None,
     check_max_distance(max_distance)
     if min_cosine is not None and not 0 < min_cosine < 1:
         raise PixseekError(f"--similarity must be between 0 and 1, not {min_cosine}", "try 0.95")
-    sql = "SELECT id, hash, phash FROM images WHERE status = ? ORDER BY id"
-    rows = catalog.db.execute(sql, [INDEXED]).fetchall()
+    rows = catalog.duplicate_keys()
     ids = [r[0] for r in rows]
     pairs = [_same_value_pairs([r[1] for r in rows])]
     with_phash = np.array([i for i, r in enumerate(rows) if r[2]], dtype=np.int64)
@@ -141,14 +141,9 @@ def _same_value_pairs(values: list[str | None]) -> np.ndarray:
 
 
 def _group(catalog: Catalog, ids: list[int]) -> DupeGroup:
-    rows = list(catalog.rows(f"id IN ({','.join('?' * len(ids))})", ids))
+    rows = catalog.rows_by_id(ids)
     rows.sort(key=lambda r: (-(r.width or 0) * (r.height or 0), -r.size, r.path))
     same = len({(r.hash, r.phash) for r in rows}) == 1 and rows[0].hash is not None
     kind = "exact" if same else "near"
     return DupeGroup(kind, rows)
 
-
-def missing_phash(catalog: Catalog) -> int:
-    """Indexed images without a pHash (indexed by a pixseek before pHashes were stored)."""
-    return catalog.db.execute("SELECT COUNT(*) FROM images WHERE status = ? AND phash IS NULL",
-                              [INDEXED]).fetchone()[0]

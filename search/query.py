@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from indexer.errors import PixseekError
-from indexer.walk import is_image_name
+from indexer.library.paths import is_image_name
 
 TermKind = Literal["text", "image", "id"]
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from indexer.catalog import ImageRow
 from indexer.errors import PixseekError
+from indexer.library.rows import ImageRow
 from search.dupes import is_near
-
-if TYPE_CHECKING:
-    from search.engine import Result
+from search.result import Result
 
 SORTS = ("score", "date")
+# --dedupe scores this many candidates per wanted result, so collapsing copies still leaves k.
+DEDUPE_FACTOR = 4
 
 # The z cutoff estimates a query's typical score and spread from at most this many images: the
 # estimate's error is then about 1% of the spread, at a millisecond's cost.
@@ -61,3 +59,14 @@ def sort_results(results: list[Result], sort: str) -> list[Result]:
         dated = sorted((r for r in results if r.taken_at), key=lambda r: r.taken_at, reverse=True)
         return dated + [r for r in results if not r.taken_at]
     return results
+
+
+def ranked(rows: dict[int, ImageRow], ids: np.ndarray, scores: np.ndarray, *, k: int, floor: float,
+           exclude: set[int], dedupe: bool, sort: str) -> list[Result]:
+    """The k results to show from scored candidates (best first): rows still indexed, not excluded,
+    scoring at least `floor`, one per set of near-duplicates when `dedupe`, in `sort` order."""
+    hits = [(rows[i], score) for i, score in zip(ids.tolist(), scores.tolist())
+            if i in rows and i not in exclude and score >= floor]
+    if dedupe:
+        hits = collapse_near_duplicates(hits)
+    return sort_results([Result.from_row(row, score) for row, score in hits[:k]], sort)

@@ -7,25 +7,24 @@ with the highest probabilities become its tags. No image is decoded again.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from indexer.catalog import Catalog
 from indexer.errors import PixseekError
+from indexer.library import storage_errors, write_lock
+from indexer.library.catalog import Catalog
 from search.prompts import embed_texts
 
 if TYPE_CHECKING:
-    from search.engine import Library
+    from search.library import Library
 
 DEFAULT_TOP = 3
 # A label needs this probability to become a tag: with softmax over the user's labels, a photo
 # that fits none of them spreads its mass thinly and gets no tag rather than a wrong one.
 DEFAULT_MIN_PROB = 0.2
-LABELS_SETTING = "tag_labels"
 _CHUNK = 65_536  # images scored per block of vectors
 
 
@@ -54,44 +53,39 @@ def tag_images(library: Library, labels: list[str], *, top: int = DEFAULT_TOP, m
     if not 0 <= min_prob <= 1:
         raise PixseekError(f"--min-prob must be between 0 and 1, not {min_prob}")
     library.check_not_empty()
-    ids = np.array(library.catalog.indexed_ids(), dtype=np.int64)
-    encoder = library.encoder
-    label_vecs = embed_texts(encoder, labels, ensemble)
-    with torch.no_grad():
-        scale = float(encoder.model.logit_scale.exp())
-    top = min(top, len(labels))
-    rows = []
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        logits = scale * (library.vectors.get(chunk) @ label_vecs.T)
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-        best = np.argsort(-probs, axis=1)[:, :top]
-        for image_id, picks, p in zip(chunk.tolist(), best, probs):
-            rows += [(image_id, labels[j], round(float(p[j]), 4)) for j in picks if p[j] >= min_prob]
-    _store(library.catalog, labels, rows)
+    # A writer like `pixseek index`, under the same lock from the first read, so no run changes
+    # the images between scoring them and storing their tags; the same one-line storage errors.
+    with storage_errors(library.paths.root), write_lock(library.paths):
+        ids = np.array(library.catalog.indexed_ids(), dtype=np.int64)
+        encoder = library.encoder
+        label_vecs = embed_texts(encoder, labels, ensemble)
+        with torch.no_grad():
+            scale = float(encoder.model.logit_scale.exp())
+        top = min(top, len(labels))
+        rows = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            logits = scale * (library.vectors.get(chunk) @ label_vecs.T)
+            probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probs /= probs.sum(axis=1, keepdims=True)
+            best = np.argsort(-probs, axis=1)[:, :top]
+            for image_id, picks, p in zip(chunk.tolist(), best, probs):
+                rows += [(image_id, labels[j], round(float(p[j]), 4)) for j in picks if p[j] >= min_prob]
+        library.catalog.replace_tags(rows, labels)
     counts = Counter(label for _, label, _ in rows)
     return {label: counts[label] for label in labels}
 
 
-def _store(catalog: Catalog, labels: list[str], rows: list[tuple[int, str, float]]) -> None:
-    with catalog.transaction():
-        catalog.db.execute("DELETE FROM tags")
-        catalog.db.conn.executemany("INSERT INTO tags (image_id, label, score) VALUES (?, ?, ?)", rows)
-        catalog.set_setting(LABELS_SETTING, json.dumps(labels, ensure_ascii=False))
-
-
-def stored_labels(catalog: Catalog) -> list[str]:
+def stored_labels(library: Library) -> list[str]:
     """The labels of the last tagging run, so `pixseek tag` can re-run without --labels."""
-    raw = catalog.get_setting(LABELS_SETTING)
-    return json.loads(raw) if raw else []
+    return library.catalog.settings().labels
 
 
 def check_tag(catalog: Catalog, label: str) -> None:
     """A --tag nothing carries is a typo or a missing tagging run: say so rather than show nothing."""
-    if catalog.db.execute("SELECT 1 FROM tags WHERE label = ? COLLATE NOCASE LIMIT 1", [label]).fetchone():
+    if catalog.has_tag(label):
         return
-    known = stored_labels(catalog)
+    known = catalog.settings().labels
     if not known:
         raise PixseekError(f"no image is tagged '{label}': this library has no tags yet",
                            "run `pixseek tag --labels labels.txt` first")

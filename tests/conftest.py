@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from indexer.library import LibraryPaths
 from indexer.model import DEMO_MODEL_DIR, ModelSpec
@@ -14,6 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 PHOTO_LIBRARY = SHARED_DATA / "photo_library"
 CALTECH = SHARED_DATA / "caltech101-bench"
+
+# Property tests draw the same examples on every run and keep no example database, so a test
+# passes or fails by the code, never by the luck of the draw (CI and a fresh clone alike).
+settings.register_profile("derandomized", derandomize=True, database=None)
+settings.load_profile("derandomized")
 
 # Index runs in tests decode inline: worker start-up would dominate these small galleries.
 TEST_WORKERS = 0
@@ -43,7 +49,7 @@ def demo_encoder(demo_spec):
 @pytest.fixture(scope="session")
 def shapes_gallery(tmp_path_factory):
     """240 generated images (10 per colour x shape) with their true labels."""
-    from ui.shapes import generate_gallery
+    from pixseek_data.shapes import generate_gallery
 
     folder = tmp_path_factory.mktemp("gallery")
     return folder, generate_gallery(folder, per_class=10, seed=1234)
@@ -79,11 +85,12 @@ def dated_shapes_library(tmp_path_factory, demo_spec):
     from PIL import Image
 
     from indexer.runner import run_index
-    from ui.shapes import generate_gallery
+    from pixseek_data.shapes import generate_gallery
 
     root = tmp_path_factory.mktemp("dated-shapes")
     labels = {}
-    for name, per_class, seed, taken in (("garden", 1, 11, "2020:07:15 10:30:00"), ("studio", 2, 22, "2022:05:01 16:00:00")):
+    shoots = (("garden", 1, 11, "2020:07:15 10:30:00"), ("studio", 2, 22, "2022:05:01 16:00:00"))
+    for name, per_class, seed, taken in shoots:
         for shape in generate_gallery(root / name, per_class=per_class, seed=seed):
             with Image.open(shape.path) as img:
                 pixels = img.copy()

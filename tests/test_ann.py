@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from indexer import ann
+from indexer.library import index_file
 
 N, DIM = 1_000, 16
 
@@ -34,7 +35,7 @@ def test_build_reads_vectors_in_bounded_chunks_and_indexes_every_id(monkeypatch,
     index = ann.build(ids, DIM, fetch, kind, use_gpu=False)
 
     assert index.ntotal == N
-    assert ann.describe(index)["type"] == kind
+    assert index_file.describe(index)["type"] == kind
     sizes = [len(f) for f in fetched]
     if kind == ann.IVFPQ:
         sample, fetched = fetched[0], fetched[1:]
@@ -42,7 +43,7 @@ def test_build_reads_vectors_in_bounded_chunks_and_indexes_every_id(monkeypatch,
         sizes = sizes[1:]
     assert max(sizes) == 64
     assert np.array_equal(np.concatenate(fetched), ids)  # every id added exactly once, in order
-    found = [ann.search(index, vectors[i], 10)[0] for i in ids[:100]]
+    found = [index_file.search(index, vectors[i], 10)[0] for i in ids[:100]]
     if kind == ann.FLAT:
         assert all(f[0] == i for f, i in zip(found, ids[:100]))
     else:  # candidates only: the search layer re-ranks them exactly
@@ -77,8 +78,8 @@ def test_update_drops_and_adds_ids_in_a_trained_index_without_training_it_again(
     assert np.array_equal(ann.ids_in(index), now)
     assert np.array_equal(np.concatenate(fetched), np.arange(N + 1, N + 201))  # only new vectors are read
     np.testing.assert_array_equal(quantizer.reconstruct_n(0, quantizer.ntotal), centroids)
-    assert all(i in ann.search(index, vectors[i], 10)[0] for i in (N + 1, N + 100, N + 200))
-    assert not any(i in ann.search(index, vectors[i], 10)[0] for i in (1, 50, 100))
+    assert all(i in index_file.search(index, vectors[i], 10)[0] for i in (N + 1, N + 100, N + 200))
+    assert not any(i in index_file.search(index, vectors[i], 10)[0] for i in (1, 50, 100))
 
 
 def test_update_declines_an_exact_index_and_a_library_that_doubled():

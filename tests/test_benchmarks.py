@@ -35,7 +35,8 @@ def figures(block: str) -> dict[str, float]:
 
 def test_index_throughput_smoke_prints_every_figure_for_every_photo_set(tmp_path, demo_spec):
     need_shared(CALTECH)
-    out = run_benchmark("index_throughput.py", "--smoke", "--repeat", "2", "--model", f"local-dir:{demo_spec.local_dir}",
+    out = run_benchmark("index_throughput.py", "--smoke", "--repeat", "2",
+                        "--model", f"local-dir:{demo_spec.local_dir}",
                         PIXSEEK_BENCH_CACHE=str(tmp_path))  # the 12 MP photos are made afresh
     *blocks, summary = out.split("\n== ")[1:]
     titles = [b.split(" ==")[0] for b in blocks]

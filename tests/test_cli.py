@@ -1,80 +1,55 @@
-"""The `pixseek` command as a user runs it: real subprocesses, real exit codes."""
+"""The `pixseek` command as a user runs it: in this process through typer's CliRunner (exact output,
+exit codes), and as real processes where only a fresh process shows the behaviour."""
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from ui.shapes import generate_gallery
-
-PIXSEEK = [sys.executable, "-c", "from ui.cli import main; main()"]
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run(args: list[str], env: dict[str, str], timeout: int = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(PIXSEEK + args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ")
-    for word in words:
-        assert word in lines[0], lines[0]
+from pixseek_data.shapes import generate_gallery
+from tests.harness import assert_one_line_error, cli, run
 
 
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory):
-    """A shapes library built through the CLI; returns (env, gallery labels by file name)."""
-    import os
-
+    """A shapes library built through the CLI; returns (library env, gallery labels by file name, root)."""
     root = tmp_path_factory.mktemp("cli")
     images = generate_gallery(root / "images", per_class=4, seed=21)
-    env = {**os.environ, "PIXSEEK_LIBRARY": str(root / "library")}
-    proc = run(["index", str(root / "images"), "--model", "demo", "--json", "--workers", "0"], env)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    env = {"PIXSEEK_LIBRARY": str(root / "library")}
+    report = json.loads(cli("index", str(root / "images"), "--model", "demo", "--json", "--workers", "0",
+                            env=env).stdout)
     assert report["added"] == len(images)
     return env, {img.path.name: (img.colour, img.shape) for img in images}, root
 
 
 def test_search_json_returns_red_circles_first(indexed):
     env, labels, _ = indexed
-    proc = run(["search", "a red circle", "--json", "-k", "4"], env)
-    assert proc.returncode == 0, proc.stderr
-    results = json.loads(proc.stdout)
+    results = json.loads(cli("search", "a red circle", "--json", "-k", "4", env=env).stdout)
     assert [labels[Path(r["path"]).name] for r in results] == [("red", "circle")] * 4
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
 
 
-def test_search_table_lists_paths(indexed):
-    env, labels, _ = indexed
-    proc = run(["search", "a blue star", "-k", "2"], env)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 2
-    assert all(labels[Path(line.split()[-1]).name] == ("blue", "star") for line in lines)
+def test_search_table_lists_rank_score_and_path(indexed):
+    env, labels, root = indexed
+    table = cli("search", "a blue star", "-k", "2", env=env).stdout
+    found = json.loads(cli("search", "a blue star", "-k", "2", "--json", env=env).stdout)
+    assert table == "".join(f"{rank:>3}  {r['score']:6.3f}  {'':10}  {r['path']}\n" for rank, r in enumerate(found, 1))
+    assert all(labels[Path(r["path"]).name] == ("blue", "star") for r in found)
 
 
 def test_second_index_run_embeds_nothing(indexed):
     env, _, root = indexed
-    proc = run(["index", str(root / "images"), "--json"], env)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    report = json.loads(cli("index", str(root / "images"), "--json", env=env).stdout)
     assert report["embedded"] == 0 and report["unchanged"] == 96
 
 
 def test_info_json_describes_model_and_index(indexed):
     env, _, _ = indexed
-    info = json.loads(run(["info", "--json"], env).stdout)
+    info = json.loads(cli("info", "--json", env=env).stdout)
     assert info["images"] == 96
     assert "demo-model" in info["model"]
     assert info["index"]["type"] == "flat" and info["index"]["vectors"] == 96
@@ -82,27 +57,31 @@ def test_info_json_describes_model_and_index(indexed):
 
 
 def test_another_model_is_refused_with_a_rebuild_hint(indexed, tmp_path):
-    import json as _json
-
     from indexer.model import DEMO_MODEL_DIR
 
     other = tmp_path / "other-model"
     other.mkdir()
-    cfg = _json.loads((DEMO_MODEL_DIR / "open_clip_config.json").read_text())
+    cfg = json.loads((DEMO_MODEL_DIR / "open_clip_config.json").read_text())
     cfg["model_cfg"]["embed_dim"] = cfg["model_cfg"]["embed_dim"] // 2
-    (other / "open_clip_config.json").write_text(_json.dumps(cfg))
+    (other / "open_clip_config.json").write_text(json.dumps(cfg))
     (other / "open_clip_model.safetensors").write_bytes(b"not the same weights")
     env, _, root = indexed
-    proc = run(["index", str(root / "images"), "--model", f"local-dir:{other}"], env)
-    assert_one_line_error(proc, "was built with model", "--rebuild")
-    proc = run(["search", "a red circle", "--model", f"local-dir:{other}"], env)
-    assert_one_line_error(proc, "was built with model")
+    refused = cli("index", str(root / "images"), "--model", f"local-dir:{other}", code=1, env=env)
+    assert_one_line_error(refused, "was built with model", "--rebuild")
+    refused = cli("search", "a red circle", "--model", f"local-dir:{other}", code=1, env=env)
+    assert_one_line_error(refused, "was built with model")
+
+
+def test_a_missing_folder_is_one_exact_line_and_exit_code_1(tmp_path):
+    refused = cli("index", "/no/such/folder", "--library", str(tmp_path / "library"), code=1)
+    assert refused.stdout == ""
+    assert refused.stderr == ("error: folder not found: /no/such/folder: "
+                              "check the path (and that the drive is mounted)\n")
 
 
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["index", "/no/such/folder"], ["folder not found"]),
         (["index", "{images}", "--model", "ViT-Nope-1"], ["unknown model", "pixseek models"]),
         # Without a tag open_clip would build random weights: searches would rank noise.
         (["index", "{images}", "--model", "ViT-L-14"], ["'ViT-L-14' needs a weights tag", "--pretrained", "openai"]),
@@ -120,19 +99,20 @@ def test_another_model_is_refused_with_a_rebuild_hint(indexed, tmp_path):
         (["info"], ["no library"]),
     ],
 )
-def test_bad_input_gives_one_line_and_a_nonzero_exit(args, words, indexed, cli_env, tmp_path):
+def test_bad_input_gives_one_line_and_exit_code_1(args, words, indexed, tmp_path):
     _, _, root = indexed
     notimage = tmp_path / "notes.jpg"
     notimage.write_text("this is text")
     fill = {"images": str(root / "images"), "library": str(root / "library"), "notimage": str(notimage)}
-    proc = run([a.format(**fill) for a in args], cli_env)
-    assert_one_line_error(proc, *words)
+    refused = cli(*[a.format(**fill) for a in args], code=1, env={"PIXSEEK_LIBRARY": str(tmp_path / "library")})
+    assert_one_line_error(refused, *words)
 
 
 def test_offline_download_failure_names_the_local_dir_option(indexed, cli_env):
     _, _, root = indexed
-    env = {**cli_env, "HF_HUB_OFFLINE": "1"}  # what a machine without internet sees, without the retries
+    env = {**cli_env, "HF_HUB_OFFLINE": "1"}  # read when huggingface_hub is imported: a process of its own
     proc = run(["index", str(root / "images"), "--model", "ViT-B-32"], env)
+    assert proc.returncode == 1
     assert_one_line_error(proc, "could not download", "local-dir:")
 
 
@@ -157,6 +137,7 @@ def test_unreachable_hub_fails_at_once_with_one_line_not_a_minute_of_retries(ind
 
 def test_verbose_index_logs_pixseeks_stages_and_not_its_libraries_loading_steps(indexed, cli_env):
     _, _, root = indexed
+    # A process of its own: --verbose configures the root logger.
     proc = run(["index", str(root / "images"), "--model", "demo", "--workers", "1", "--verbose"], cli_env)
     assert proc.returncode == 0, proc.stderr
     loggers = set(re.findall(r"^\S+ \S+ (\S+): ", proc.stderr, re.M))
@@ -164,14 +145,19 @@ def test_verbose_index_logs_pixseeks_stages_and_not_its_libraries_loading_steps(
     assert all(name.split(".")[0] in ("indexer", "search", "ui") for name in loggers), loggers
 
 
-def test_every_command_has_help(cli_env):
+def test_every_command_has_help():
     for command in ["index", "search", "info", "demo", "models", "dupes", "tag", "ui"]:
-        proc = run([command, "--help"], cli_env, timeout=60)
-        assert proc.returncode == 0 and "Usage" in proc.stdout, command
+        assert "Usage" in cli(command, "--help").stdout, command
 
 
-def test_demo_runs_offline_and_finds_red_circles(tmp_path, cli_env):
-    proc = run(["demo", "--dir", str(tmp_path / "demo"), "--per-class", "2"], cli_env)
-    assert proc.returncode == 0, proc.stderr
-    block = proc.stdout.split("pixseek search 'a red circle'")[1].strip().splitlines()
+def test_a_user_error_in_a_real_process_is_one_line_and_exit_code_1(cli_env):
+    proc = run(["search", "a cat"], cli_env, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == f"error: no library at {cli_env['PIXSEEK_LIBRARY']}: " \
+                          "run `pixseek index FOLDER` first (or pass --library DIR)\n"
+
+
+def test_demo_runs_offline_and_finds_red_circles(tmp_path):
+    out = cli("demo", "--dir", str(tmp_path / "demo"), "--per-class", "2").stdout
+    block = out.split("pixseek search 'a red circle'")[1].strip().splitlines()
     assert block[0].strip().startswith("red-circle")

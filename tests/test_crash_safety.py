@@ -1,6 +1,6 @@
 """Killing `pixseek index` anywhere loses nothing; Ctrl-C stops cleanly; runs and searches share a
 library safely. Every run is a real `pixseek index` process (forked after the slow imports, see
-tests/fault_cli.py), faults come from outside, and the library is checked file by file."""
+tests/harness.py), faults come from outside, and the library is checked file by file."""
 
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ import pytest
 
 from indexer.library import LibraryPaths
 from indexer.runner import run_index
-from search.engine import Library
+from pixseek_data.shapes import caption, generate_gallery
+from search import Library
 from tests.conftest import TEST_WORKERS
-from tests.library_state import (assert_consistent, env, forker, pixseek_env,  # noqa: F401 (fixtures)
-                                 read_state)
-from ui.shapes import caption, generate_gallery
+from tests.harness import assert_consistent, env, forker, pixseek_env, read_state  # noqa: F401 (fixtures)
 
 COMMIT_EVERY = 8  # 48 images: six commits to crash between
 QUERY = caption("red", "circle")
@@ -245,7 +244,7 @@ def test_a_search_opening_the_library_during_its_first_migration_waits_and_works
     must not run the same migration again."""
     import threading
 
-    from indexer.catalog import Catalog
+    from indexer.library.catalog import Catalog
 
     folder, _ = gallery
     lib = tmp_path / "lib"
@@ -272,7 +271,7 @@ def test_a_search_opening_the_library_during_its_first_migration_waits_and_works
 
 
 def _open_catalog(lib: Path):
-    from indexer.catalog import Catalog
+    from indexer.library.catalog import Catalog
 
     try:
         return Catalog(lib / "catalog.db")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ui.shapes import COLOURS, SHAPES, caption, draw_shape, generate_gallery
+from pixseek_data.shapes import COLOURS, SHAPES, caption, draw_shape, generate_gallery
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "demo-model"
 MODEL_NAME = f"local-dir:{MODEL_DIR}"

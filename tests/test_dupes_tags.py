@@ -14,23 +14,12 @@ from PIL import Image
 from indexer.errors import PixseekError
 from indexer.library import LibraryPaths
 from indexer.runner import run_index
+from pixseek_data.shapes import COLOURS, SHAPES, generate_gallery
+from search import Filters, Library
 from search.dupes import find_duplicates, phash_pairs
-from search.engine import Library
-from search.filters import Filters
 from search.tags import read_labels, tag_images
 from tests.conftest import CALTECH, TEST_WORKERS, need_shared
-from typer.testing import CliRunner, Result
-from ui.cli import app
-from ui.shapes import COLOURS, SHAPES, generate_gallery
-
-
-def cli(*args: str) -> Result:
-    """The CLI in this process (no torch import per call); a PixseekError is re-raised."""
-    result = CliRunner().invoke(app, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result
+from tests.harness import cli
 
 
 def _resized_copy(src, dst, scale: float = 0.6, quality: int = 75) -> None:
@@ -97,8 +86,9 @@ def test_dupes_command_prints_json_with_the_largest_copy_first(caltech_copies):
     assert [i["path"] for i in near["images"]] == [str(originals[2]), str(resized)]
     assert data["images_without_phash"] == 0
     assert "2 groups" in cli("dupes", "--library", str(paths.root)).stdout
-    with pytest.raises(PixseekError, match="--max-distance"):
-        cli("dupes", "--library", str(paths.root), "--max-distance", "40")
+    refused = cli("dupes", "--library", str(paths.root), "--max-distance", "40", code=1)
+    assert refused.output == ("error: --max-distance must be between 0 and 32, not 40: "
+                              "16 finds resized and re-encoded copies\n")
 
 
 def test_embedding_similarity_finds_copies_without_a_phash(caltech_copies, tmp_path):

@@ -20,17 +20,17 @@ import numpy as np
 import pytest
 
 from indexer import ann
-from indexer.catalog import SCHEMA_VERSION
 from indexer.decode import decode_image
 from indexer.errors import Interrupted, PixseekError
 from indexer.library import LibraryPaths
+from indexer.library.schema import SCHEMA_VERSION
 from indexer.model import DEMO_MODEL_DIR, ModelSpec
 from indexer.runner import run_index
 from indexer.writer import Writer
-from search.engine import Library
+from pixseek_data.shapes import caption, generate_gallery
+from search import Library
 from tests.conftest import TEST_WORKERS
-from tests.library_state import assert_consistent, env, forker, read_state  # noqa: F401 (fixtures)
-from ui.shapes import caption, generate_gallery
+from tests.harness import assert_consistent, env, forker, read_state  # noqa: F401 (fixtures)
 
 QUERY = caption("red", "circle")
 
@@ -184,7 +184,7 @@ def test_full_disk_stops_in_one_line_and_the_next_run_completes(small_disk, gall
     if fills_up == "before the run":
         _fill(small_disk)
     elif fills_up == "before vectors are written":
-        from indexer.vectors import VectorStore
+        from indexer.library.vectors import VectorStore
 
         _fill_when(monkeypatch, VectorStore, "write", small_disk)
     else:
@@ -284,7 +284,7 @@ def test_rebuild_re_embeds_everything_with_the_new_model(other_library, demo_spe
     assert report.embedded == len(records_a)
     assert_consistent(lib, {str(r.path): "indexed" for r in records_a})
     _assert_embedded_by(lib, _expected_vectors(records_a, demo_encoder))
-    assert Library.open(lib).info()["model_fingerprint"] == demo_spec.fingerprint()
+    assert Library.open(lib).info().model_fingerprint == demo_spec.fingerprint()
     assert _search_paths(lib, k=1) <= _red_circles(records_a)
 
 
@@ -297,7 +297,7 @@ def test_an_open_library_follows_a_rebuild_with_another_model(other_library, dem
     found = {r.path for r in opened.search(QUERY, k=1)}  # the old model's vectors are half as long
     assert opened.encoder.fingerprint() == demo_spec.fingerprint()
     assert found <= _red_circles(records_a)
-    assert opened.info()["model_fingerprint"] == demo_spec.fingerprint()
+    assert opened.info().model_fingerprint == demo_spec.fingerprint()
 
 
 def test_an_open_library_that_was_empty_searches_once_indexed(tmp_path, gallery, demo_spec):

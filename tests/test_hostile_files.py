@@ -19,14 +19,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from indexer import decode
-from indexer.catalog import path_from_db, path_to_db
 from indexer.library import LibraryPaths
+from indexer.library.rows import path_from_db, path_to_db
 from indexer.runner import run_index
-from search.engine import Library
-from search.filters import Filters
+from pixseek_data.shapes import caption, draw_shape, generate_gallery
+from search import Filters, Library
 from tests.conftest import TEST_WORKERS
-from tests.library_state import assert_consistent, forker, pixseek_env, read_state  # noqa: F401 (forker)
-from ui.shapes import caption, draw_shape, generate_gallery
+from tests.harness import assert_consistent, forker, pixseek_env, read_state  # noqa: F401 (forker)
 
 INDEXED = "indexed"
 LOOP_REASON = "cannot read the file (Too many levels of symbolic links)"
@@ -176,8 +175,14 @@ def test_non_utf8_file_name_round_trips_to_a_path_that_opens(hostile_run, forker
     assert [r.path for r in inside] == [odd_folder + "/inside.jpg"]
 
 
+# A path reaches the catalog as os.fsdecode gives it (os.scandir, sys.argv, Path.resolve): lone
+# surrogates only in U+DC80..U+DCFF, one per undecodable byte, which `name` covers. Any other lone
+# surrogate names no file (os.fsencode refuses it), so `text` is real text: no surrogates.
+_REAL_TEXT = st.characters(exclude_categories=("Cs",))
+
+
 @settings(max_examples=300, deadline=None)
-@given(name=st.binary(min_size=1), text=st.text(st.characters(min_codepoint=0x10FF00) | st.characters()))
+@given(name=st.binary(min_size=1), text=st.text(st.characters(min_codepoint=0x10FF00) | _REAL_TEXT))
 def test_any_file_name_survives_the_catalog_as_text(name, text):
     """Any bytes (as os.fsdecode gives them) and any text, the escape block included, round-trip."""
     for path in (os.fsdecode(b"/photos/" + name), "/photos/" + text):

@@ -12,11 +12,11 @@ import pytest
 
 from indexer import ann
 from indexer.library import LibraryPaths
+from indexer.library.vectors import VectorStore
 from indexer.runner import run_index
-from indexer.vectors import VectorStore
-from search.engine import Library
+from pixseek_data.shapes import draw_shape, generate_gallery
+from search import Library
 from tests.conftest import TEST_WORKERS
-from ui.shapes import draw_shape, generate_gallery
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_add_modify_rename_delete_are_counted_and_followed_by_search(tmp_path, p
     assert report.embedded == 2  # the moved file reuses its embedding
 
     after = Library.open(lib.root)
-    assert after.info()["images"] == 24
+    assert after.info().images == 24
     row = after.catalog.by_path(str(moved_to))
     assert row.id == moved_id
     np.testing.assert_array_equal(after.stored_vector(row.id), moved_vec)
@@ -93,7 +93,7 @@ def test_catalog_vectors_and_index_agree_after_changes(tmp_path, photos, demo_sp
     library = Library.open(lib.root)
     ids = library.catalog.indexed_ids()
     assert len(ids) == 19
-    index = library._index()
+    index = library._index.get()
     assert index.ntotal == 19
     if kind == "ivfpq":
         assert ann.ids_in(index).tolist() == ids
@@ -109,7 +109,7 @@ def test_indexing_one_root_leaves_another_roots_images_alone(tmp_path, demo_spec
     _index(lib, [a, b], demo_spec)
     report = _index(lib, [a], demo_spec)
     assert report.removed == 0
-    assert Library.open(lib.root).info()["images"] == 48
+    assert Library.open(lib.root).info().images == 48
 
 
 def test_walk_skips_hidden_and_resource_fork_files_and_matches_extensions_in_any_case(tmp_path, demo_spec):

@@ -10,24 +10,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from indexer import runner
-from indexer.catalog import INDEXED, Catalog
-from indexer.library import DIM, LibraryPaths
-from indexer.reader import Job, Reader
+from indexer import timing
+from indexer.library import LibraryPaths
+from indexer.library.catalog import Catalog
+from indexer.library.vectors import VectorStore
+from indexer.plan import Job
+from indexer.reader import Reader
 from indexer.runner import run_index
-from indexer.vectors import VectorStore
-from ui.shapes import COLOURS, SHAPES, generate_gallery
+from pixseek_data.shapes import COLOURS, SHAPES, generate_gallery
 
 
 def stored_vectors(lib: LibraryPaths) -> dict[str, np.ndarray]:
     """path -> stored vector of every indexed image."""
-    catalog = Catalog(lib.catalog)
-    try:
-        rows = list(catalog.rows("status = ?", [INDEXED]))
-        store = VectorStore(lib.vectors, int(catalog.get_setting(DIM)))
-        vectors = store.get(np.array([r.id for r in rows], dtype=np.int64))
-    finally:
-        catalog.close()
+    with Catalog(lib.catalog) as catalog:
+        ids = catalog.indexed_ids()
+        rows = [catalog.get(i) for i in ids]
+        vectors = VectorStore(lib.vectors, catalog.settings().dim).get(np.array(ids, dtype=np.int64))
     return {r.path: v for r, v in zip(rows, vectors)}
 
 
@@ -95,8 +93,8 @@ def test_worker_processes_and_inline_decoding_store_the_same_vectors(tmp_path, d
 def test_verbose_run_logs_running_rates_per_stage(tmp_path, demo_spec, monkeypatch, caplog):
     photos = tmp_path / "photos"
     n = len(generate_gallery(photos, per_class=1, seed=6))
-    monkeypatch.setattr(runner, "PROGRESS_EVERY", 0.0)  # a line after every file instead of every 5 s
-    with caplog.at_level(logging.INFO, logger="indexer.runner"):
+    monkeypatch.setattr(timing, "PROGRESS_EVERY", 0.0)  # a line after every file instead of every 5 s
+    with caplog.at_level(logging.INFO, logger="indexer"):
         run_index(LibraryPaths.at(tmp_path / "lib"), [photos], model=demo_spec, workers=0, batch_size=8)
     pattern = re.compile(rf"(\d+)/{n} decoded, (\d+) embedded, (\d+) written: [\d.]+ images/s \| "
                          r"decode [\d.]+ images/s per worker, embed [\d.]+ images/s, write \d+ images/s, "

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.catalog import INDEXED, SKIPPED
 from indexer.library import LibraryPaths
+from indexer.library.rows import INDEXED, SKIPPED
 from indexer.runner import run_index
-from search.engine import Library
+from search import Library
 from tests.conftest import PHOTO_LIBRARY, need_shared
 
 
@@ -44,7 +44,7 @@ def test_every_corrupt_file_is_recorded_with_a_reason_and_the_run_goes_on(real_l
             assert row.reason and "\n" not in row.reason
     skipped = {Path(p).name for p, _ in report.skipped}
     assert {"zero_bytes.jpg", "text_named.jpg", "random_bytes.png"} <= skipped
-    assert lib.info()["images"] > 140
+    assert lib.info().images > 140
 
 
 def test_heic_and_heif_files_are_indexed_with_their_size(real_library):

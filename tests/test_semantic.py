@@ -9,9 +9,9 @@ import pytest
 
 from indexer.library import LibraryPaths
 from indexer.runner import run_index
-from search.engine import Library
+from pixseek_data.shapes import COLOURS, SHAPES, draw_shape
+from search import Library
 from tests.conftest import TEST_WORKERS
-from ui.shapes import COLOURS, SHAPES, draw_shape
 
 QUERIES = [(c, s) for c in COLOURS for s in SHAPES]
 
@@ -37,14 +37,14 @@ def ivfpq_library(tmp_path_factory, shapes_gallery, demo_spec) -> LibraryPaths:
 
 def test_every_colour_shape_query_has_precision_at_10_of_at_least_0_9(shapes_library, labels):
     lib = Library.open(shapes_library.root)
-    assert lib.info()["index"]["type"] == "flat"
+    assert lib.info().index["type"] == "flat"
     low = {q: p for q in QUERIES if (p := _precision_at_10(lib, *q, labels)) < 0.9}
     assert not low, f"precision@10 below 0.9 for {low}"
 
 
 def test_forced_ivfpq_index_with_reranking_matches_exact_results(shapes_library, ivfpq_library, labels):
     exact, approx = Library.open(shapes_library.root), Library.open(ivfpq_library.root)
-    assert approx.info()["index"]["type"] == "ivfpq"
+    assert approx.info().index["type"] == "ivfpq"
     for colour, shape in QUERIES:
         assert _precision_at_10(approx, colour, shape, labels) >= 0.9
         query = f"a {colour} {shape}"

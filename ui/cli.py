@@ -8,14 +8,29 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from indexer.errors import Interrupted, PixseekError
-from indexer.library import ENV_LIBRARY, LibraryPaths
+from indexer.errors import PixseekError
+from search import ENV_LIBRARY
+
+
+class _Commands(TyperGroup):
+    def invoke(self, ctx: click.Context) -> Any:
+        # Here rather than in main(), so that every way of running a command (the console script,
+        # typer's CliRunner in tests) prints the same one line and exits with the error's code.
+        try:
+            return super().invoke(ctx)
+        except PixseekError as exc:
+            exc.show()
+            ctx.exit(exc.exit_code)
+
 
 app = typer.Typer(
+    cls=_Commands,
     help="Semantic search over your photo folders: index them once, then find photos by text or by example.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -44,7 +59,7 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu or cuda 
 
 
 def _spec(model: str | None, pretrained: str | None):
-    from indexer.model import ModelSpec
+    from search import ModelSpec
 
     if model is None:
         if pretrained is not None:
@@ -69,7 +84,8 @@ def index(
     index_type: Annotated[Optional[str], typer.Option("--index", help="ANN index: auto (exact while small, "
                           "IVF-PQ from 50,000 images), flat or ivfpq. Remembered by the library.",
                           show_default=False)] = None,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Re-embed every image (e.g. with another --model).")] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Re-embed every image (e.g. with another --model).")
+                       ] = False,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding processes (default: one per core).",
                        show_default=False)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model batch "
@@ -83,7 +99,8 @@ def index(
     Safe to re-run at any time: only new or changed files are embedded, and an interrupted run
     continues where it stopped.
     """
-    from indexer.runner import run_index
+    from indexer.runner import IndexOptions, run_index
+    from search import LibraryPaths
 
     if verbose:
         # Only pixseek's own stages at INFO: open_clip and FAISS log their loading steps there too.
@@ -93,8 +110,9 @@ def index(
             logging.getLogger(package).setLevel(logging.INFO)
     paths = LibraryPaths.at(library)
     with _progress(as_json) as on_progress:
-        report = run_index(paths, folders, model=_spec(model, pretrained), index_kind=index_type, rebuild=rebuild,
-                           workers=workers, batch_size=batch_size, device=device, on_progress=on_progress)
+        options = IndexOptions(model=_spec(model, pretrained), index_kind=index_type, rebuild=rebuild, workers=workers,
+                               batch_size=batch_size, device=device, on_progress=on_progress)
+        report = run_index(paths, folders, options)
     if as_json:
         _echo_json({"library": str(paths.root), **report.as_dict()})
         return
@@ -181,21 +199,24 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Find photos by text, by an example image, by an indexed photo, or a mix of them."""
-    from search.engine import Library
-    from search.filters import Filters
-    from search.query import Term
+    from search import Filters, Library, SearchRequest
 
     if query is None and image is None and like is None and not not_:
-        raise PixseekError("nothing to search for", 'give a query (pixseek search "a dog"), --image FILE or --like FILE')
+        raise PixseekError("nothing to search for",
+                           'give a query (pixseek search "a dog"), --image FILE or --like FILE')
     if image is not None and not image.is_file():
         raise PixseekError(f"query image not found: {image}", "check the path")
+    if any('"' in text for text in not_ or []):
+        raise PixseekError("--not takes plain text, without double quotes", 'or write - "TEXT" in the query')
+    # --not TEXT is - "TEXT" in the query's own syntax (search/query.py).
+    text = " ".join([query] * (query is not None) + [f'- "{t}"' for t in not_ or []]) or None
     filters = Filters(folder=str(folder) if folder else None, date_from=date_from, date_to=date_to, camera=camera,
                       has_gps=gps, tag=tag)
-    lib = Library.open(library, model=_spec(model, pretrained), device=device)
     like_ref: int | str | None = int(like) if like is not None and like.isdigit() else like
-    negatives = [Term("text", text, -1.0) for text in not_ or []]
-    results = lib.search(query, image=image, like=like_ref, terms=negatives, k=k, min_score=min_score, min_z=min_z,
-                         filters=filters, ensemble=ensemble, dedupe=dedupe, sort=sort)
+    request = SearchRequest(text=text, image=image, like=like_ref, k=k, min_score=min_score, min_z=min_z,
+                            filters=filters, ensemble=ensemble, dedupe=dedupe, sort=sort)
+    with Library.open(library, model=_spec(model, pretrained), device=device) as lib:
+        results = lib.search(request)
     if as_json:
         _echo_json([r.as_dict() for r in results])
         return
@@ -224,12 +245,12 @@ def dupes(
     Uses what indexing stored (content hash, perceptual hash, embedding); no photo is read again.
     Each group lists the largest copy first.
     """
-    from search.dupes import find_duplicates, missing_phash
-    from search.engine import Library
+    from search import Library
+    from search.dupes import find_duplicates
 
-    lib = Library.open(library)
-    groups = find_duplicates(lib.catalog, lib.vectors, **_given(max_distance=max_distance, min_cosine=similarity))
-    unhashed = missing_phash(lib.catalog)
+    with Library.open(library) as lib:
+        groups = find_duplicates(lib.catalog, lib.vectors, **_given(max_distance=max_distance, min_cosine=similarity))
+        unhashed = lib.catalog.missing_phash()
     if as_json:
         _echo_json({"groups": [g.as_dict() for g in groups], "images_without_phash": unhashed})
         return
@@ -265,14 +286,14 @@ def tag(
     Works from the stored embeddings, so no photo is read again; re-run after indexing new photos.
     Then filter searches with --tag LABEL.
     """
-    from search.engine import Library
+    from search import Library
     from search.tags import read_labels, stored_labels, tag_images
 
-    lib = Library.open(library, device=device)
-    names = read_labels(labels) if labels is not None else stored_labels(lib.catalog)
-    if not names:
-        raise PixseekError("this library has no labels yet", "pass --labels labels.txt (one label per line)")
-    counts = tag_images(lib, names, ensemble=ensemble, **_given(top=top, min_prob=min_prob))
+    with Library.open(library, device=device) as lib:
+        names = read_labels(labels) if labels is not None else stored_labels(lib)
+        if not names:
+            raise PixseekError("this library has no labels yet", "pass --labels labels.txt (one label per line)")
+        counts = tag_images(lib, names, ensemble=ensemble, **_given(top=top, min_prob=min_prob))
     if as_json:
         _echo_json({"library": str(lib.paths.root), "tagged": counts})
         return
@@ -293,12 +314,12 @@ def info(
     as_json: JsonOpt = False,
 ) -> None:
     """What is in the library: image count, model, index type, skipped files."""
-    from search.engine import Library
+    from search import Library
 
-    lib = Library.open(library)
-    data = lib.info()
-    if skipped:
-        data["skipped_files"] = [{"path": r.path, "reason": r.reason} for r in lib.skipped()]
+    with Library.open(library) as lib:
+        data = lib.info().as_dict()
+        if skipped:
+            data["skipped_files"] = [{"path": r.path, "reason": r.reason} for r in lib.skipped()]
     if as_json:
         _echo_json(data)
         return
@@ -350,6 +371,7 @@ def ui(
                     "this computer; 0.0.0.0 opens it (and your photos) to your network.")] = "127.0.0.1",
 ) -> None:
     """Serve the search page and print its address: find photos by text or example, filter, page through."""
+    from search import LibraryPaths
     from ui.server import serve
 
     serve(LibraryPaths.at(library), host, port, typer.echo)
@@ -381,15 +403,12 @@ def serve_api(
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and a non-zero exit."""
+    """Console entry point: a bug, too, becomes one line on stderr (user errors are `_Commands`')."""
     # Libraries underneath (open_clip, huggingface_hub) log retries and warnings to the root
     # logger; without a handler Python prints them all. --verbose installs a real one.
     logging.getLogger().addHandler(logging.NullHandler())
     try:
         app()
-    except PixseekError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(130 if isinstance(exc, Interrupted) else 1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

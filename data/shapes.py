@@ -3,7 +3,7 @@
 Each picture shows one shape (circle, square, triangle or star) in one of six
 clearly distinct colours, on a light, randomly tinted background with faint
 noise, at a random position, scale and rotation. The project's own demo CLIP
-model (``data/demo-model``) is trained on these pictures, ``pixseek demo``
+model (``data/demo-model`` (``pixseek_data.DEMO_MODEL_DIR``)) is trained on these pictures, ``pixseek demo``
 builds its offline gallery from them, and the semantic tests use them as a
 world whose ground truth is known from the generator's labels.
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.library import fsync_dir
+from indexer.library.files import fsync_dir, pwrite_all
 
 ROW_DTYPE = np.float16
 
@@ -41,7 +41,7 @@ class VectorStore:
             # One write per run of consecutive ids (new files get consecutive ids).
             runs = np.flatnonzero(np.diff(ids) != 1) + 1
             for run_ids, run_data in zip(np.split(ids, runs), np.split(data, runs)):
-                _pwrite_all(fd, run_data.tobytes(), int(run_ids[0]) * self.row_bytes)
+                pwrite_all(fd, run_data.tobytes(), int(run_ids[0]) * self.row_bytes)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -80,10 +80,3 @@ class VectorStore:
                 self._file_id = (st.st_dev, st.st_ino)
         return self._map
 
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    # A nearly full disk can take part of a write without an error; the rest then raises ENOSPC.
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written

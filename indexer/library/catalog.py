@@ -1,0 +1,296 @@
+"""The SQLite catalog: one row per file ever seen, plus the library's settings. Every statement is here.
+
+The catalog is the truth of a library. A row's vector (vectors.py) is valid only while the row's
+status is 'indexed'; the ANN index is a cache over those rows.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# sqlite-utils imports pandas when it is installed, only to store pd.Timestamp values (pixseek
+# writes none): ~0.4 s on every `pixseek` command and in every decoder worker, more than an
+# unchanged re-index of 10,000 files takes. Hidden for this one import; a later `import pandas`
+# (Streamlit's) still works.
+_hide_pandas = "pandas" not in sys.modules
+if _hide_pandas:
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # makes `import pandas` fail
+try:
+    import sqlite_utils
+finally:
+    if _hide_pandas:
+        del sys.modules["pandas"]
+
+from indexer.errors import PixseekError  # noqa: E402
+from indexer.library.filters import Filters  # noqa: E402
+from indexer.library.rows import INDEXED, PENDING, SKIPPED, ImageRow, from_db, path_from_db, path_to_db, to_db  # noqa: E402
+from indexer.library.schema import MIGRATIONS, SCHEMA_VERSION  # noqa: E402
+from indexer.library.settings import SETTING_KEYS, Settings  # noqa: E402
+
+_CHUNK = 500  # ids per IN (...) list, well below SQLite's limit on bound parameters
+
+
+def _connect(path: Path, create: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL loses nothing to a crash; a power cut may undo the last commits, whose
+        # rows then go back to pending and are embedded again.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if create:
+            raise
+    # A read-only folder (backup drive, DVD, no write permission): SQLite cannot create the WAL's
+    # shared-memory file beside the database, so read the file as the fixed snapshot it is.
+    return sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
+    ids = list(ids)
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+def _marks(ids: Sequence[int]) -> str:
+    return ",".join("?" * len(ids))
+
+
+class Catalog:
+    """Read and write access to `catalog.db` (WAL mode, so readers never block the indexer)."""
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        if not create and not path.exists():
+            raise PixseekError(f"no library at {path.parent}", "run `pixseek index FOLDER` to create one")
+        self.path = path
+        self.db = sqlite_utils.Database(_connect(path, create))
+        try:
+            self._migrate(create)
+        except BaseException:
+            self.close()  # a refused library (newer schema) must not keep its WAL files open
+            raise
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self, create: bool) -> None:
+        if "settings" not in self.db.table_names():
+            if not create:
+                if not self.db.table_names():  # the first `pixseek index` has only just created the file
+                    raise PixseekError(f"the library at {self.path.parent} has no images yet",
+                                       "wait for `pixseek index` to save its first images")
+                raise PixseekError(f"{self.path} is not a pixseek catalog",
+                                   "point --library at a pixseek library folder")
+            with self.transaction():
+                self.db["settings"].create({"key": str, "value": str}, pk="key")
+                self.db["settings"].insert({"key": "schema_version", "value": "0"})
+        version = self._schema_version()
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                # Re-read under the write lock: a search opening the library while `pixseek index`
+                # migrates it must not run the same step twice.
+                if self._schema_version() < step:
+                    MIGRATIONS[step](self.db)
+                    self.save_settings(schema_version=step)
+
+    def _schema_version(self) -> int:
+        version = self.settings().schema_version
+        if version > SCHEMA_VERSION:
+            raise PixseekError(
+                f"this library was written by a newer pixseek (schema {version}, this one knows {SCHEMA_VERSION})",
+                "upgrade pixseek (pip install -U pixseek) to open it",
+            )
+        return version
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic batch: the writer commits vectors' catalog rows together, or not at all."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            yield
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # settings ---------------------------------------------------------------------------------
+    def settings(self) -> Settings:
+        return Settings.from_table(dict(self.db.execute("SELECT key, value FROM settings").fetchall()))
+
+    def save_settings(self, **values: object) -> None:
+        unknown = set(values) - SETTING_KEYS
+        if unknown:
+            raise TypeError(f"not settings: {sorted(unknown)}")
+        for key, value in values.items():
+            self.db["settings"].upsert({"key": key, "value": str(value)}, pk="key")
+
+    # reading images ---------------------------------------------------------------------------
+    def _rows(self, where: str, params: Iterable[Any] = ()) -> Iterator[ImageRow]:
+        for row in self.db["images"].rows_where(where, list(params)):
+            yield from_db(row)
+
+    def get(self, image_id: int) -> ImageRow | None:
+        return next(self._rows("id = ?", [image_id]), None)
+
+    def by_path(self, path: str) -> ImageRow | None:
+        return next(self._rows("path = ?", [path_to_db(path)]), None)
+
+    def rows_by_id(self, ids: Sequence[int]) -> list[ImageRow]:
+        return [row for chunk in _chunks(ids) for row in self._rows(f"id IN ({_marks(chunk)})", chunk)]
+
+    def indexed_rows(self, ids: Sequence[int]) -> dict[int, ImageRow]:
+        """The indexed rows among `ids`, by id (a row gone or re-queued since is left out)."""
+        return {row.id: row for chunk in _chunks(ids)
+                for row in self._rows(f"status = ? AND id IN ({_marks(chunk)})", [INDEXED, *chunk])}
+
+    def skipped(self) -> list[ImageRow]:
+        return list(self._rows("status = ? ORDER BY path", [SKIPPED]))
+
+    def stat_index(self) -> dict[str, tuple[int, int, int, str]]:
+        """path -> (id, size, mtime_ns, status): all the walker needs to spot changes without I/O."""
+        cur = self.db.execute("SELECT path, id, size, mtime_ns, status FROM images")
+        return {path_from_db(p): (i, s, m, st) for p, i, s, m, st in cur}
+
+    def hashes(self, ids: Sequence[int]) -> dict[int, str | None]:
+        """Content hash by id."""
+        return {i: h for chunk in _chunks(ids)
+                for i, h in self.db.execute(f"SELECT id, hash FROM images WHERE id IN ({_marks(chunk)})", chunk)}
+
+    def _ids(self, where: str = "", params: Sequence[Any] = ()) -> list[int]:
+        sql = f"SELECT id FROM images WHERE status = ? {'AND ' + where if where else ''} ORDER BY id"
+        return [r[0] for r in self.db.execute(sql, [INDEXED, *params])]
+
+    def indexed_ids(self) -> list[int]:
+        return self._ids()
+
+    def ids_not_in_ann(self) -> list[int]:
+        """Indexed images the ANN file does not hold yet (indexed after it was written)."""
+        return self._ids("in_ann = 0")
+
+    def sample_ids(self, stride: int) -> list[int]:
+        """Every `stride`-th indexed id: an evenly spread sample of the library."""
+        return self._ids("id % ? = 0", [stride])
+
+    def filtered_ids(self, filters: Filters) -> list[int]:
+        """Indexed images that pass `filters`."""
+        clauses, params = [], []
+        if filters.folder is not None:
+            folder = path_to_db(filters.folder)  # as the catalog stores it
+            clauses.append("(folder = ? OR folder LIKE ? ESCAPE '\\')")
+            escaped = folder.rstrip(os.sep).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params += [folder, escaped + os.sep + "%"]
+        if filters.date_from is not None:
+            clauses.append("taken_at >= ?")
+            params.append(filters.date_from)
+        if filters.date_to is not None:
+            clauses.append("taken_at < ?")
+            params.append(filters.date_to + "T99")  # any time on that day sorts below "T99"
+        if filters.camera is not None:
+            clauses.append("(camera_make LIKE ? OR camera_model LIKE ? OR (camera_make || ' ' || camera_model) LIKE ?)")
+            params += [f"%{filters.camera}%"] * 3
+        if filters.has_gps is not None:
+            clauses.append("lat IS NOT NULL" if filters.has_gps else "lat IS NULL")
+        if filters.tag is not None:
+            clauses.append("id IN (SELECT image_id FROM tags WHERE label = ? COLLATE NOCASE)")
+            params.append(filters.tag)
+        return self._ids(" AND ".join(clauses), params)
+
+    def counts(self) -> dict[str, int]:
+        cur = self.db.execute("SELECT status, COUNT(*) FROM images GROUP BY status")
+        return {status: n for status, n in cur}
+
+    def indexed_count(self) -> int:
+        return self.counts().get(INDEXED, 0)
+
+    def ann_stale(self) -> bool:
+        """Whether the ANN file may not hold exactly the indexed rows (a run stopped before its rebuild)."""
+        return bool(self.db.execute("SELECT EXISTS (SELECT 1 FROM images WHERE (status = ?) != (in_ann = 1))",
+                                    [INDEXED]).fetchone()[0])
+
+    def folders(self) -> list[str]:
+        """Folders holding indexed images, sorted."""
+        cur = self.db.execute("SELECT DISTINCT folder FROM images WHERE status = ? ORDER BY folder", [INDEXED])
+        return [path_from_db(r[0]) for r in cur]
+
+    def taken_span(self) -> tuple[str | None, str | None]:
+        """Earliest and latest date taken among indexed images."""
+        return tuple(self.db.execute("SELECT MIN(taken_at), MAX(taken_at) FROM images WHERE status = ?",
+                                     [INDEXED]).fetchone())
+
+    def duplicate_keys(self) -> list[tuple[int, str | None, str | None]]:
+        """(id, content hash, pHash) of every indexed image, by id."""
+        sql = "SELECT id, hash, phash FROM images WHERE status = ? ORDER BY id"
+        return [tuple(r) for r in self.db.execute(sql, [INDEXED])]
+
+    def missing_phash(self) -> int:
+        """Indexed images without a pHash (indexed by a pixseek before pHashes were stored)."""
+        return self.db.execute("SELECT COUNT(*) FROM images WHERE status = ? AND phash IS NULL",
+                               [INDEXED]).fetchone()[0]
+
+    # writing images ---------------------------------------------------------------------------
+    def insert_pending(self, rows: list[ImageRow], first_id: int = 1) -> list[int]:
+        """Give new files ids before embedding, so their vectors have a row to land in.
+
+        Ids start at `first_id` or above any id in use: passing the vector file's row count means
+        no id whose vector a reader may still score (a deleted or changed file's) is ever reused,
+        which SQLite's own rowids would do after the highest row is deleted.
+        """
+        top = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM images").fetchone()[0]
+        next_id = max(first_id, top + 1)
+        ids = []
+        for row in rows:
+            values = to_db({"path": row.path, "folder": row.folder, "size": row.size, "mtime_ns": row.mtime_ns,
+                            "hash": row.hash, "status": PENDING, "id": next_id})
+            self.db.execute(f"INSERT INTO images ({', '.join(values)}) VALUES ({_marks(values)})",
+                            list(values.values()))
+            ids.append(next_id)
+            next_id += 1
+        return ids
+
+    def update(self, image_id: int, **values: Any) -> None:
+        self.db["images"].update(image_id, to_db(values))
+
+    def delete(self, ids: Iterable[int]) -> None:
+        for chunk in _chunks(list(ids)):
+            self.db.execute(f"DELETE FROM images WHERE id IN ({_marks(chunk)})", chunk)
+
+    def mark_all_pending(self) -> None:
+        """Every row is to be embedded again (`index --rebuild`)."""
+        self.db.execute("UPDATE images SET status = ?, in_ann = 0", [PENDING])
+
+    def mark_in_ann(self, ids: list[int]) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE images SET in_ann = 0 WHERE in_ann = 1")
+            for chunk in _chunks(ids):
+                self.db.execute(f"UPDATE images SET in_ann = 1 WHERE id IN ({_marks(chunk)})", chunk)
+
+    # tags -------------------------------------------------------------------------------------
+    def replace_tags(self, rows: list[tuple[int, str, float]], labels: list[str]) -> None:
+        """Every image's tags (image id, label, probability) and the labels they were chosen from."""
+        import json
+
+        with self.transaction():
+            self.db.execute("DELETE FROM tags")
+            self.db.conn.executemany("INSERT INTO tags (image_id, label, score) VALUES (?, ?, ?)", rows)
+            self.save_settings(tag_labels=json.dumps(labels, ensure_ascii=False))
+
+    def has_tag(self, label: str) -> bool:
+        sql = "SELECT 1 FROM tags WHERE label = ? COLLATE NOCASE LIMIT 1"
+        return self.db.execute(sql, [label]).fetchone() is not None

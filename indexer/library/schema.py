@@ -1,0 +1,45 @@
+"""The catalog's schema, as migration steps: each moves a library from version i to i + 1.
+
+Never edit a released step, add one. The image columns come from `rows.ImageRow`: a step adds
+the fields whose `since` is its version.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from indexer.library.rows import columns_since
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+
+def _add_columns(db: sqlite_utils.Database, version: int) -> None:
+    for name, kind in columns_since(version).items():
+        db["images"].add_column(name, kind)
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db["images"].create(columns_since(1), pk="id", not_null={"path", "status"}, defaults={"in_ann": 0})
+    db["images"].create_index(["path"], unique=True)
+    db["images"].create_index(["hash"])
+    db["images"].create_index(["status"])
+
+
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    db["images"].create_index(["folder"])
+    db["images"].create_index(["taken_at"])
+
+
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    _add_columns(db, 3)
+    # tags: zero-shot labels per image (search/tags.py).
+    db["tags"].create({"image_id": int, "label": str, "score": float}, pk=("image_id", "label"))
+    db.execute("CREATE INDEX idx_tags_label ON tags (label COLLATE NOCASE)")  # --tag matches any case
+    # A removed or changed file loses its row, and its tags go with it.
+    db.execute("CREATE TRIGGER tags_follow_images AFTER DELETE ON images "
+               "BEGIN DELETE FROM tags WHERE image_id = OLD.id; END")
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
+SCHEMA_VERSION = max(MIGRATIONS)  # what a library this pixseek writes is at

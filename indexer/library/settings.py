@@ -1,0 +1,73 @@
+"""The library's settings table, read as one typed record; each key is a field, declared once here.
+
+The model settings tie a library to the model its vectors came from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from indexer.errors import PixseekError
+
+if TYPE_CHECKING:
+    from indexer.model import Encoder, ModelSpec
+
+
+@dataclass(frozen=True)
+class Settings:
+    schema_version: int = 0
+    model_name: str | None = None
+    model_pretrained: str | None = None  # stored as "" for a model without a weights tag
+    model_fingerprint: str | None = None
+    dim: int = 0  # embedding size; 0 until a model is recorded
+    index_kind: str | None = None  # the --index the library remembers
+    last_indexed_at: str | None = None
+    tag_labels: str | None = None  # JSON list: the labels of the last `pixseek tag`
+
+    @classmethod
+    def from_table(cls, table: dict[str, str]) -> Settings:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in table:
+                values[f.name] = int(table[f.name] or 0) if f.type == "int" else table[f.name]
+        return cls(**values)
+
+    @property
+    def labels(self) -> list[str]:
+        return json.loads(self.tag_labels) if self.tag_labels else []
+
+    def model_spec(self) -> ModelSpec | None:
+        """The model the library was built with (None: no model recorded yet)."""
+        from indexer.model import ModelSpec
+
+        if self.model_name is None:
+            return None
+        return ModelSpec(self.model_name, self.model_pretrained or None)
+
+    def check_same_model(self, spec: ModelSpec, library: Path) -> None:
+        """Vectors from two models live in unrelated spaces: mixing them would rank nonsense."""
+        recorded = self.model_spec()
+        if recorded is None:
+            return
+        if self.model_fingerprint != spec.fingerprint():
+            if recorded == spec:
+                raise PixseekError(
+                    f"the weights of model {spec} changed since the library at {library} was built",
+                    "re-embed everything with `pixseek index --rebuild FOLDER`",
+                )
+            raise PixseekError(
+                f"the library at {library} was built with model {recorded}, not {spec}",
+                "search without --model, or re-embed everything with `pixseek index --rebuild --model ...`",
+            )
+
+
+SETTING_KEYS = frozenset(f.name for f in fields(Settings))
+
+
+def model_record(encoder: Encoder) -> dict[str, str]:
+    """The settings that record `encoder` as the library's model."""
+    return {"model_name": encoder.spec.name, "model_pretrained": encoder.spec.pretrained or "",
+            "model_fingerprint": encoder.fingerprint(), "dim": str(encoder.dim)}

@@ -1,0 +1,57 @@
+"""What an index run did: the options it was given (`IndexOptions`) and what it found (`IndexReport`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from indexer import ann
+from indexer.model import ModelSpec
+
+Progress = Callable[[int, int], None]  # (files decoded, files to decode)
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    model: ModelSpec | None = None  # default: the library's own model, or DEFAULT_MODEL for a new one
+    index_kind: str | None = None  # ann.KINDS; default: the library's, or auto
+    rebuild: bool = False  # re-embed every image (e.g. with another model)
+    workers: int | None = None  # decoder processes; default one per core, 0 decodes inline
+    batch_size: int | None = None  # images per model batch; default by device
+    device: str | None = None  # cpu or cuda; default cuda when present
+    on_progress: Progress | None = None
+
+    def __post_init__(self) -> None:
+        if self.index_kind is not None:
+            ann.choose_kind(self.index_kind, 0)  # reject a bad name before any work
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) found this run
+    embedded: int = 0
+    seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    index: dict[str, object] = field(default_factory=dict)
+    model: str = ""
+
+    @property
+    def images_per_second(self) -> float:
+        embed_time = self.stages.get("read+embed", 0.0)
+        return self.embedded / embed_time if embed_time > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "added": self.added, "updated": self.updated, "moved": self.moved, "removed": self.removed,
+            "unchanged": self.unchanged,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "embedded": self.embedded, "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 2),
+            "stages": {k: round(v, 3) for k, v in self.stages.items()},
+            "index": self.index, "model": self.model,
+        }

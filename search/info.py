@@ -1,0 +1,24 @@
+"""`Library.info()`: what is in a library, as one record (`as_dict()` is `pixseek info --json`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LibraryInfo:
+    library: str  # the library folder
+    images: int  # indexed
+    skipped: int
+    pending: int  # found, not embedded yet (a run in progress or stopped)
+    skipped_reasons: dict[str, int]
+    model: str | None  # None until the first index run picks one
+    model_fingerprint: str | None
+    embedding_dim: int | None
+    index: dict[str, Any]  # the ANN file: type, vectors, and IVF-PQ's parameters
+    last_indexed_at: str | None
+    schema_version: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,234 @@
+"""The library as a reader sees it: `Library.open(path).search("a red circle")`.
+
+query (query.py) -> embed (embed.py) -> retrieve (retrieve.py) -> rank (rank.py). The CLI and
+the page call only this facade and the types it returns, never the indexer's internals.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from indexer.errors import PixseekError
+from indexer.library import LibraryPaths, index_file
+from indexer.library.catalog import Catalog
+from indexer.library.filters import Filters
+from indexer.library.index_file import CachedIndex
+from indexer.library.rows import INDEXED, PENDING, SKIPPED, ImageRow
+from indexer.library.vectors import VectorStore
+from search import rank, retrieve
+from search.embed import QueryEmbedder
+from search.info import LibraryInfo
+from search.query import Term, parse_query
+from search.request import SearchRequest
+from search.result import Result
+from search.tags import check_tag
+
+if TYPE_CHECKING:
+    from indexer.model import Encoder, ModelSpec
+
+_REQUEST_FIELDS = frozenset(f.name for f in fields(SearchRequest))
+
+
+class Library:
+    def __init__(self, paths: LibraryPaths, model: ModelSpec | None = None, device: str | None = None) -> None:
+        if not paths.exists():
+            raise PixseekError(f"no library at {paths.root}",
+                               "run `pixseek index FOLDER` first (or pass --library DIR)")
+        self.paths = paths
+        self.catalog = Catalog(paths.catalog)
+        self.settings = self.catalog.settings()
+        self._model_override = model
+        if model is not None:
+            self.settings.check_same_model(model, paths.root)
+        self.device = device
+        self.vectors = VectorStore(paths.vectors, self.settings.dim)
+        self._index = CachedIndex(paths.ann)
+        self._embedder = QueryEmbedder(self._load_encoder, self.stored_vector)
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, *, model: ModelSpec | None = None,
+             device: str | None = None) -> Library:
+        return cls(LibraryPaths.at(path), model, device)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _follow_index_runs(self) -> None:
+        """Take in what index runs changed since this Library was opened (the page keeps one open).
+
+        A first index of an empty library, or `--rebuild` with another model, changes the model:
+        queries must then be embedded by the new one, into vectors of the new size.
+        """
+        settings = self.catalog.settings()
+        if settings == self.settings:
+            return
+        if settings.model_fingerprint != self.settings.model_fingerprint:
+            self._embedder.forget_model()
+        self.settings = settings
+        self.vectors = VectorStore(self.paths.vectors, settings.dim)
+
+    # the model ------------------------------------------------------------------------------
+    @property
+    def model_spec(self) -> ModelSpec | None:
+        return self._model_override or self.settings.model_spec()
+
+    @property
+    def encoder(self) -> Encoder:
+        return self._embedder.encoder
+
+    @property
+    def image_size(self) -> int:
+        """The model's input size in pixels (what thumbnails and previews need not exceed)."""
+        from indexer.model import input_size
+
+        spec = self.model_spec
+        return (input_size(spec) if spec is not None else None) or self.encoder.image_size
+
+    def _load_encoder(self) -> Encoder:
+        from indexer.model import load_encoder
+
+        spec = self.model_spec
+        if spec is None:
+            raise PixseekError("this library has no images yet", "run `pixseek index FOLDER` first")
+        if spec.local_dir is not None and not spec.local_dir.is_dir():
+            raise PixseekError(f"the library's model folder {spec.local_dir} is gone",
+                               "pass --model local-dir:/new/place/of/that/folder")
+        # Weights replaced under the same name would embed queries into another space.
+        self.settings.check_same_model(spec, self.paths.root)
+        return load_encoder(spec, self.device)
+
+    def embed_text(self, text: str, ensemble: bool = True) -> np.ndarray:
+        """The text's embedding, averaged over prompt templates when `ensemble` (search/prompts.py)."""
+        return self._embedder.text(text, ensemble)
+
+    def embed_image(self, image: str | Path | bytes) -> np.ndarray:
+        return self._embedder.image(image)
+
+    def embed_query(self, text: str, *, allow_paths: bool = True, ensemble: bool = True) -> np.ndarray:
+        """The unit vector a text query (in the syntax of search/query.py) searches for."""
+        self._follow_index_runs()
+        return self._embedder.terms(parse_query(text, allow_paths), [], self._dim(), ensemble)
+
+    def stored_vector(self, image_id: int) -> np.ndarray:
+        """The stored embedding of the indexed image `image_id`."""
+        self.get(image_id)
+        return self.vectors.get(np.array([image_id]))[0]
+
+    # searching ------------------------------------------------------------------------------
+    def search(self, request: SearchRequest | str | None = None, **fields: Any) -> list[Result]:
+        """Ranked results for a SearchRequest, or for its fields by name: `search("a red circle", k=10)`,
+        `search(image="q.jpg")`, `search(like=42)`. Fields given by name override the request's."""
+        unknown = set(fields) - _REQUEST_FIELDS
+        if unknown:
+            raise TypeError(f"unknown search options: {', '.join(sorted(unknown))}")
+        if isinstance(request, SearchRequest):
+            request = replace(request, **fields)
+        else:
+            request = SearchRequest(**{"text": request, **fields})
+        self._follow_index_runs()
+        terms = parse_query(request.text, request.allow_paths) if request.text else []
+        if request.image is not None and not isinstance(request.image, bytes):
+            terms.append(Term("image", str(request.image)))
+        exclude: set[int] = set()
+        if request.like is not None:
+            like_id = request.like if isinstance(request.like, int) else self.find_id(request.like)
+            if like_id is None:
+                raise PixseekError(f"{request.like} is not in the library",
+                                   "index its folder first, or search with --image")
+            terms.append(Term("id", str(like_id)))
+            exclude.add(like_id)
+        self.check_not_empty()
+        uploads = [self.embed_image(request.image)] if isinstance(request.image, bytes) else []
+        vec = self._embedder.terms(terms, uploads, self._dim(), request.ensemble)
+        return self.search_vector(vec, k=request.k, min_score=request.min_score, min_z=request.min_z,
+                                  filters=request.filters, exclude=exclude, dedupe=request.dedupe, sort=request.sort)
+
+    def search_vector(self, vec: np.ndarray, *, k: int = 20, min_score: float | None = None,
+                      min_z: float | None = None, filters: Filters | None = None, exclude: set[int] | None = None,
+                      dedupe: bool = False, sort: str = "score") -> list[Result]:
+        """The k best matches of a query vector scoring at least min_score (cosine) and at least
+        min_z robust standard deviations above the query's median score over the library
+        (`rank.z_floor`). dedupe keeps only the best of each set of near-duplicates; sort is
+        "score" or "date" (`rank.sort_results`)."""
+        rank.check_sort(sort)
+        self._follow_index_runs()
+        filters = filters or Filters()
+        if filters.tag is not None:
+            check_tag(self.catalog, filters.tag)
+        exclude = exclude or set()
+        floor = max(-np.inf if min_score is None else min_score,
+                    -np.inf if min_z is None else retrieve.z_floor(self.catalog, self.vectors, vec, min_z))
+        want = k * (rank.DEDUPE_FACTOR if dedupe else 1) + len(exclude)
+        ids, scores = retrieve.candidates(self.catalog, self.vectors, self._index, vec, want, filters)
+        return rank.ranked(self.catalog.indexed_rows(ids.tolist()), ids, scores, k=k, floor=floor, exclude=exclude,
+                           dedupe=dedupe, sort=sort)
+
+    def check_not_empty(self) -> None:
+        if self.catalog.indexed_count() == 0:
+            raise PixseekError(f"the library at {self.paths.root} has no indexed images",
+                               "run `pixseek index FOLDER` first")
+
+    def _dim(self) -> int:
+        if self.settings.dim == 0:
+            raise PixseekError("this library has no images yet", "run `pixseek index FOLDER` first")
+        return self.settings.dim
+
+    # about the library ----------------------------------------------------------------------
+    def get(self, image_id: int) -> Result:
+        """The indexed image `image_id` as a result (score 0: it answers no query)."""
+        row = self.catalog.get(image_id)
+        if row is None or row.status != INDEXED:
+            raise PixseekError(f"image {image_id} is not in the library", "pick an id from search results or info")
+        return Result.from_row(row, 0.0)
+
+    def find_id(self, path: str | Path) -> int | None:
+        """The id of the indexed image at `path`, or None."""
+        row = self.catalog.by_path(str(Path(path).expanduser().resolve()))
+        return row.id if row is not None and row.status == INDEXED else None
+
+    @property
+    def thumbs_dir(self) -> Path:
+        return self.paths.thumbs
+
+    def info(self) -> LibraryInfo:
+        self._follow_index_runs()
+        counts = self.catalog.counts()
+        index = self._index.get()
+        spec = self.model_spec
+        return LibraryInfo(
+            library=str(self.paths.root),
+            images=counts.get(INDEXED, 0),
+            skipped=counts.get(SKIPPED, 0),
+            pending=counts.get(PENDING, 0),
+            skipped_reasons=dict(Counter(row.reason or "unknown" for row in self.catalog.skipped())),
+            model=str(spec) if spec else None,
+            model_fingerprint=self.settings.model_fingerprint,
+            embedding_dim=self.settings.dim or None,
+            index=index_file.describe(index) if index is not None else dict(index_file.NONE),
+            last_indexed_at=self.settings.last_indexed_at,
+            schema_version=self.settings.schema_version,
+        )
+
+    def skipped(self) -> list[ImageRow]:
+        """Files that could not be indexed, by path; `reason` says why."""
+        return self.catalog.skipped()
+
+    def folders(self) -> list[str]:
+        """Folders holding indexed images, sorted: the choices of a folder filter."""
+        return self.catalog.folders()
+
+    def date_span(self) -> tuple[str | None, str | None]:
+        """Earliest and latest date taken (YYYY-MM-DD) among indexed images; None when none has one."""
+        first, last = self.catalog.taken_span()
+        return (first[:10] if first else None, last[:10] if last else None)

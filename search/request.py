@@ -1,0 +1,41 @@
+"""What a search asks for, checked in one place (`SearchRequest.__post_init__`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from indexer.errors import PixseekError
+from indexer.library.filters import Filters
+from search.rank import check_sort
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A text query (with the syntax of search/query.py), an example image, an indexed image, or a mix.
+
+    image: a file path, or the bytes of an upload. like: an indexed image's id or path; the image
+    itself is left out of the results. min_score: a cosine floor; min_z: an adaptive one (see
+    `rank.z_floor`). ensemble=False embeds text as typed, without prompt templates. dedupe keeps
+    the best of each set of near-duplicates. sort: "score" or "date". allow_paths=False reads every
+    query term as text (what a web page must do: see `parse_query`).
+    """
+
+    text: str | None = None
+    image: bytes | str | Path | None = None
+    like: int | str | Path | None = None
+    k: int = 20
+    min_score: float | None = None
+    min_z: float | None = None
+    filters: Filters = field(default_factory=Filters)
+    ensemble: bool = True
+    dedupe: bool = False
+    sort: str = "score"
+    allow_paths: bool = True
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise PixseekError(f"-k must be at least 1, not {self.k}")
+        check_sort(self.sort)
+        if not self.text and self.image is None and self.like is None:
+            raise PixseekError("nothing to search for", "give a text query, --image FILE, or --like FILE")

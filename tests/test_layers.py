@@ -1,0 +1,57 @@
+"""The layer rule, read from the source: search/ reads libraries only through indexer.library (plus
+the encoder, the decoder for query images, and the errors); ui/ sees only the search API, the errors,
+and the indexer's entry point for `pixseek index` and the demo."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIRST_PARTY = {"indexer", "search", "ui", "pixseek_data", "tests"}
+ALLOWED = {
+    "search": ("search", "indexer.library", "indexer.model", "indexer.decode", "indexer.errors"),
+    "ui": ("ui", "search", "indexer.errors", "indexer.runner", "pixseek_data"),
+}
+PAGE_FILES = {"ui/app.py", "ui/thumbs.py", "ui/server.py"}  # the Streamlit page, on its own branch
+
+
+def first_party_imports(path: Path) -> set[str]:
+    """Every module of this project that `path` imports, at any depth (TYPE_CHECKING blocks too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found.update(name for name in names if name.split(".")[0] in FIRST_PARTY)
+    return found
+
+
+def _within(module: str, allowed: tuple[str, ...]) -> bool:
+    return any(module == a or module.startswith(a + ".") for a in allowed)
+
+
+def _cases():
+    for layer in ALLOWED:
+        for path in sorted((REPO / layer).glob("*.py")):
+            name = str(path.relative_to(REPO))
+            marks = [pytest.mark.xfail(reason="page branch switches it", strict=False)] if name in PAGE_FILES else []
+            yield pytest.param(layer, path, id=name, marks=marks)
+
+
+@pytest.mark.parametrize(("layer", "path"), list(_cases()))
+def test_a_layer_imports_only_what_its_rule_allows(layer, path):
+    outside = sorted(m for m in first_party_imports(path) if not _within(m, ALLOWED[layer]))
+    assert outside == [], f"{path.name} imports {outside}; {layer}/ may import only {ALLOWED[layer]}"
+
+
+def test_the_rule_reader_sees_imports_inside_functions_and_type_checking_blocks(tmp_path):
+    source = tmp_path / "sample.py"
+    source.write_text("from typing import TYPE_CHECKING\nimport os\nif TYPE_CHECKING:\n    import indexer.walk\n"
+                      "def f():\n    from indexer.plan import Job\n    from . import sibling\n")
+    assert first_party_imports(source) == {"indexer.walk", "indexer.plan"}
