@@ -27,7 +27,6 @@ import random
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -54,6 +53,13 @@ def build_library(photos: Path, slug: str, model: str) -> Path:
     if done.returncode != 0:
         sys.exit(f"indexing failed: {done.stderr.strip()}")
     return library
+
+
+def indexed_ids(library: Path) -> list[int]:
+    from indexer.library.catalog import Catalog
+
+    with Catalog(library / "catalog.db") as catalog:
+        return catalog.indexed_ids()
 
 
 def free_port() -> int:
@@ -240,8 +246,7 @@ async def main_async(args: argparse.Namespace) -> int:
             cached = build_library(CALTECH, f"caltech-{args.model}", args.model)
         library = scratch / "library"
         shutil.copytree(cached, library)  # index runs grow the copy, never the cache
-        ids = [r[0] for r in sqlite3.connect(library / "catalog.db").execute(
-            "SELECT id FROM images WHERE status = 'indexed'")]
+        ids = indexed_ids(library)
         rng = random.Random(1234)
         images = [base64.b64encode(p.read_bytes()).decode() for p in rng.sample(photos, min(50, len(photos)))]
         texts = [f"a photo of a {name.replace('_', ' ')}" for name in sorted({p.parent.name for p in photos})]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from indexer.errors import PixseekError
+from indexer.errors import NotInLibrary, PixseekError
 from indexer.library import LibraryPaths, index_file
 from indexer.library.catalog import Catalog
 from indexer.library.filters import Filters
@@ -35,7 +35,8 @@ _REQUEST_FIELDS = frozenset(f.name for f in fields(SearchRequest))
 
 
 class Library:
-    def __init__(self, paths: LibraryPaths, model: ModelSpec | None = None, device: str | None = None) -> None:
+    def __init__(self, paths: LibraryPaths, model: ModelSpec | None = None, device: str | None = None,
+                 encoder: Encoder | None = None) -> None:
         if not paths.exists():
             raise PixseekError(f"no library at {paths.root}",
                                "run `pixseek index FOLDER` first (or pass --library DIR)")
@@ -46,14 +47,17 @@ class Library:
         if model is not None:
             self.settings.check_same_model(model, paths.root)
         self.device = device
+        self._shared_encoder = encoder
         self.vectors = VectorStore(paths.vectors, self.settings.dim)
         self._index = CachedIndex(paths.ann)
         self._embedder = QueryEmbedder(self._load_encoder, self.stored_vector)
 
     @classmethod
-    def open(cls, path: str | Path | None = None, *, model: ModelSpec | None = None,
-             device: str | None = None) -> Library:
-        return cls(LibraryPaths.at(path), model, device)
+    def open(cls, path: str | Path | None = None, *, model: ModelSpec | None = None, device: str | None = None,
+             encoder: Encoder | None = None) -> Library:
+        """encoder: a model already loaded elsewhere, used while it is the library's model, so that
+        several Libraries (one per thread: a Library is not thread-safe) hold one copy of it."""
+        return cls(LibraryPaths.at(path), model, device, encoder)
 
     def close(self) -> None:
         self.catalog.close()
@@ -98,6 +102,9 @@ class Library:
     def _load_encoder(self) -> Encoder:
         from indexer.model import load_encoder
 
+        shared = self._shared_encoder
+        if shared is not None and shared.fingerprint() == self.settings.model_fingerprint:
+            return shared
         spec = self.model_spec
         if spec is None:
             raise PixseekError("this library has no images yet", "run `pixseek index FOLDER` first")
@@ -144,7 +151,7 @@ class Library:
         if request.like is not None:
             like_id = request.like if isinstance(request.like, int) else self.find_id(request.like)
             if like_id is None:
-                raise PixseekError(f"{request.like} is not in the library",
+                raise NotInLibrary(f"{request.like} is not in the library",
                                    "index its folder first, or search with --image")
             terms.append(Term("id", str(like_id)))
             exclude.add(like_id)
@@ -189,7 +196,7 @@ class Library:
         """The indexed image `image_id` as a result (score 0: it answers no query)."""
         row = self.catalog.get(image_id)
         if row is None or row.status != INDEXED:
-            raise PixseekError(f"image {image_id} is not in the library", "pick an id from search results or info")
+            raise NotInLibrary(f"image {image_id} is not in the library", "pick an id from search results or info")
         return Result.from_row(row, 0.0)
 
     def find_id(self, path: str | Path) -> int | None:

@@ -1,8 +1,9 @@
 """`pixseek serve`: the HTTP API, run as a real server process on a loopback port.
 
-Two servers start once for the module, in parallel: an open one on 127.0.0.1 (1 MiB upload
-limit), and one on 0.0.0.0 that made its own token (with one CORS origin), over a copy of the
-library that a concurrent `pixseek index` run grows.
+Two servers start once for the module, in parallel, one per configuration: an open one on
+127.0.0.1 (1 MiB upload limit), and one on 0.0.0.0 that made its own token (with one CORS
+origin), over a copy of the library that an index run grows. Every other test talks to these
+two; what `serve` refuses before it listens runs in this process (`cli`).
 """
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ import threading
 import time
 from io import BytesIO
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from indexer.library import LibraryPaths
 from indexer.runner import run_index
+from pixseek_data.shapes import generate_gallery
+from search import Filters, Library, SearchRequest
 from tests.conftest import CALTECH, REPO, TEST_WORKERS, need_shared
-from ui.shapes import generate_gallery
+from tests.harness import assert_one_line_error, cli
 
 START_TIMEOUT_S = 120
 CORS_ORIGIN = "http://photos.example"
@@ -259,12 +262,10 @@ def test_results_link_to_their_metadata_thumbnail_and_original(api, gallery):
     assert original.content == (gallery[0] / hit["name"]).read_bytes()
 
 
-def test_embed_returns_the_models_normalised_vectors(api, gallery, library):
-    from search.engine import Library
-
-    lib = Library.open(library.root)
+def test_embed_returns_the_models_normalised_vectors(api, gallery, page_library):
+    lib = page_library
     text = api.post("/api/embed", json={"text": "a red circle"}).json()
-    assert text["kind"] == "text" and text["dim"] == len(text["vector"]) == lib.info()["embedding_dim"]
+    assert text["kind"] == "text" and text["dim"] == len(text["vector"]) == lib.info().embedding_dim
     assert np.allclose(text["vector"], lib.embed_text("a red circle"), atol=1e-5)
     assert abs(np.linalg.norm(text["vector"]) - 1) < 1e-5
     bare = api.post("/api/embed", json={"text": "a red circle", "ensemble": False}).json()
@@ -277,29 +278,30 @@ def test_embed_returns_the_models_normalised_vectors(api, gallery, library):
     assert np.allclose(as_json["vector"], image["vector"], atol=1e-6)
 
 
-def test_python_api_cli_and_http_give_the_same_results(api, library):
-    from search.engine import Library
-    from search.filters import Filters
-    from ui.cli import app
+@pytest.fixture(scope="module")
+def page_library(library):
+    """The library as the page holds it: one Library open for the session."""
+    with Library.open(library.root) as lib:
+        yield lib
 
-    lib = Library.open(library.root)
-    like = lib.search("a yellow star", k=1, allow_paths=False)[0].id
+
+def test_the_page_the_cli_and_http_give_the_same_results(api, library, page_library):
+    # The page searches through the facade with allow_paths=False, as the API does (ui/app.py).
+    like = page_library.search(SearchRequest("a yellow star", k=1, allow_paths=False))[0].id
     cases = [
-        ({"text": "a yellow star", "k": 8}, dict(query="a yellow star", k=8), ["a yellow star", "-k", "8"]),
-        ({"like": like, "k": 5, "dedupe": True}, dict(like=like, k=5, dedupe=True), ["--like", str(like), "-k", "5",
-                                                                                     "--dedupe"]),
+        ({"text": "a yellow star", "k": 8}, SearchRequest("a yellow star", k=8), ["a yellow star", "-k", "8"]),
+        ({"like": like, "k": 5, "dedupe": True}, SearchRequest(like=like, k=5, dedupe=True),
+         ["--like", str(like), "-k", "5", "--dedupe"]),
         ({"text": '"a square" - "green"', "k": 6, "filters": {"gps": False}, "min_score": 0.1},
-         dict(query='"a square" - "green"', k=6, filters=Filters(has_gps=False), min_score=0.1),
+         SearchRequest('"a square" - "green"', k=6, filters=Filters(has_gps=False), min_score=0.1),
          ['"a square" - "green"', "-k", "6", "--no-gps", "--min-score", "0.1"]),
     ]
-    runner = CliRunner()
-    for body, kwargs, argv in cases:
-        python = [(r.id, round(r.score, 4)) for r in lib.search(**kwargs, allow_paths=False)]
-        done = runner.invoke(app, ["search", *argv, "--library", str(library.root), "--json"])
-        assert done.exit_code == 0, done.output
-        cli = [(r["id"], r["score"]) for r in json.loads(done.output)]
+    for body, request, argv in cases:
+        page = [(r.id, round(r.score, 4)) for r in page_library.search(request, allow_paths=False)]
+        found = json.loads(cli("search", *argv, "--library", str(library.root), "--json").stdout)
+        from_cli = [(r["id"], r["score"]) for r in found]
         http = [(r["id"], r["score"]) for r in search(api, **body)]
-        assert python == cli == http and python, body
+        assert len(page) == body["k"] and page == from_cli == http, body
 
 
 # bad input ----------------------------------------------------------------------------------
@@ -444,12 +446,19 @@ def test_cors_is_off_unless_an_origin_is_configured(servers):
         assert "access-control-allow-origin" not in client.get("/api/info").headers
 
 
-def test_serve_refuses_a_missing_library_and_a_busy_port_in_one_line(tmp_path, servers, library):
-    busy = str(servers["open"].port)
-    for args in (["--library", str(tmp_path / "none")], ["--library", str(library.root), "--port", busy]):
-        done = subprocess.run([sys.executable, "-c", "from ui.cli import main; main()", "serve", *args], cwd=REPO,
-                              capture_output=True, text=True, timeout=60, env=server_env())
-        assert done.returncode == 1 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+def test_serve_refuses_bad_options_in_one_line_before_it_listens(tmp_path, servers, library):
+    port = str(free_port())
+    cases = [
+        (["--library", str(tmp_path / "none"), "--port", port], "no library"),
+        (["--library", str(tmp_path / "none"), "--port", port, "--host", "0.0.0.0"], "no library"),
+        (["--library", str(library.root), "--port", str(servers["open"].port)], "cannot serve"),
+        (["--library", str(library.root), "--port", "70000"], "--port"),
+        (["--library", str(library.root), "--port", port, "--max-upload-mb", "0"], "--max-upload-mb"),
+    ]
+    for args, words in cases:
+        done = cli("serve", *args, code=1, env={"PIXSEEK_TOKEN": None})
+        assert_one_line_error(done, words)
+        assert done.stdout == ""  # no token printed for a server that never ran
 
 
 # concurrency -------------------------------------------------------------------------------
@@ -473,15 +482,13 @@ def test_searches_keep_working_while_an_index_run_adds_photos(servers, tmp_path)
         for thread in threads:
             thread.start()
         try:
-            done = subprocess.run([sys.executable, "-c", "from ui.cli import main; main()", "index",
-                                   str(tmp_path / "new-shapes"), "--library", str(server_library(server)), "--workers",
-                                   "0"], cwd=REPO, capture_output=True, text=True, timeout=300, env=server_env())
+            report = run_index(server_library(server), [tmp_path / "new-shapes"], workers=TEST_WORKERS)
             time.sleep(0.5)  # a few searches after the run too
         finally:
             stop.set()
             for thread in threads:
                 thread.join()
-        assert done.returncode == 0, done.stderr
+        assert report.added == len(new)
         assert statuses and set(statuses) == {200}
         assert counts == sorted(counts)  # photos only ever appear
         assert client.get("/api/info").json()["images"] == before + len(new)
@@ -520,6 +527,35 @@ def test_api_load_smoke_prints_every_figure_with_no_errors(tmp_path):
 
 
 # the shared model ----------------------------------------------------------------------------
+def test_a_library_given_a_loaded_encoder_uses_it_only_while_it_is_the_librarys_model(library, page_library):
+    loaded = page_library.encoder
+    with Library.open(library.root, encoder=loaded) as lib:
+        assert lib.encoder is loaded
+    another = SimpleNamespace(fingerprint=lambda: "another model")  # what a rebuild with another model leaves
+    with Library.open(library.root, encoder=another) as lib:
+        assert lib.encoder is not another and lib.encoder.fingerprint() == loaded.fingerprint()
+
+
+def test_a_library_without_images_is_not_ready_until_an_index_run_adds_some(tmp_path, gallery, demo_spec):
+    from fastapi.testclient import TestClient
+
+    from indexer.library.catalog import Catalog
+    from ui.api.app import ApiConfig, create_app
+    from ui.api.backend import Backend
+    from ui.api.guard import GuardConfig
+
+    paths = LibraryPaths.at(tmp_path)
+    Catalog(paths.catalog, create=True).close()
+    config = ApiConfig(GuardConfig(token=None, allowed_hosts=None, max_body=2**20), max_upload=2**20)
+    with TestClient(create_app(Backend(paths), config)) as client:
+        assert_error(client.get("/readyz"), 503, "no images")
+        assert_error(client.post("/api/search", json={"text": "a red circle"}), 503, "no images")
+        assert client.get("/api/info").json()["images"] == 0
+        run_index(paths, [gallery[0]], model=demo_spec, workers=TEST_WORKERS)
+        assert client.get("/readyz").json() == {"ready": True}
+        assert gallery[1][search(client, text="a red circle", k=1)[0]["name"]] == ("red", "circle")
+
+
 def test_calls_waiting_for_the_model_are_merged_into_one_pass_and_each_gets_its_own_rows():
     from ui.api.backend import _Merged
 

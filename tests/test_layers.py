@@ -1,6 +1,7 @@
 """The layer rule, read from the source: search/ reads libraries only through indexer.library (plus
 the encoder, the decoder for query images, and the errors); ui/ sees only the search API, the errors,
-and the indexer's entry point for `pixseek index` and the demo."""
+and the indexer's entry point for `pixseek index` and the demo; the HTTP API (ui/api/) sees only the
+search API, the errors, and the page's server and thumbnail helpers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ FIRST_PARTY = {"indexer", "search", "ui", "pixseek_data", "tests"}
 ALLOWED = {
     "search": ("search", "indexer.library", "indexer.model", "indexer.decode", "indexer.errors"),
     "ui": ("ui", "search", "indexer.errors", "indexer.runner", "pixseek_data"),
+    "ui/api": ("ui.api", "ui.server", "ui.thumbs", "search", "indexer.errors"),
 }
 PAGE_FILES = {"ui/app.py", "ui/thumbs.py", "ui/server.py"}  # the Streamlit page, on its own branch
 

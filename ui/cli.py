@@ -396,6 +396,7 @@ def serve_api(
     device: DeviceOpt = None,
 ) -> None:
     """Serve the library as an HTTP API (search, thumbnails, files, embeddings); docs at /docs."""
+    from search import LibraryPaths
     from ui.api.serve import ServeOptions, run
 
     run(ServeOptions(LibraryPaths.at(library), host, port, token, tuple(cors_origin or ()), tuple(allowed_host or ()),

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -28,8 +29,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from indexer.errors import PixseekError
-from ui.api.backend import Backend, NotFound, Query, status_of
+from indexer.errors import NotInLibrary, PixseekError, UnreadableImage
+from search import Filters, SearchRequest
+from ui.api.backend import Backend, ModelNotReady
 from ui.api.guard import Guard, GuardConfig
 from ui.api.metrics import Metrics
 from ui.api.schemas import (
@@ -51,6 +53,18 @@ THUMB_SIZES = {size.name: size for size in (GRID, LARGE)}
 # Types mimetypes may not know on a minimal system; the rest come from it.
 IMAGE_TYPES = {".heic": "image/heic", ".heif": "image/heif", ".webp": "image/webp", ".avif": "image/avif"}
 ERRORS = {status: {"model": ApiError} for status in (400, 401, 404, 413, 415, 422, 503)}
+
+
+class FileGone(PixseekError):
+    """A catalogued photo whose file or thumbnail cannot be had now."""
+
+
+# Whose fault a PixseekError is, by its class; any other is a bad request.
+STATUS = {NotInLibrary: 404, FileGone: 404, UnreadableImage: 415, ModelNotReady: 503}
+
+
+def status_of(exc: PixseekError) -> int:
+    return next((status for kind, status in STATUS.items() if isinstance(exc, kind)), 400)
 
 
 @dataclass(frozen=True)
@@ -105,12 +119,16 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
             raise PixseekError(f"the query has more than {MAX_TERMS} terms", "search for fewer things at once")
         window = params.offset + params.k
         f = params.filters
-        query = Query(text=params.text, image=image, like=params.like, k=window, min_score=params.min_score,
-                      min_z=params.min_z, folder=f.folder, date_from=f.date_from, date_to=f.date_to, camera=f.camera,
-                      gps=f.gps, tag=f.tag, sort=params.sort, dedupe=params.dedupe, ensemble=params.ensemble)
+        filters = Filters(folder=f.folder, date_from=_day(f.date_from), date_to=_day(f.date_to), camera=f.camera,
+                          has_gps=f.gps, tag=f.tag)
+        request = SearchRequest(text=params.text, image=image, like=params.like, k=window, min_score=params.min_score,
+                                min_z=params.min_z, filters=filters, sort=params.sort, dedupe=params.dedupe,
+                                ensemble=params.ensemble, allow_paths=False)
+        given = [kind for kind, value in (("text", params.text), ("image", image), ("like", params.like))
+                 if value is not None]
         started = time.perf_counter()
-        results = await backend.call(backend.search, query)
-        metrics.search.observe(time.perf_counter() - started, query.kind)
+        results = await backend.call(backend.search, request)
+        metrics.search.observe(time.perf_counter() - started, given[0] if len(given) == 1 else "mixed")
         page = [Hit(rank=params.offset + i + 1, score=round(r.score, 4), **_photo_fields(r))
                 for i, r in enumerate(results[params.offset : window])]
         more = len(results) == window and window <= MAX_OFFSET
@@ -125,7 +143,7 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
         kind = "text" if text is not None else "image"
         metrics.embed.observe(time.perf_counter() - started, kind)
         info = await backend.call(backend.info)
-        return Embedding(vector=[float(x) for x in vector], dim=len(vector), model=info["model"], kind=kind)
+        return Embedding(vector=[float(x) for x in vector], dim=len(vector), model=info.model, kind=kind)
 
     ImageId = PathParam(ge=1, le=2**62, description="A catalog id, as in search results.")
 
@@ -144,14 +162,14 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
     async def metrics_text() -> Response:
         info = await backend.call(backend.info)
-        gauges = {"pixseek_library_images": ("Indexed photos in the library.", info["images"]),
-                  "pixseek_library_pending": ("Photos found but not embedded yet.", info["pending"]),
+        gauges = {"pixseek_library_images": ("Indexed photos in the library.", info.images),
+                  "pixseek_library_pending": ("Photos found but not embedded yet.", info.pending),
                   "pixseek_model_ready": ("1 once the model is loaded.", float(backend.model_loaded))}
         return Response(metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/api/info", tags=["library"], summary="What is in the library")
     async def info() -> dict[str, object]:
-        return await backend.call(backend.info)
+        return (await backend.call(backend.info)).as_dict()
 
     @app.post("/api/search", tags=["search"], summary="Search by text, a base64 image, an indexed photo, or a mix")
     async def search(body: SearchBody) -> SearchResponse:
@@ -189,7 +207,7 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
         # Decoding a photo for its thumbnail needs neither the model nor the catalog.
         thumb = await run_in_threadpool(thumbnail, backend.thumbs_dir, result, THUMB_SIZES[size])
         if thumb.image is None:
-            raise NotFound(f"image {image_id} has no thumbnail: {thumb.problem}", "run `pixseek index` to update it")
+            raise FileGone(f"image {image_id} has no thumbnail: {thumb.problem}", "run `pixseek index` to update it")
         headers = {"cache-control": "private, max-age=3600"}
         if isinstance(thumb.image, bytes):
             return Response(thumb.image, media_type="image/jpeg", headers=headers)
@@ -201,7 +219,7 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
         path = Path((await backend.call(backend.get, image_id)).path)
         # Linked photos are served as the indexer read them: through the link the catalog lists.
         if not path.is_file():
-            raise NotFound(f"the file of image {image_id} is gone", "run `pixseek index` to update the library")
+            raise FileGone(f"the file of image {image_id} is gone", "run `pixseek index` to update the library")
         kind = IMAGE_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=kind, filename=_printable(path.name), content_disposition_type="inline")
 
@@ -215,6 +233,10 @@ def _photo_fields(result) -> dict[str, object]:
                 folder=_printable(result.folder), width=result.width, height=result.height, taken_at=result.taken_at,
                 camera_make=result.camera_make, camera_model=result.camera_model, lat=result.lat, lon=result.lon,
                 size=result.size, links=links)
+
+
+def _day(day: date | None) -> str | None:
+    return day.isoformat() if day else None
 
 
 def _printable(text: str) -> str:

@@ -1,12 +1,12 @@
 """The API's only door into the search layer: a few search threads sharing one model.
 
-Everything the HTTP side needs from search/ and indexer/ goes through `Backend`, so a change of
-the search API touches this file alone. A Library holds one SQLite connection and follows index
-runs by mutating itself (`_follow_index_runs`), so it must not be shared between threads; each
-of SEARCH_THREADS threads opens its own (a connection, a memory map of the vectors and the ANN
-index each), and all of them use the one loaded model, whose calls take turns under a lock.
+Everything the HTTP side asks of the `search` facade goes through `Backend`, so a change of the
+search API touches this file alone. A Library holds one SQLite connection and follows index runs
+by changing itself, so it must not be shared between threads; each of SEARCH_THREADS threads
+opens its own (a connection, a memory map of the vectors and the ANN index each), and all of them
+use the one loaded model (`Library.open(encoder=...)`), whose calls take turns under a lock.
 A more-like-this search, which needs no model, never waits behind a text being embedded.
-Thumbnails and files are served outside these threads, from catalog rows only.
+Thumbnails and files are served outside these threads, from search results only.
 """
 
 from __future__ import annotations
@@ -16,17 +16,12 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from indexer.errors import PixseekError
-from indexer.library import MODEL_FINGERPRINT, LibraryPaths
-from indexer.model import Encoder
-from search.engine import Library, Result
-from search.filters import Filters
+from search import Library, LibraryInfo, LibraryPaths, PixseekError, Result, SearchRequest
 from search.query import parse_query
 
 # Enough to keep two cores busy while one thread waits on SQLite or the model lock; each holds
@@ -34,54 +29,8 @@ from search.query import parse_query
 SEARCH_THREADS = 4
 
 
-class NotFound(PixseekError):
-    """An id that is not a catalogued, indexed photo: 404, never a hint about what else exists."""
-
-
 class ModelNotReady(PixseekError):
-    """The model is still loading, or failed to: 503."""
-
-
-# PixseekError wordings of the current search layer that deserve a status other than 400.
-_UPLOAD_UNREADABLE = "cannot read the uploaded image"
-_EMPTY_LIBRARY = ("has no indexed images", "has no images yet")
-
-
-def status_of(exc: PixseekError) -> int:
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, ModelNotReady) or any(words in exc.problem for words in _EMPTY_LIBRARY):
-        return 503
-    if exc.problem.startswith(_UPLOAD_UNREADABLE):
-        return 415
-    return 400
-
-
-@dataclass(frozen=True)
-class Query:
-    """One search, as the HTTP layer validated it."""
-
-    text: str | None = None
-    image: bytes | None = None
-    like: int | None = None
-    k: int = 20
-    min_score: float | None = None
-    min_z: float | None = None
-    folder: str | None = None
-    date_from: date | None = None
-    date_to: date | None = None
-    camera: str | None = None
-    gps: bool | None = None
-    tag: str | None = None
-    sort: str = "score"
-    dedupe: bool = False
-    ensemble: bool = True
-
-    @property
-    def kind(self) -> str:
-        given = [name for name, value in (("text", self.text), ("image", self.image), ("like", self.like))
-                 if value is not None]
-        return given[0] if len(given) == 1 else "mixed"
+    """The model is still loading, or failed to (the API answers 503)."""
 
 
 class _Merged:
@@ -128,7 +77,7 @@ class _Call:
 class SharedModel:
     """One loaded model for every search thread: one forward pass at a time, concurrent ones merged."""
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: Any) -> None:  # what `Library.encoder` gives; ui/ never imports the indexer's model
         self._encoder = encoder
         lock = threading.Lock()
         self.encode_texts = _Merged(encoder.encode_texts, lock)
@@ -144,29 +93,32 @@ class Backend:
         self._local = threading.local()
         self._opened: list[Library] = []
         self._opened_lock = threading.Lock()
+        self._load_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="pixseek-search")
         self._model: SharedModel | None = None
         # Opened here first, so a missing library fails `pixseek serve` at once, in one line.
-        self.thumbs_dir: Path = self._open().paths.thumbs
+        self.thumbs_dir: Path = self._open(None).thumbs_dir
         self.model_error: str | None = None
         self.model_loaded = False
         self._loading = True  # the app starts `load_model` as it starts
 
-    def _open(self) -> Library:
-        lib = Library.open(self._root, device=self._device)
+    def _open(self, model: SharedModel | None) -> Library:
+        lib = Library.open(self._root, device=self._device, encoder=model)
         with self._opened_lock:
             self._opened.append(lib)
         return lib
 
     def _library(self) -> Library:
-        """This search thread's Library, handed the shared model while the library still uses that model."""
-        lib = getattr(self._local, "lib", None)
-        if lib is None:
-            lib = self._local.lib = self._open()
+        """This search thread's Library; one opened before the shared model was in is opened again with it."""
+        lib, given = getattr(self._local, "opened", (None, None))
         model = self._model
-        # Library has no public way to take a loaded model; this adapter is the one place that reaches in.
-        if lib._encoder is None and model is not None and lib.settings.get(MODEL_FINGERPRINT) == model.fingerprint():
-            lib._encoder = model
+        if lib is None or given is not model:
+            if lib is not None:
+                with self._opened_lock:
+                    self._opened.remove(lib)
+                lib.close()
+            lib = self._open(model)
+            self._local.opened = (lib, model)
         return lib
 
     async def call(self, method: Callable[..., Any], *args: Any) -> Any:
@@ -178,18 +130,19 @@ class Backend:
         self._pool.submit(self._load).result()
 
     def _load(self) -> None:
-        self._loading = True
-        try:
-            lib = self._library()
-            encoder = lib.encoder
-            if not isinstance(encoder, SharedModel):
-                self._model = lib._encoder = SharedModel(encoder)
-        except PixseekError as exc:
-            self.model_error = str(exc)
-        else:
-            self.model_error, self.model_loaded = None, True
-        finally:
-            self._loading = False
+        with self._load_lock:
+            if self.model_loaded:
+                return
+            self._loading = True
+            try:
+                with Library.open(self._root, device=self._device) as lib:
+                    self._model = SharedModel(lib.encoder)
+            except PixseekError as exc:
+                self.model_error = str(exc)
+            else:
+                self.model_error, self.model_loaded = None, True
+            finally:
+                self._loading = False
 
     # run on a search thread (`call`) --------------------------------------------------------
     def ready(self) -> bool:
@@ -203,18 +156,10 @@ class Backend:
                                 f"the model could not be loaded: {self.model_error}",
                                 "retry shortly; GET /readyz answers 200 once it is loaded")
 
-    def search(self, query: Query) -> list[Result]:
+    def search(self, request: SearchRequest) -> list[Result]:
         self._need_model()
-        filters = Filters(folder=query.folder, camera=query.camera, has_gps=query.gps, tag=query.tag,
-                          date_from=query.date_from.isoformat() if query.date_from else None,
-                          date_to=query.date_to.isoformat() if query.date_to else None)
-        lib = self._library()
-        if query.like is not None:
-            self._indexed_row(lib, query.like)
         # allow_paths=False: a query string never makes the server open a file.
-        return lib.search(query.text, image=query.image, like=query.like, k=query.k, min_score=query.min_score,
-                          min_z=query.min_z, filters=filters, allow_paths=False, ensemble=query.ensemble,
-                          dedupe=query.dedupe, sort=query.sort)
+        return self._library().search(request, allow_paths=False)
 
     def embed_text(self, text: str, ensemble: bool) -> np.ndarray:
         self._need_model()
@@ -225,18 +170,9 @@ class Backend:
         return self._library().embed_image(data)
 
     def get(self, image_id: int) -> Result:
-        return Result.from_row(self._indexed_row(self._library(), image_id), 0.0)
+        return self._library().get(image_id)
 
-    @staticmethod
-    def _indexed_row(lib: Library, image_id: int):
-        from indexer.catalog import INDEXED
-
-        row = lib.catalog.get(image_id)
-        if row is None or row.status != INDEXED:
-            raise NotFound(f"image {image_id} is not in the library", "use an id from search results")
-        return row
-
-    def info(self) -> dict[str, Any]:
+    def info(self) -> LibraryInfo:
         return self._library().info()
 
     # any thread ---------------------------------------------------------------------------

@@ -6,9 +6,9 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from indexer.library import LibraryPaths
+from search import LibraryPaths, PixseekError
 from ui.api.guard import GuardConfig
-from ui.server import LOCAL_HOSTS, _check_port_free, _url
+from ui.server import LOCAL_HOSTS, check_port_free, server_url
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -26,6 +26,12 @@ class ServeOptions:
     allowed_hosts: tuple[str, ...] = ()
     max_upload_mb: float = 20.0
     device: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise PixseekError(f"--port must be from 1 to 65535, not {self.port}")
+        if not self.max_upload_mb > 0:
+            raise PixseekError(f"--max-upload-mb must be more than 0, not {self.max_upload_mb:g}")
 
 
 def api_token(options: ServeOptions, echo: Callable[[str], None]) -> str | None:
@@ -54,13 +60,13 @@ def run(options: ServeOptions, echo: Callable[[str], None]) -> None:
     from ui.api.app import ApiConfig, create_app
     from ui.api.backend import Backend
 
-    _check_port_free(options.host, options.port)
+    check_port_free(options.host, options.port)
+    backend = Backend(options.library, options.device)  # before the token is printed: a missing library fails first
     max_upload = int(options.max_upload_mb * 2**20)
     guard = GuardConfig(token=api_token(options, echo), allowed_hosts=host_names(options),
                         max_body=max_upload * 4 // 3 + JSON_OVERHEAD)
-    app = create_app(Backend(options.library, options.device),
-                     ApiConfig(guard=guard, max_upload=max_upload, cors_origins=options.cors_origins))
-    url = _url(options.host, options.port)
+    app = create_app(backend, ApiConfig(guard=guard, max_upload=max_upload, cors_origins=options.cors_origins))
+    url = server_url(options.host, options.port)
     echo(f"pixseek API at {url} (docs {url}/docs, library {options.library.root}); press Ctrl-C to stop")
     # No Server header, no forwarded-for trust: a proxy in front is the deployment's business.
     uvicorn.run(app, host=options.host, port=options.port, log_level="warning", access_log=False,
