@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from indexer.runner import run_index
 from pixseek_data.shapes import generate_gallery
 from search import Filters, Library, SearchRequest
 from tests.conftest import CALTECH, REPO, TEST_WORKERS, need_shared
-from tests.harness import assert_one_line_error, cli
+from tests.harness import Forker, assert_one_line_error, cli
 
 START_TIMEOUT_S = 120
 CORS_ORIGIN = "http://photos.example"
@@ -48,24 +49,25 @@ def free_port() -> int:
 
 
 class ApiServer:
-    """`pixseek serve` in a subprocess running this worktree's code; its output is collected."""
+    """`pixseek serve` as a process of its own, forked from the harness's start-up server (which
+    imported torch while this process indexed the test library), running this worktree's code."""
 
-    def __init__(self, library: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, forker: Forker, library: Path, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from ui.cli import main; main()", "serve", "--library", str(library),
-             "--port", str(self.port), *args],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env or server_env())
-        threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
+        self.library = library
+        self.run = forker.start(["serve", "--library", str(library), "--port", str(self.port), *args], server_env())
         self.token: str | None = None
+
+    @property
+    def output(self) -> str:
+        return self.run.stdout + self.run.stderr
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "server exited:\n" + "".join(self.lines)
-            found = re.search(r"^API token .*: (\S+)$", "".join(self.lines), re.M)
+            assert self.run.poll() is None, "server exited:\n" + self.output
+            found = re.search(r"^API token .*: (\S+)$", self.run.stdout, re.M)
             self.token = found.group(1) if found else None
             try:
                 if self.client().get("/readyz").status_code == 200:
@@ -73,18 +75,21 @@ class ApiServer:
             except httpx.TransportError:
                 pass
             time.sleep(0.2)  # polling a starting server: there is nothing to wait on instead
-        raise AssertionError("server not ready:\n" + "".join(self.lines))
+        raise AssertionError("server not ready:\n" + self.output)
 
     def client(self, **kwargs) -> httpx.Client:
         headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
         return httpx.Client(base_url=self.url, timeout=60, headers={**headers, **kwargs.pop("headers", {})}, **kwargs)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        if self.run.poll() is None:
+            os.kill(self.run.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while self.run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.run.poll() is None:
+            os.kill(self.run.pid, signal.SIGKILL)
+            self.run.wait()
 
 
 def server_env() -> dict[str, str]:
@@ -107,12 +112,19 @@ def library(tmp_path_factory, gallery, demo_spec) -> LibraryPaths:
 
 
 @pytest.fixture(scope="module")
-def servers(library, tmp_path_factory):
+def start_up_server(tmp_path_factory):
+    forker = Forker(tmp_path_factory.mktemp("api-runs"))
+    yield forker
+    forker.close()
+
+
+@pytest.fixture(scope="module")
+def servers(start_up_server, library, tmp_path_factory):
     growing = tmp_path_factory.mktemp("api-growing") / "library"
     shutil.copytree(library.root, growing)
     started = {
-        "open": ApiServer(library.root, "--max-upload-mb", "1"),
-        "token": ApiServer(growing, "--host", "0.0.0.0", "--cors-origin", CORS_ORIGIN),
+        "open": ApiServer(start_up_server, library.root, "--max-upload-mb", "1"),
+        "token": ApiServer(start_up_server, growing, "--host", "0.0.0.0", "--cors-origin", CORS_ORIGIN),
     }
     try:
         for server in started.values():
@@ -417,7 +429,7 @@ def test_a_host_header_the_server_was_not_started_for_is_refused(servers):
 
 def test_on_another_address_the_server_makes_a_token_prints_it_once_and_requires_it(servers):
     server = servers["token"]
-    assert server.token and "".join(server.lines).count(server.token) == 1
+    assert server.token and server.output.count(server.token) == 1
     with httpx.Client(base_url=server.url, timeout=30) as anonymous:
         assert anonymous.get("/healthz").status_code == 200
         for path in ("/api/info", "/readyz", "/metrics", "/openapi.json", "/api/images/1", "/api/images/1/file"):
@@ -482,7 +494,7 @@ def test_searches_keep_working_while_an_index_run_adds_photos(servers, tmp_path)
         for thread in threads:
             thread.start()
         try:
-            report = run_index(server_library(server), [tmp_path / "new-shapes"], workers=TEST_WORKERS)
+            report = run_index(server.library, [tmp_path / "new-shapes"], workers=TEST_WORKERS)
             time.sleep(0.5)  # a few searches after the run too
         finally:
             stop.set()
@@ -494,10 +506,6 @@ def test_searches_keep_working_while_an_index_run_adds_photos(servers, tmp_path)
         assert client.get("/api/info").json()["images"] == before + len(new)
         query = base64.b64encode(new[5].path.read_bytes()).decode()
         assert search(client, image=query, k=1)[0]["path"] == str(new[5].path.resolve())
-
-
-def server_library(server: ApiServer) -> Path:
-    return Path(server.proc.args[server.proc.args.index("--library") + 1])
 
 
 # the load benchmark ------------------------------------------------------------------------
