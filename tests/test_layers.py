@@ -57,3 +57,11 @@ def test_the_rule_reader_sees_imports_inside_functions_and_type_checking_blocks(
     source.write_text("from typing import TYPE_CHECKING\nimport os\nif TYPE_CHECKING:\n    import indexer.walk\n"
                       "def f():\n    from indexer.plan import Job\n    from . import sibling\n")
     assert first_party_imports(source) == {"indexer.walk", "indexer.plan"}
+
+
+def test_every_package_folder_is_installed():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    found = {".".join(init.parent.relative_to(REPO).parts) for layer in ("indexer", "search", "ui")
+             for init in (REPO / layer).rglob("__init__.py")}
+    assert found <= set(setup["packages"]), "a package a non-editable install would leave out"
