@@ -26,3 +26,11 @@ class Interrupted(PixseekError):
     """Ctrl-C during an index run: what was embedded so far is kept."""
 
     exit_code = 130
+
+
+class NotInLibrary(PixseekError):
+    """An image named by id or path that the library has not indexed (the API answers 404)."""
+
+
+class UnreadableImage(PixseekError):
+    """A query image that the decoder cannot read (the API answers 415)."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from indexer.errors import PixseekError
+from indexer.errors import PixseekError, UnreadableImage
 from search.prompts import embed_texts
 from search.query import Term
 
@@ -47,8 +47,8 @@ class QueryEmbedder:
             decoded = decode_image(source, target_size=self.encoder.preprocess)
         except DecodeError as exc:
             name = "the uploaded image" if isinstance(image, bytes) else f"query image {image}"
-            raise PixseekError(f"cannot read {name}: {exc.reason}",
-                               "use a JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC file") from None
+            raise UnreadableImage(f"cannot read {name}: {exc.reason}",
+                                  "use a JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC file") from None
         return self.encoder.encode_images([decoded.image])[0]
 
     def terms(self, terms: list[Term], extra: list[np.ndarray], dim: int, ensemble: bool = True) -> np.ndarray:

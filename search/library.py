@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from indexer.errors import PixseekError
+from indexer.errors import NotInLibrary, PixseekError
 from indexer.library import LibraryPaths, index_file, storage_errors, write_lock
 from indexer.library.catalog import Catalog
 from indexer.library.filters import Filters
@@ -41,7 +41,7 @@ _REQUEST_FIELDS = frozenset(f.name for f in fields(SearchRequest))
 
 class Library:
     def __init__(self, paths: LibraryPaths, model: ModelSpec | None = None, device: str | None = None,
-                 runtime: str | None = None, precision: str | None = None) -> None:
+                 runtime: str | None = None, precision: str | None = None, encoder: Encoder | None = None) -> None:
         if not paths.exists():
             raise PixseekError(f"no library at {paths.root}",
                                "run `pixseek index FOLDER` first (or pass --library DIR)")
@@ -55,16 +55,20 @@ class Library:
         # torch, onnx or auto; auto follows the check the library's first index run recorded.
         self.runtime = runtime or os.environ.get(ENV_RUNTIME) or "torch"
         self.precision = precision or os.environ.get(ENV_PRECISION) or None
+        self._shared_encoder = encoder
         self.vectors = VectorStore(paths.vectors, self.settings.dim)
         self._index = CachedIndex(paths.ann)
         self._embedder = QueryEmbedder(self._load_encoder, self.stored_vector)
 
     @classmethod
     def open(cls, path: str | Path | None = None, *, model: ModelSpec | None = None,
-             device: str | None = None, runtime: str | None = None, precision: str | None = None) -> Library:
+             device: str | None = None, runtime: str | None = None, precision: str | None = None,
+             encoder: Encoder | None = None) -> Library:
         """`runtime` (torch, onnx or auto) and `precision` default to $PIXSEEK_RUNTIME and
-        $PIXSEEK_PRECISION, else torch."""
-        return cls(LibraryPaths.at(path), model, device, runtime, precision)
+        $PIXSEEK_PRECISION, else torch. encoder: a model already loaded elsewhere, used while it is
+        the library's model, so that several Libraries (one per thread: a Library is not
+        thread-safe) hold one copy of it."""
+        return cls(LibraryPaths.at(path), model, device, runtime, precision, encoder)
 
     def close(self) -> None:
         self.catalog.close()
@@ -109,6 +113,9 @@ class Library:
     def _load_encoder(self) -> Encoder:
         from indexer.model import load_encoder
 
+        shared = self._shared_encoder
+        if shared is not None and shared.fingerprint() == self.settings.model_fingerprint:
+            return shared
         spec = self.model_spec
         if spec is None:
             raise PixseekError("this library has no images yet", "run `pixseek index FOLDER` first")
@@ -158,7 +165,7 @@ class Library:
         if request.like is not None:
             like_id = request.like if isinstance(request.like, int) else self.find_id(request.like)
             if like_id is None:
-                raise PixseekError(f"{request.like} is not in the library",
+                raise NotInLibrary(f"{request.like} is not in the library",
                                    "index its folder first, or search with --image")
             terms.append(Term("id", str(like_id)))
             exclude.add(like_id)
@@ -234,7 +241,7 @@ class Library:
         """The indexed image `image_id` as a result (score 0: it answers no query)."""
         row = self.catalog.get(image_id)
         if row is None or row.status != INDEXED:
-            raise PixseekError(f"image {image_id} is not in the library", "pick an id from search results or info")
+            raise NotInLibrary(f"image {image_id} is not in the library", "pick an id from search results or info")
         return Result.from_row(row, 0.0)
 
     def find_id(self, path: str | Path) -> int | None:

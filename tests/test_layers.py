@@ -1,6 +1,7 @@
 """The layer rule, read from the source: search/ reads libraries only through indexer.library (plus
 the encoder, the decoder for query images, and the errors); ui/ sees only the search API, the errors,
-the indexer's entry point for `pixseek index` and the demo, and the recommended models (plain data)."""
+the indexer's entry point for `pixseek index` and the demo, and the recommended models (plain data);
+the HTTP API (ui/api/) sees only the search API, the errors, and the page's server and thumbnail helpers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ FIRST_PARTY = {"indexer", "search", "ui", "pixseek_data", "tests"}
 ALLOWED = {
     "search": ("search", "indexer.library", "indexer.model", "indexer.decode", "indexer.errors"),
     "ui": ("ui", "search", "indexer.errors", "indexer.runner", "indexer.model_choices", "pixseek_data"),
+    "ui/api": ("ui.api", "ui.server", "ui.thumbs", "search", "indexer.errors"),
 }
 
 
@@ -52,3 +54,11 @@ def test_the_rule_reader_sees_imports_inside_functions_and_type_checking_blocks(
     source.write_text("from typing import TYPE_CHECKING\nimport os\nif TYPE_CHECKING:\n    import indexer.walk\n"
                       "def f():\n    from indexer.plan import Job\n    from . import sibling\n")
     assert first_party_imports(source) == {"indexer.walk", "indexer.plan"}
+
+
+def test_every_package_folder_is_installed():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    found = {".".join(init.parent.relative_to(REPO).parts) for layer in ("indexer", "search", "ui")
+             for init in (REPO / layer).rglob("__init__.py")}
+    assert found <= set(setup["packages"]), "a package a non-editable install would leave out"

@@ -618,6 +618,32 @@ def thumbs(library: LibraryOpt = None, as_json: JsonOpt = False) -> None:
                f"in {lib.thumbs_dir}")
 
 
+@app.command("serve")
+def serve_api(
+    library: LibraryOpt = None,
+    port: Annotated[int, typer.Option("--port", help="Port for the API.")] = 8700,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on. The default keeps the API on this "
+                    "computer; any other address needs a token (one is made and printed if none is given).")
+                    ] = "127.0.0.1",
+    token: Annotated[Optional[str], typer.Option("--token", envvar="PIXSEEK_TOKEN", help="API token: every "
+                     "request but /healthz must then send Authorization: Bearer TOKEN.", show_default=False)] = None,
+    cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", help="A web origin allowed to call "
+                           "the API from a browser, e.g. https://photos.example (repeatable; default: none).",
+                           show_default=False)] = None,
+    allowed_host: Annotated[Optional[list[str]], typer.Option("--allowed-host", help="A host name clients use to "
+                            "reach the server (repeatable); requests naming another host are refused.",
+                            show_default=False)] = None,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest query image accepted.")] = 20.0,
+    device: DeviceOpt = None,
+) -> None:
+    """Serve the library as an HTTP API (search, thumbnails, files, embeddings); docs at /docs."""
+    from search import LibraryPaths
+    from ui.api.serve import ServeOptions, run
+
+    run(ServeOptions(LibraryPaths.at(library), host, port, token, tuple(cors_origin or ()), tuple(allowed_host or ()),
+                     max_upload_mb, device), typer.echo)
+
+
 def main() -> None:
     """Console entry point: a bug, too, becomes one line on stderr (user errors are `_Commands`')."""
     # Libraries underneath (open_clip, huggingface_hub) log retries and warnings to the root

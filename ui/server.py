@@ -60,7 +60,7 @@ def allowed_hosts(host: str) -> list[str]:
 
 def serve(library: LibraryPaths, host: str, port: int, echo: Callable[[str], None]) -> None:
     """Start the page, print its URL when it answers, and stop it on Ctrl-C or SIGTERM."""
-    _check_port_free(host, port)
+    check_port_free(host, port)
     env = {**os.environ, ENV_LIBRARY: str(library.root), ENV_HOSTS: ",".join(allowed_hosts(host)),
            # A query is one small batch: a second torch thread mostly waits for the first, and on a
            # machine that is also drawing the page it costs several times what it saves
@@ -72,7 +72,7 @@ def serve(library: LibraryPaths, host: str, port: int, echo: Callable[[str], Non
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         _wait_until_serving(child, host, port)
-        echo(f"pixseek is running at {_url(host, port)} (library {library.root}); press Ctrl-C to stop")
+        echo(f"pixseek is running at {server_url(host, port)} (library {library.root}); press Ctrl-C to stop")
         if host not in LOCAL_HOSTS:
             echo("note: anyone who can reach this computer on that port can see your photos")
         if child.wait() != 0:
@@ -89,13 +89,13 @@ def serve(library: LibraryPaths, host: str, port: int, echo: Callable[[str], Non
                 child.kill()
 
 
-def _url(host: str, port: int) -> str:
+def server_url(host: str, port: int) -> str:
     if host in ("0.0.0.0", "::", ""):
         host = socket.gethostname()  # listening everywhere: the name others reach it by
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         try:
@@ -108,7 +108,7 @@ def _check_port_free(host: str, port: int) -> None:
 def _wait_until_serving(child: subprocess.Popen, host: str, port: int) -> None:
     # A server listening on every address is asked on the loopback one.
     probe = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-    url = _url(probe, port) + "/_stcore/health"
+    url = server_url(probe, port) + "/_stcore/health"
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if child.poll() is not None:
