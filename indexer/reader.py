@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -26,6 +29,7 @@ from indexer.plan import Job
 from indexer.walk import content_hash
 
 READ_AHEAD = 48  # images per worker decoded ahead of the model
+REASON_WORKER_DIED = "the decoder process died reading this file (out of memory, or a crash in the decoder)"
 
 
 @dataclass
@@ -40,8 +44,9 @@ class ReadResult:
 def read_one(job: Job, preprocess: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> ReadResult:
     start = time.perf_counter()
     try:
-        digest = content_hash(job.path, job.size)
+        # Decoded first: its guarded open words why a folder, FIFO or empty file is no image.
         decoded = decode_image(job.path, target_size=preprocess, max_pixels=max_pixels)
+        digest = content_hash(job.path, job.size)
         pixels = to_model_input(decoded.image, preprocess)
     except DecodeError as exc:
         return ReadResult(job.id, None, reason=exc.reason, seconds=time.perf_counter() - start)
@@ -75,10 +80,34 @@ def read_chunk(jobs: list[Job], preprocess: int, max_pixels: int) -> list[ReadRe
     return [read_one(job, preprocess, max_pixels) for job in jobs]
 
 
-def _ignore_ctrl_c() -> None:
+def _start_worker(parent: int) -> None:
     # A terminal's Ctrl-C reaches the whole process group; the parent alone handles it (it
     # saves what was embedded and shuts the pool down), instead of each worker printing a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A parent killed outright (SIGKILL, the OOM killer) cannot shut its pool down: each worker
+    # watches it and exits with it rather than stay behind forever.
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    try:
+        fd = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # no pidfds (old kernel, not Linux): poll instead
+        while _alive(parent):
+            time.sleep(0.5)
+    else:
+        select.select([fd], [], [])  # readable once the process has exited
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def default_workers() -> int:
@@ -122,11 +151,41 @@ class Reader:
     def __enter__(self) -> Reader:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         self._started = None
+        if kind is not None:
+            self._kill_workers()  # Ctrl-C or a failure: what they decode now would be thrown away
+        self._close_pool()
+
+    def _kill_workers(self) -> None:
+        # ProcessPoolExecutor can only wait for a worker's task to end, which a file on a hung
+        # network drive may never do; Ctrl-C must end the run in a moment, so they are killed.
+        if self._pool is not None:
+            for process in list((self._pool._processes or {}).values()):
+                process.kill()
+
+    def _close_pool(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        self._close_pool()
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_start_worker,
+                                         initargs=(os.getpid(),))
+        return self._pool
+
+    def _after_crash(self, chunk: list[Job], preprocess: int) -> list[ReadResult]:
+        """A worker died (the OOM killer, a decoder crash) while `chunk` was in flight: each of its
+        files is tried alone in a fresh pool, and the one that kills its worker again is skipped."""
+        results = []
+        for job in chunk:
+            try:
+                results += self._new_pool().submit(read_chunk, [job], preprocess, self.max_pixels).result()
+            except BrokenProcessPool:
+                results.append(ReadResult(job.id, None, reason=REASON_WORKER_DIED))
+        self._new_pool()
+        return results
 
     def start(self, jobs: Iterable[Job], preprocess: int) -> None:
         """Begin decoding now, while the caller does something else (loads the model)."""
@@ -144,19 +203,27 @@ class Reader:
         if self.workers == 0:
             return (r for chunk in chunks for r in read_chunk(chunk, preprocess, self.max_pixels))
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_ignore_ctrl_c)
-        pool = self._pool
+            self._new_pool()
 
-        def submit(chunk: list[Job]) -> Future:
-            return pool.submit(read_chunk, chunk, preprocess, self.max_pixels)
+        def submit(chunk: list[Job]) -> tuple[list[Job], Future]:
+            return chunk, self._pool.submit(read_chunk, chunk, preprocess, self.max_pixels)
 
         # The first window goes out before this returns: decoding has started when the caller
         # gets the iterator, not when it first asks for a result.
-        pending: deque[Future] = deque(submit(chunk) for chunk in islice(chunks, self.ahead))
+        pending: deque[tuple[list[Job], Future]] = deque(submit(chunk) for chunk in islice(chunks, self.ahead))
 
         def results() -> Iterator[ReadResult]:
             while pending:
-                yield from pending.popleft().result()
+                chunk, future = pending.popleft()
+                try:
+                    done = future.result()
+                except BrokenProcessPool:
+                    done = self._after_crash(chunk, preprocess)
+                    # Every other chunk in flight died with that pool: send them again.
+                    resend = [c for c, _ in pending]
+                    pending.clear()
+                    pending.extend(submit(c) for c in resend)
+                yield from done
                 # Refill a chunk per worker at once, so the workers decode side by side: on a
                 # CPU-only machine each burst then holds all cores for a short time, instead of
                 # one core for longer while torch's other threads wait for the one it displaced

@@ -35,6 +35,8 @@ class IndexReport:
     unchanged: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) found this run
     embedded: int = 0
+    repaired: int = 0  # damaged vectors found, re-embedded by this run when their folder was given
+    unreadable: list[str] = field(default_factory=list)  # folders that could not be listed; their photos kept
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
     index: dict[str, object] = field(default_factory=dict)
@@ -50,7 +52,8 @@ class IndexReport:
             "added": self.added, "updated": self.updated, "moved": self.moved, "removed": self.removed,
             "unchanged": self.unchanged,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-            "embedded": self.embedded, "seconds": round(self.seconds, 3),
+            "embedded": self.embedded, "repaired": self.repaired, "unreadable": self.unreadable,
+            "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 2),
             "stages": {k: round(v, 3) for k, v in self.stages.items()},
             "index": self.index, "model": self.model,

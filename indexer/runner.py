@@ -22,11 +22,11 @@ from pathlib import Path
 from indexer import ann, prepare
 from indexer.embed import Embedder
 from indexer.errors import Interrupted
-from indexer.library import LibraryPaths, storage_errors, write_lock
+from indexer.library import LibraryPaths, index_file, storage_errors, write_lock
 from indexer.library.catalog import Catalog
 from indexer.library.vectors import VectorStore
-from indexer.model import Encoder, input_size, load_encoder
-from indexer.plan import Job, plan_changes
+from indexer.model import Encoder, ModelSpec, input_size, load_encoder
+from indexer.plan import Job, Plan, plan_changes
 from indexer.reader import Reader, ReadResult
 from indexer.report import IndexOptions, IndexReport
 from indexer.timing import RateLog, StageTimer
@@ -56,10 +56,14 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
         report.model = str(spec)
         encoder: Encoder | None = None
         if options.rebuild:
+            prepare.check_rebuild_covers(catalog, roots)
             encoder = load_encoder(spec, options.device)
             prepare.start_rebuild(catalog, library, encoder)
+        else:
+            report.repaired = prepare.repair_vectors(catalog, library)
+        prepare.record_roots(catalog, roots)
         with timer.stage("walk"):
-            plan = plan_changes(catalog, roots, walk(roots))
+            plan = plan_changes(catalog, roots, walk(roots, report.unreadable), report.unreadable)
         jobs = plan.record(catalog, prepare.first_free_id(catalog, library))
         report.added, report.updated, report.moved, report.removed = (
             len(plan.new), len(plan.changed), len(plan.moved), len(plan.removed))
@@ -70,14 +74,14 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
                     size = input_size(spec)
                     if size is not None:
                         reader.start(jobs, size)  # the first batches decode while the model loads
-                    encoder = load_encoder(spec, options.device)
+                    encoder = _load_or_forget(catalog, plan, jobs, spec, options.device)
                     if catalog.settings().model_fingerprint is None:
                         prepare.record_model(catalog, encoder)
                 _embed(catalog, library, encoder, reader, jobs, options, report, timer)
         settings = catalog.settings()
         kind = options.index_kind or settings.index_kind or ann.AUTO
-        if (jobs or plan.moved or plan.removed or not library.ann.exists() or kind != settings.index_kind
-                or catalog.ann_stale()):
+        if (jobs or plan.moved or plan.removed or kind != settings.index_kind or catalog.ann_stale()
+                or not index_file.matches(library.ann, settings.ann_record)):
             with timer.stage("ann"):
                 report.index = ann.refresh(catalog, library, kind)
             catalog.save_settings(index_kind=kind)
@@ -86,6 +90,16 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
     report.stages = dict(timer.seconds)
     log.info("index run: %s", report.as_dict())
     return report
+
+
+def _load_or_forget(catalog: Catalog, plan: Plan, jobs: list[Job], spec: ModelSpec, device: str | None) -> Encoder:
+    """The model; when it cannot load, the rows this run inserted go again, so the next run finds
+    those files new (and says `added`) instead of inheriting pending rows nobody asked for."""
+    try:
+        return load_encoder(spec, device)
+    except BaseException:
+        catalog.delete([job.id for job in jobs[:plan.fresh_count]])
+        raise
 
 
 def _embed(catalog: Catalog, library: LibraryPaths, encoder: Encoder, reader: Reader, jobs: list[Job],

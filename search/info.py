@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -19,6 +19,7 @@ class LibraryInfo:
     index: dict[str, Any]  # the ANN file: type, vectors, and IVF-PQ's parameters
     last_indexed_at: str | None
     schema_version: int
+    damage: list[str] = field(default_factory=list)  # what is damaged (`pixseek check` finds all of it)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

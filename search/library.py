@@ -47,7 +47,7 @@ class Library:
             self.settings.check_same_model(model, paths.root)
         self.device = device
         self.vectors = VectorStore(paths.vectors, self.settings.dim)
-        self._index = CachedIndex(paths.ann)
+        self._index = CachedIndex(paths.ann, self.settings.ann_record)
         self._embedder = QueryEmbedder(self._load_encoder, self.stored_vector)
 
     @classmethod
@@ -77,6 +77,7 @@ class Library:
             self._embedder.forget_model()
         self.settings = settings
         self.vectors = VectorStore(self.paths.vectors, settings.dim)
+        self._index.record = settings.ann_record
 
     # the model ------------------------------------------------------------------------------
     @property
@@ -174,6 +175,22 @@ class Library:
         return rank.ranked(self.catalog.indexed_rows(ids.tolist()), ids, scores, k=k, floor=floor, exclude=exclude,
                            dedupe=dedupe, sort=sort)
 
+    def damage(self) -> str | None:
+        """One line on the damage searches have met so far, with what to do; None when there is none.
+
+        A damaged index file is a cache gone bad: searches score exactly meanwhile and nothing is
+        missed. Damaged vectors are left out of results until they are embedded again.
+        """
+        parts = []
+        index_damage = self._index.damage
+        if index_damage is not None and not self.catalog.ann_stale():  # stale: a run is replacing the file
+            parts.append(f"{index_damage}, searching without it")
+        if self.vectors.damaged:
+            parts.append(f"{len(self.vectors.damaged)} damaged vectors left out of the results")
+        if not parts:
+            return None
+        return f"library damaged: {'; '.join(parts)} (run `pixseek check --repair`)"
+
     def check_not_empty(self) -> None:
         if self.catalog.indexed_count() == 0:
             raise PixseekError(f"the library at {self.paths.root} has no indexed images",
@@ -218,7 +235,16 @@ class Library:
             index=index_file.describe(index) if index is not None else dict(index_file.NONE),
             last_indexed_at=self.settings.last_indexed_at,
             schema_version=self.settings.schema_version,
+            damage=self._quick_damage(),
         )
+
+    def _quick_damage(self) -> list[str]:
+        """What `info` can tell without reading every vector (`pixseek check` does that)."""
+        found = [self._index.damage] if self._index.damage is not None and not self.catalog.ann_stale() else []
+        ids = self.catalog.indexed_ids()
+        if ids and self.vectors.rows <= ids[-1]:
+            found.append(f"{self.paths.vectors.name} holds {self.vectors.rows} rows, indexed ids reach {ids[-1]}")
+        return found
 
     def skipped(self) -> list[ImageRow]:
         """Files that could not be indexed, by path; `reason` says why."""

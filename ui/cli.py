@@ -118,6 +118,10 @@ def index(
         return
     typer.echo(f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
                f"unchanged {report.unchanged}, skipped {len(report.skipped)}")
+    if report.repaired:
+        typer.echo(f"  repaired: {report.repaired} damaged vectors marked for embedding again")
+    for folder in report.unreadable:
+        typer.echo(f"  unreadable folder {folder}: cannot be listed, its photos are kept")
     for path, reason in report.skipped[:20]:
         typer.echo(f"  skipped {path}: {reason}")
     if len(report.skipped) > 20:
@@ -217,6 +221,9 @@ def search(
                             filters=filters, ensemble=ensemble, dedupe=dedupe, sort=sort)
     with Library.open(library, model=_spec(model, pretrained), device=device) as lib:
         results = lib.search(request)
+        damage = lib.damage()
+    if damage is not None:
+        typer.echo(f"warning: {damage}", err=True)
     if as_json:
         _echo_json([r.as_dict() for r in results])
         return
@@ -332,10 +339,46 @@ def info(
     index_desc = ", ".join(f"{k} {v}" for k, v in data["index"].items() if k != "type")
     typer.echo(f"index       {data['index']['type']} ({index_desc})")
     typer.echo(f"indexed at  {data['last_indexed_at'] or 'never'}")
+    for problem in data["damage"]:
+        typer.echo(f"damaged     {problem} (run `pixseek check --repair`)")
     for reason, n in sorted(data["skipped_reasons"].items(), key=lambda kv: -kv[1]):
         typer.echo(f"  {n:>5} skipped: {reason}")
     for item in data.get("skipped_files", []):
         typer.echo(f"  {item['path']}: {item['reason']}")
+
+
+@app.command()
+def check(
+    library: LibraryOpt = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Rebuild a damaged index file, drop orphan rows, and "
+                      "embed damaged vectors again (now if the model loads, else on the next index run).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the library for damage: catalog integrity, every vector, the index file, orphan rows.
+
+    Exits 1 when damage remains (without --repair, or when the catalog itself is damaged).
+    """
+    from indexer.check import check_library
+
+    report = check_library(library, repair=repair)
+    healthy = report.healthy or (repair and not report.catalog)
+    if as_json:
+        _echo_json(report.as_dict())
+    else:
+        typer.echo(f"library     {report.library}")
+        typer.echo(f"catalog     {'ok' if not report.catalog else 'damaged: ' + '; '.join(report.catalog[:3])}")
+        if not report.catalog:
+            typer.echo(f"vectors     {report.images - len(report.damaged_vectors)} of {report.images} intact")
+            typer.echo(f"index       {report.index or 'ok'}")
+            typer.echo(f"tags        {f'{report.orphan_tags} orphan rows' if report.orphan_tags else 'ok'}")
+        for done in report.repaired:
+            typer.echo(f"repaired    {done}")
+        if report.pending:
+            typer.echo(f"pending     {report.pending} rows wait for an index run")
+        for advice in report.advice:
+            typer.echo(f"next        {advice}")
+    if not healthy:
+        raise typer.Exit(1)
 
 
 @app.command()

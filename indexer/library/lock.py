@@ -40,3 +40,18 @@ def write_lock(paths: LibraryPaths) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def held(paths: LibraryPaths) -> bool:
+    """Whether a writer holds the library's lock now (an index or tag run is under way)."""
+    try:
+        fd = os.open(paths.lock_file, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -26,6 +26,19 @@ class Settings:
     index_kind: str | None = None  # the --index the library remembers
     last_indexed_at: str | None = None
     tag_labels: str | None = None  # JSON list: the labels of the last `pixseek tag`
+    # The ANN file as it was written: a file that differs (truncated, zeroed, garbled) is damage.
+    ann_size: int = 0
+    ann_checksum: str | None = None
+    roots: str | None = None  # JSON list: the folders `pixseek index` was given, so far
+
+    @property
+    def root_list(self) -> list[str]:
+        return json.loads(self.roots) if self.roots else []
+
+    @property
+    def ann_record(self) -> tuple[int, str] | None:
+        """(size, checksum) of the ANN file as last written; None for a library older than the record."""
+        return (self.ann_size, self.ann_checksum) if self.ann_checksum else None
 
     @classmethod
     def from_table(cls, table: dict[str, str]) -> Settings:
