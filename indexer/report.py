@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from indexer import ann
+from indexer.errors import PixseekError
 from indexer.model import ModelSpec
 
 Progress = Callable[[int, int], None]  # (files decoded, files to decode)
@@ -22,8 +24,15 @@ class IndexOptions:
     on_progress: Progress | None = None
 
     def __post_init__(self) -> None:
+        # Every bad option is refused before any work, so none leaves pending rows behind.
         if self.index_kind is not None:
-            ann.choose_kind(self.index_kind, 0)  # reject a bad name before any work
+            ann.choose_kind(self.index_kind, 0)
+        if self.workers is not None and self.workers < 0:
+            raise PixseekError(f"--workers must be 0 or more, not {self.workers}", "0 decodes in the main process")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise PixseekError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
+            raise PixseekError(f"unknown device '{self.device}'", "use cpu or cuda (cuda:N for a given GPU)")
 
 
 @dataclass

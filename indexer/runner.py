@@ -63,7 +63,7 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
             report.repaired = prepare.repair_vectors(catalog, library)
         prepare.record_roots(catalog, roots)
         with timer.stage("walk"):
-            plan = plan_changes(catalog, roots, walk(roots, report.unreadable), report.unreadable)
+            plan = plan_changes(catalog, roots, walk(roots, report.unreadable, library.thumbs), report.unreadable)
         jobs = plan.record(catalog, prepare.first_free_id(catalog, library))
         report.added, report.updated, report.moved, report.removed = (
             len(plan.new), len(plan.changed), len(plan.moved), len(plan.removed))

@@ -38,12 +38,19 @@ def check_roots(roots: list[Path]) -> list[Path]:
     return resolved
 
 
-def walk(roots: list[Path], unreadable: list[str] | None = None) -> Iterator[FileStat]:
+def walk(roots: list[Path], unreadable: list[str] | None = None, skip: Path | None = None) -> Iterator[FileStat]:
     """Image files under `roots`, following directory symlinks once each (no loops).
 
     Folders that exist but cannot be listed (permissions, I/O errors) are appended to `unreadable`.
+    `skip`: a folder left out (the library's own, kept inside a photo folder: its thumbnails).
     """
     seen_dirs: set[tuple[int, int]] = set()
+    if skip is not None:
+        try:
+            st = os.stat(skip)
+            seen_dirs.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass  # not created yet: nothing in it to leave out
     seen_files: set[str] = set()
     stack = [str(r) for r in reversed(roots)]
     while stack:

@@ -36,7 +36,14 @@ _REQUEST_FIELDS = frozenset(f.name for f in fields(SearchRequest))
 
 class Library:
     def __init__(self, paths: LibraryPaths, model: ModelSpec | None = None, device: str | None = None) -> None:
-        if not paths.exists():
+        try:
+            if paths.root.is_file():
+                raise PixseekError(f"{paths.root} is a file, not a library folder", "pass --library a folder")
+            found = paths.exists()
+        except PermissionError:
+            raise PixseekError(f"no permission to read the library folder {paths.root}",
+                               "fix its permissions or choose another with --library") from None
+        if not found:
             raise PixseekError(f"no library at {paths.root}",
                                "run `pixseek index FOLDER` first (or pass --library DIR)")
         self.paths = paths
@@ -167,6 +174,9 @@ class Library:
         filters = filters or Filters()
         if filters.tag is not None:
             check_tag(self.catalog, filters.tag)
+        if filters.folder is not None and not self.catalog.filtered_ids(Filters(folder=filters.folder)):
+            raise PixseekError(f"no indexed photos in {filters.folder}",
+                               "index it first (pixseek index FOLDER), or pick a folder that holds indexed photos")
         exclude = exclude or set()
         floor = max(-np.inf if min_score is None else min_score,
                     -np.inf if min_z is None else retrieve.z_floor(self.catalog, self.vectors, vec, min_z))

@@ -84,9 +84,9 @@ def run(args: list[str], env: dict[str, str], timeout: int = 180) -> subprocess.
     return subprocess.run(PIXSEEK + args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess | Result, *words: str) -> None:
-    """A failed `run` or `cli`: a non-zero exit and one line `error: ...` on stderr holding `words`."""
-    assert (proc.returncode if isinstance(proc, subprocess.CompletedProcess) else proc.exit_code) != 0
+def assert_one_line_error(proc: subprocess.CompletedProcess | Result | ForkedRun, *words: str) -> None:
+    """A failed `run`, `cli` or forked run: a non-zero exit and one line `error: ...` on stderr holding `words`."""
+    assert (proc.exit_code if isinstance(proc, Result) else proc.returncode) != 0
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr

@@ -210,3 +210,110 @@ def test_a_permission_skip_is_retried_on_the_next_run(tmp_path, env, forker):
     second = json.loads(forker.run(_args(tmp_path / "photos", lib), env).stdout)
     assert second["embedded"] == 1 and second["skipped"] == []
     assert_consistent(lib, {p: "indexed" for p in photos})
+
+
+# Low: refusals before any work, and names fit for a terminal ---------------------------------------
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """(photo folder, its library): 24 shapes, one with a newline and an escape sequence in its name."""
+    folder = tmp_path_factory.mktemp("small") / "photos"
+    photos = _gallery(folder)
+    evil = folder / "evil\n\x1b[31mred.jpg"
+    os.rename(photos[0], evil)
+    lib = folder.parent / "lib"
+    cli(*_args(folder, lib))
+    return folder, lib, evil
+
+
+@pytest.mark.parametrize("option", [["--workers", "-1"], ["--device", "bogus"], ["--batch-size", "0"]])
+def test_bad_index_options_are_refused_before_any_row_is_written(tmp_path, option):
+    _gallery(tmp_path / "photos")
+    lib = tmp_path / "lib"
+    refused = cli("index", str(tmp_path / "photos"), "-L", str(lib), "--model", MODEL, *option, code=1)
+    assert_one_line_error(refused, option[0].lstrip("-").split("-")[0])
+    assert not (lib / "catalog.db").exists()
+
+
+def test_a_first_index_whose_model_fails_leaves_nothing_pending(tmp_path, monkeypatch):
+    import indexer.runner
+    from indexer.errors import PixseekError
+
+    photos = _gallery(tmp_path / "photos")
+    lib = tmp_path / "lib"
+
+    def cannot_download(*args, **kwargs):
+        raise PixseekError("cannot download the model", "check the network")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(indexer.runner, "load_encoder", cannot_download)
+        cli(*_args(tmp_path / "photos", lib), code=1)
+    assert read_state(lib).rows == {}
+    report = json.loads(cli(*_args(tmp_path / "photos", lib)).stdout)
+    assert report["added"] == len(photos) == report["embedded"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--like", "99999999999999999999999"], ["99999999999999999999999", "not in the library"]),
+    (["a cat", "--min-score", "nan"], ["--min-score"]),
+    (["a cat", "--min-z", "nan"], ["--min-z"]),
+    (["a cat", "--not", ""], ["--not"]),
+    (['1e309:"cat"'], ["bad weight", "1e309"]),
+    (['nan:"cat"'], ["bad weight"]),
+    (["--", '-0:"cat"'], ["bad weight"]),
+    (["9" * 400 + ':"cat"'], ["bad weight"]),
+    ([" + ".join(["cat"] * 17)], ["too many terms"]),
+    (["cat " * 300], ["query too long"]),
+    (["a cat", "--folder", "/nowhere/indexed"], ["no indexed photos in /nowhere/indexed"]),
+])
+def test_bad_search_input_is_refused_in_one_line(small, args, words):
+    _, lib, _ = small
+    refused = cli("search", "-L", str(lib), *args, code=1)
+    assert_one_line_error(refused, *words)
+
+
+def test_labels_from_a_device_or_a_huge_file_are_refused(small, tmp_path):
+    _, lib, _ = small
+    assert_one_line_error(cli("tag", "--labels", "/dev/zero", "-L", str(lib), code=1), "/dev/zero")
+    huge = tmp_path / "labels.txt"
+    huge.write_bytes(b"cat\n" * (1 << 19))
+    assert_one_line_error(cli("tag", "--labels", str(huge), "-L", str(lib), code=1), "over 1 MB")
+
+
+def test_control_characters_in_names_are_escaped_for_the_terminal_and_exact_in_json(small):
+    _, lib, evil = small
+    human = cli("search", "a red circle", "-L", str(lib), "-k", "100").stdout
+    assert "\x1b" not in human and len(human.splitlines()) == 24
+    assert str(evil).replace("\n", "\\n").replace("\x1b", "\\x1b") in human
+    exact = json.loads(cli("search", "a red circle", "-L", str(lib), "-k", "100", "--json").stdout)
+    assert str(evil) in {r["path"] for r in exact}
+
+
+def test_a_library_inside_the_photo_folder_leaves_its_thumbnails_out(tmp_path):
+    photos = _gallery(tmp_path / "photos")
+    lib = tmp_path / "photos" / ".." / "photos" / "library"
+    cli(*_args(tmp_path / "photos", lib))
+    (lib / "thumbs").mkdir(exist_ok=True)
+    os.link(photos[0], lib / "thumbs" / "thumb.jpg")
+    report = json.loads(cli(*_args(tmp_path / "photos", lib)).stdout)
+    assert report["added"] == 0 and report["unchanged"] == len(photos)
+
+
+def test_a_library_that_is_a_file_or_missing_is_refused(tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a library")
+    for command in (["search", "cat"], ["info"], ["index", str(tmp_path)]):
+        assert_one_line_error(cli(*command, "-L", str(afile), code=1), "is a file")
+    assert_one_line_error(cli("ui", "-L", str(tmp_path / "missing"), code=1), "no library")
+
+
+def test_a_library_below_an_unreadable_folder_is_one_line(tmp_path, env, forker):
+    if not forker.permissions_apply:
+        pytest.skip("no way to make permissions apply here")
+    locked = tmp_path / "noperm"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        run = forker.run(["info", "--library", str(locked / "sub")], env)
+    finally:
+        locked.chmod(0o755)
+    assert_one_line_error(run, "permission", str(locked / "sub"))

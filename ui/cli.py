@@ -75,6 +75,20 @@ def _echo_json(data: object) -> None:
     typer.echo(re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
+def _shown(path: str) -> str:
+    """A file name fit for a terminal: control characters (newlines, escape sequences) and the
+    undecodable bytes of a non-UTF-8 name as backslash escapes; --json keeps names exact."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\\]", _escape_char, path)
+
+
+def _escape_char(match: re.Match) -> str:
+    ch = match.group()
+    if ch == "\\":
+        return "\\\\"
+    code = ord(ch)
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else ch.encode("unicode_escape").decode()
+
+
 @app.command()
 def index(
     folders: Annotated[list[Path], typer.Argument(help="Photo folders to index (recursively).", show_default=False)],
@@ -121,9 +135,9 @@ def index(
     if report.repaired:
         typer.echo(f"  repaired: {report.repaired} damaged vectors marked for embedding again")
     for folder in report.unreadable:
-        typer.echo(f"  unreadable folder {folder}: cannot be listed, its photos are kept")
+        typer.echo(f"  unreadable folder {_shown(folder)}: cannot be listed, its photos are kept")
     for path, reason in report.skipped[:20]:
-        typer.echo(f"  skipped {path}: {reason}")
+        typer.echo(f"  skipped {_shown(path)}: {reason}")
     if len(report.skipped) > 20:
         typer.echo(f"  ... and {len(report.skipped) - 20} more (pixseek info --skipped)")
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(report.stages.items(), key=lambda kv: -kv[1]))
@@ -212,9 +226,12 @@ def search(
         raise PixseekError(f"query image not found: {image}", "check the path")
     if any('"' in text for text in not_ or []):
         raise PixseekError("--not takes plain text, without double quotes", 'or write - "TEXT" in the query')
+    if any(not text.strip() for text in not_ or []):
+        raise PixseekError("--not needs some text", 'e.g. --not "indoor"')
     # --not TEXT is - "TEXT" in the query's own syntax (search/query.py).
     text = " ".join([query] * (query is not None) + [f'- "{t}"' for t in not_ or []]) or None
-    filters = Filters(folder=str(folder) if folder else None, date_from=date_from, date_to=date_to, camera=camera,
+    folder_text = str(folder.expanduser().resolve()) if folder else None  # the catalog holds absolute paths
+    filters = Filters(folder=folder_text, date_from=date_from, date_to=date_to, camera=camera,
                       has_gps=gps, tag=tag)
     like_ref: int | str | None = int(like) if like is not None and like.isdigit() else like
     request = SearchRequest(text=text, image=image, like=like_ref, k=k, min_score=min_score, min_z=min_z,
@@ -232,7 +249,7 @@ def search(
         return
     for rank, r in enumerate(results, 1):
         when = (r.taken_at or "")[:10]
-        typer.echo(f"{rank:>3}  {r.score:6.3f}  {when:10}  {r.path}")
+        typer.echo(f"{rank:>3}  {r.score:6.3f}  {when:10}  {_shown(r.path)}")
 
 
 @app.command()
@@ -264,7 +281,7 @@ def dupes(
     for g in groups:
         typer.echo(f"{g.kind} duplicates: {len(g.images)} images")
         for r in g.images:
-            typer.echo(f"  {r.width or '?'}x{r.height or '?'}  {r.size / 1e6:7.2f} MB  {r.path}")
+            typer.echo(f"  {r.width or '?'}x{r.height or '?'}  {r.size / 1e6:7.2f} MB  {_shown(r.path)}")
     spare = sum(r.size for g in groups for r in g.images[1:])
     typer.echo(f"{len(groups)} groups; keeping the first of each frees {spare / 1e6:.1f} MB" if groups
                else "no duplicates found")
@@ -344,7 +361,7 @@ def info(
     for reason, n in sorted(data["skipped_reasons"].items(), key=lambda kv: -kv[1]):
         typer.echo(f"  {n:>5} skipped: {reason}")
     for item in data.get("skipped_files", []):
-        typer.echo(f"  {item['path']}: {item['reason']}")
+        typer.echo(f"  {_shown(item['path'])}: {item['reason']}")
 
 
 @app.command()
@@ -417,7 +434,10 @@ def ui(
     from search import LibraryPaths
     from ui.server import serve
 
-    serve(LibraryPaths.at(library), host, port, typer.echo)
+    paths = LibraryPaths.at(library)
+    if not paths.exists():
+        raise PixseekError(f"no library at {paths.root}", "run `pixseek index FOLDER` first (or pass --library DIR)")
+    serve(paths, host, port, typer.echo)
 
 
 def main() -> None:

@@ -17,6 +17,8 @@ from indexer.library.storage import STORAGE_PROBLEMS, storage_error
 def write_lock(paths: LibraryPaths) -> Iterator[None]:
     """Held while writing; the OS drops the lock if the holder dies, even by SIGKILL."""
     try:
+        if paths.root.is_file():
+            raise PixseekError(f"{paths.root} is a file, not a library folder", "pass --library a folder")
         paths.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(paths.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
