@@ -24,8 +24,9 @@ from typing import Any
 import imagehash
 import numpy as np
 
-from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, to_model_input
+from indexer.decode import DEFAULT_MAX_PIXELS, REASON_NOT_REGULAR, DecodeError, decode_image, to_model_input
 from indexer.plan import Job
+from indexer.regular_file import NotRegularFile
 from indexer.walk import content_hash
 
 READ_AHEAD = 48  # images per worker decoded ahead of the model
@@ -44,9 +45,8 @@ class ReadResult:
 def read_one(job: Job, preprocess: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> ReadResult:
     start = time.perf_counter()
     try:
-        # Decoded first: its guarded open words why a folder, FIFO or empty file is no image.
-        decoded = decode_image(job.path, target_size=preprocess, max_pixels=max_pixels)
         digest = content_hash(job.path, job.size)
+        decoded = decode_image(job.path, target_size=preprocess, max_pixels=max_pixels)
         pixels = to_model_input(decoded.image, preprocess)
     except DecodeError as exc:
         return ReadResult(job.id, None, reason=exc.reason, seconds=time.perf_counter() - start)
@@ -54,6 +54,8 @@ def read_one(job: Job, preprocess: int, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         reason = "broken symbolic link: its target is missing" if os.path.islink(job.path) else \
             "file vanished during indexing"
         return ReadResult(job.id, None, reason=reason, seconds=time.perf_counter() - start)
+    except NotRegularFile:  # swapped for a FIFO or device since the walk
+        return ReadResult(job.id, None, reason=REASON_NOT_REGULAR, seconds=time.perf_counter() - start)
     except PermissionError:
         return ReadResult(job.id, None, reason="permission denied: cannot read the file",
                           seconds=time.perf_counter() - start)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from indexer.errors import PixseekError
-from indexer.library import LibraryPaths, index_file
+from indexer.library import LibraryPaths, index_file, lock
 from indexer.library.catalog import Catalog
 from indexer.library.filters import Filters
 from indexer.library.index_file import CachedIndex
@@ -203,6 +203,9 @@ class Library:
 
     def check_not_empty(self) -> None:
         if self.catalog.indexed_count() == 0:
+            if self.catalog.counts().get(PENDING) and lock.held(self.paths):
+                raise PixseekError(f"the library at {self.paths.root} is being indexed (or rebuilt)",
+                                   "search again once its first images are saved")
             raise PixseekError(f"the library at {self.paths.root} has no indexed images",
                                "run `pixseek index FOLDER` first")
 

@@ -86,7 +86,7 @@ def run(args: list[str], env: dict[str, str], timeout: int = 180) -> subprocess.
 
 def assert_one_line_error(proc: subprocess.CompletedProcess | Result | ForkedRun, *words: str) -> None:
     """A failed `run`, `cli` or forked run: a non-zero exit and one line `error: ...` on stderr holding `words`."""
-    assert (proc.exit_code if isinstance(proc, Result) else proc.returncode) != 0
+    assert (proc.returncode if hasattr(proc, "returncode") else proc.exit_code) != 0
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr

@@ -252,3 +252,18 @@ def test_damaged_catalog_is_reported_with_a_way_back(library, damage):
         assert_one_line_error(proc, "catalog")
         assert "unexpected" not in proc.stderr
         assert "wait for" not in proc.stderr
+
+
+def test_a_foreign_database_as_catalog_is_refused_untouched(tmp_path, intact):
+    folder, _, _ = intact
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    conn = sqlite3.connect(lib / "catalog.db")
+    conn.execute("CREATE TABLE contacts (name TEXT)")
+    conn.commit()
+    conn.close()
+    refused = cli("index", str(folder), "-L", str(lib), "--workers", "0", code=1)
+    assert_one_line_error(refused, "not a pixseek catalog")
+    conn = sqlite3.connect(lib / "catalog.db")
+    assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["contacts"]
+    conn.close()

@@ -317,3 +317,17 @@ def test_a_library_below_an_unreadable_folder_is_one_line(tmp_path, env, forker)
     finally:
         locked.chmod(0o755)
     assert_one_line_error(run, "permission", str(locked / "sub"))
+
+
+def test_deleting_the_lock_file_during_a_run_lets_no_second_writer_in(tmp_path, env, forker):
+    _gallery(tmp_path / "photos")
+    lib = tmp_path / "lib"
+    run = forker.start(_args(tmp_path / "photos", lib), env, fault="flushed:1:stop", commit_every=4)
+    run.wait_until_stopped()
+    try:
+        (lib / "index.lock").unlink()
+        second = forker.run(_args(tmp_path / "photos", lib), env)
+        assert_one_line_error(second, "already updating")
+    finally:
+        os.kill(run.pid, signal.SIGCONT)
+    assert _finish(run) == 0, run.stderr

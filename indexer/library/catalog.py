@@ -124,6 +124,9 @@ class Catalog:
 
     def _migrate(self, create: bool) -> None:
         if "settings" not in self.db.table_names():
+            if create and self.db.table_names():  # another program's database: not ours to change
+                raise PixseekError(f"{self.path} is not a pixseek catalog",
+                                   "point --library at a pixseek library folder, or an empty one")
             if not create:
                 if not self.db.table_names():
                     if lock.held(LibraryPaths(self.path.parent)):  # the first `pixseek index` has just created it
