@@ -1,6 +1,6 @@
 """The layer rule, read from the source: search/ reads libraries only through indexer.library (plus
-the encoder, the decoder for query images, and the errors); ui/ sees only the search API, the errors,
-and the indexer's entry point for `pixseek index` and the demo."""
+the encoder, the decoder for query images and its guarded open, and the errors); ui/ sees only the
+search API, the errors, and the indexer's entry points for `pixseek index`, the demo and `pixseek check`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FIRST_PARTY = {"indexer", "search", "ui", "pixseek_data", "tests"}
 ALLOWED = {
-    "search": ("search", "indexer.library", "indexer.model", "indexer.decode", "indexer.errors"),
-    "ui": ("ui", "search", "indexer.errors", "indexer.runner", "pixseek_data"),
+    "search": ("search", "indexer.library", "indexer.model", "indexer.decode", "indexer.regular_file",
+               "indexer.errors"),
+    "ui": ("ui", "search", "indexer.errors", "indexer.runner", "indexer.check", "pixseek_data"),
 }
 PAGE_FILES = {"ui/app.py", "ui/thumbs.py", "ui/server.py"}  # the Streamlit page, on its own branch
 

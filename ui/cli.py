@@ -76,9 +76,10 @@ def _echo_json(data: object) -> None:
 
 
 def _shown(path: str) -> str:
-    """A file name fit for a terminal: control characters (newlines, escape sequences) and the
-    undecodable bytes of a non-UTF-8 name as backslash escapes; --json keeps names exact."""
-    return re.sub(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\\]", _escape_char, path)
+    """A file name fit for a terminal: control characters (newlines, escape sequences, and the
+    C1 bytes of a non-UTF-8 name, which some terminals obey) as backslash escapes; the other bytes of
+    a non-UTF-8 name go out as they are, as `ls` prints them. --json keeps names exact."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\udc80-\udc9f\\]", _escape_char, path)
 
 
 def _escape_char(match: re.Match) -> str:
