@@ -15,8 +15,8 @@ import numpy as np
 
 from indexer.errors import PixseekError
 from indexer.library.catalog import Catalog
-from indexer.library.files import replace_file
-from indexer.library.index_file import FLAT, IVFPQ, NONE, describe, load
+from indexer.library.files import move_aside, replace_file
+from indexer.library.index_file import FLAT, IVFPQ, NONE, DamagedIndex, checksum, describe, load
 from indexer.library.index_file import faiss as _faiss
 from indexer.library.paths import LibraryPaths
 from indexer.library.vectors import VectorStore
@@ -126,41 +126,48 @@ def _rows(fetch: Callable[[np.ndarray], np.ndarray], ids: np.ndarray) -> np.ndar
     return np.ascontiguousarray(fetch(ids), dtype=np.float32)
 
 
-def save(index, path: Path) -> None:
-    """Write to a temporary file and rename, so a crash never leaves half an index."""
+def save(index, path: Path) -> tuple[int, str]:
+    """Write to a temporary file and rename, so a crash never leaves half an index; returns (size, checksum)."""
     # Serialised in memory and written by Python, so a full disk is an OSError with its errno
     # (FAISS's own writer reports it as a RuntimeError).
-    replace_file(path, _faiss().serialize_index(index))
+    data = _faiss().serialize_index(index)
+    move_aside(path)  # a folder where the file belongs would make the rename fail on every run
+    replace_file(path, data)
+    return len(data), checksum(data)
 
 
 def refresh(catalog: Catalog, library: LibraryPaths, kind: str) -> dict[str, object]:
     """Make the ANN file hold exactly the indexed rows: updated in place when it can be, else built."""
     ids = np.array(catalog.indexed_ids(), dtype=np.int64)
     if len(ids) == 0:
+        move_aside(library.ann)
         library.ann.unlink(missing_ok=True)
         catalog.mark_in_ann([])
         return dict(NONE)
     dim = catalog.settings().dim
     fetch = VectorStore(library.vectors, dim).get
-    index = _updated_in_place(library, ids, dim, fetch, kind)
+    index = _updated_in_place(library, ids, dim, fetch, kind, catalog.settings().ann_record)
     rebuilt = index is None
     if rebuilt:
         index = build(ids, dim, fetch, kind)
-    save(index, library.ann)
+    size, digest = save(index, library.ann)
+    # Recorded before the in_ann marks: a crash between the two leaves the marks stale, which
+    # makes the next run rebuild and searches meanwhile score exactly, without a damage warning.
+    catalog.save_settings(ann_size=size, ann_checksum=digest)
     catalog.mark_in_ann(ids.tolist())
     return {**describe(index), "rebuilt": rebuilt}
 
 
 def _updated_in_place(library: LibraryPaths, ids: np.ndarray, dim: int,
-                      fetch: Callable[[np.ndarray], np.ndarray], kind: str):
+                      fetch: Callable[[np.ndarray], np.ndarray], kind: str, catalog_record: tuple[int, str] | None):
     """The library's IVF-PQ index brought up to date without training, or None to build anew.
 
     Exact indexes are always rebuilt: they need no training, so that costs only the copy.
     """
-    if choose_kind(kind, len(ids)) != IVFPQ or not library.ann.exists():
+    if choose_kind(kind, len(ids)) != IVFPQ or not library.ann.is_file():
         return None
     try:
-        index = load(library.ann)
-    except RuntimeError:  # unreadable: FAISS says so with a RuntimeError; a new one replaces it
+        index = load(library.ann, catalog_record)
+    except (DamagedIndex, OSError):  # damaged: a new one replaces it
         return None
     return index if update(index, ids, dim, fetch) else None

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import logging
 import os
-import stat
 import struct
 import threading
 import zlib
@@ -26,6 +25,7 @@ from PIL import ExifTags, Image, ImageFile
 
 from indexer.metadata import ImageMeta, read_metadata, warnings_ignored
 from indexer.preprocess import Preprocess
+from indexer.regular_file import NotRegularFile, open_regular
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 # camera (a 100 MP medium-format frame passes, as do big panoramas), while
 # the RGB buffer of an image at the limit (~540 MB) still fits a worker.
 DEFAULT_MAX_PIXELS = 178_956_970
+# The pixel cap alone lets a 695 KB RGBA PNG at 13370 x 13370 take 3.5 GB: what a decode holds
+# grows with the bytes per pixel, so those are bounded too. An RGB image at the pixel cap is
+# exactly this size; wider pixels (alpha, 16 bits) must have fewer of them.
+MAX_DECODED_BYTES = 3 * DEFAULT_MAX_PIXELS
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
     {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif"}
@@ -217,16 +221,13 @@ def decode_image(
 
 def _open_regular_file(path: str | Path) -> BinaryIO:
     try:
-        st = os.stat(path)
-        if stat.S_ISDIR(st.st_mode):
-            raise DecodeError(REASON_DIRECTORY, path)
-        # Opening a FIFO would block forever and a device could stream
-        # without end; only regular files are images.
-        if not stat.S_ISREG(st.st_mode):
-            raise DecodeError(REASON_NOT_REGULAR, path)
-        if st.st_size == 0:
+        fp = open_regular(path)  # only regular files are images (regular_file.py says why)
+        if os.fstat(fp.fileno()).st_size == 0:
+            fp.close()
             raise DecodeError(REASON_EMPTY, path)
-        return open(path, "rb")
+        return fp
+    except NotRegularFile as e:
+        raise DecodeError(REASON_NOT_REGULAR, path) from e
     except OSError as e:
         raise DecodeError(_filesystem_reason(e), path) from e
     except ValueError as e:  # e.g. an embedded NUL byte in the path
@@ -272,6 +273,10 @@ def _decode_open_file(
         margin = 1.0 if img.format == "HEIF" else _DRAFT_MARGIN  # a thumbnail is properly downscaled
         img.draft("RGB", (int(needed[0] * margin), int(needed[1] * margin)))
 
+    decoded_bytes = _decoded_bytes(img)
+    if decoded_bytes > MAX_DECODED_BYTES:
+        raise DecodeError(f"too large: {img.size[0]}x{img.size[1]} px {img.mode} decodes to "
+                          f"{decoded_bytes >> 20} MB, over the {MAX_DECODED_BYTES >> 20} MB limit", path)
     img.load()  # animated/multi-page files stay on their first frame
     meta = read_metadata(img)
     orientation = _orientation(img)
@@ -418,6 +423,18 @@ def _unidentified_reason(fp: BinaryIO) -> str:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "unsupported or damaged WebP file"
     return REASON_NOT_IMAGE
+
+
+def _decoded_bytes(img: Image.Image) -> int:
+    """Bytes of the decoded frame at the size it will be decoded (after a JPEG/HEIF draft)."""
+    from PIL import ImageMode
+
+    try:
+        mode = ImageMode.getmode(img.mode)
+        per_pixel = len(mode.bands) * np.dtype(mode.typestr).itemsize
+    except (KeyError, TypeError):
+        per_pixel = 4
+    return img.size[0] * img.size[1] * per_pixel
 
 
 def _megapixels(max_pixels: int) -> str:

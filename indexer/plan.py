@@ -12,9 +12,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from indexer import decode
 from indexer.library.catalog import Catalog
 from indexer.library.rows import INDEXED, PENDING, ImageRow
 from indexer.walk import FileStat, content_hash
+
+# Skip reasons that say more about the moment than about the file (permissions, a flaky drive,
+# memory): such files are tried again on the next run even when their stat data did not change.
+_TRANSIENT_REASONS = (decode.REASON_PERMISSION, decode.REASON_MEMORY, decode.REASON_VANISHED, "read error:",
+                      "cannot read the file (")
+
+
+def is_transient(reason: str | None) -> bool:
+    return reason is not None and reason.startswith(_TRANSIENT_REASONS)
 
 
 @dataclass
@@ -58,14 +68,23 @@ class Plan:
         jobs = [Job(i, f.path, f.size) for i, f in zip(ids, fresh)]
         return jobs + [Job(i, f.path, f.size) for i, f in self.retry]
 
+    @property
+    def fresh_count(self) -> int:
+        """How many of `record`'s jobs (the first ones) got rows inserted by this run."""
+        return len(self.new) + len(self.changed)
 
-def _under(path: str, roots: list[str]) -> bool:
+
+def is_under(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
-def plan_changes(catalog: Catalog, roots: list[Path], files: Iterator[FileStat]) -> Plan:
+def plan_changes(catalog: Catalog, roots: list[Path], files: Iterator[FileStat],
+                 unreadable: list[str] | None = None) -> Plan:
+    """What changed under `roots`. `unreadable`: folders the walk could not list (filled while
+    `files` is consumed); their catalogued photos are kept, not taken for deleted."""
     plan = Plan()
     known = catalog.stat_index()
+    retry_skipped = {row.id for row in catalog.skipped() if is_transient(row.reason)}
     seen: set[str] = set()
     fresh: list[FileStat] = []
     for f in files:
@@ -75,7 +94,7 @@ def plan_changes(catalog: Catalog, roots: list[Path], files: Iterator[FileStat])
             fresh.append(f)
             continue
         image_id, size, mtime_ns, status = old
-        if status == PENDING:
+        if status == PENDING or image_id in retry_skipped:
             plan.retry.append((image_id, f))
         elif size == f.size and mtime_ns == f.mtime_ns:
             plan.unchanged += 1
@@ -87,7 +106,8 @@ def plan_changes(catalog: Catalog, roots: list[Path], files: Iterator[FileStat])
 
     # Only files under the roots being indexed can have been deleted; other roots are left alone.
     root_strs = [str(r) for r in roots]
-    vanished = [p for p in known if p not in seen and _under(p, root_strs)]
+    kept = unreadable or []
+    vanished = [p for p in known if p not in seen and is_under(p, root_strs) and not is_under(p, kept)]
     by_size: dict[int, list[int]] = defaultdict(list)
     for p in vanished:
         image_id, size, _, status = known[p]

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -21,12 +24,14 @@ from typing import Any
 import imagehash
 import numpy as np
 
-from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, to_model_input
+from indexer.decode import DEFAULT_MAX_PIXELS, REASON_NOT_REGULAR, DecodeError, decode_image, to_model_input
 from indexer.plan import Job
 from indexer.preprocess import Preprocess
+from indexer.regular_file import NotRegularFile
 from indexer.walk import content_hash
 
 READ_AHEAD = 48  # images per worker decoded ahead of the model
+REASON_WORKER_DIED = "the decoder process died reading this file (out of memory, or a crash in the decoder)"
 
 
 @dataclass
@@ -50,6 +55,8 @@ def read_one(job: Job, preprocess: Preprocess, max_pixels: int = DEFAULT_MAX_PIX
         reason = "broken symbolic link: its target is missing" if os.path.islink(job.path) else \
             "file vanished during indexing"
         return ReadResult(job.id, None, reason=reason, seconds=time.perf_counter() - start)
+    except NotRegularFile:  # swapped for a FIFO or device since the walk
+        return ReadResult(job.id, None, reason=REASON_NOT_REGULAR, seconds=time.perf_counter() - start)
     except PermissionError:
         return ReadResult(job.id, None, reason="permission denied: cannot read the file",
                           seconds=time.perf_counter() - start)
@@ -77,10 +84,34 @@ def read_chunk(jobs: list[Job], preprocess: Preprocess, max_pixels: int) -> list
     return [read_one(job, preprocess, max_pixels) for job in jobs]
 
 
-def _ignore_ctrl_c() -> None:
+def _start_worker(parent: int) -> None:
     # A terminal's Ctrl-C reaches the whole process group; the parent alone handles it (it
     # saves what was embedded and shuts the pool down), instead of each worker printing a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A parent killed outright (SIGKILL, the OOM killer) cannot shut its pool down: each worker
+    # watches it and exits with it rather than stay behind forever.
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    try:
+        fd = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # no pidfds (old kernel, not Linux): poll instead
+        while _alive(parent):
+            time.sleep(0.5)
+    else:
+        select.select([fd], [], [])  # readable once the process has exited
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def default_workers() -> int:
@@ -124,11 +155,41 @@ class Reader:
     def __enter__(self) -> Reader:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         self._started = None
+        if kind is not None:
+            self._kill_workers()  # Ctrl-C or a failure: what they decode now would be thrown away
+        self._close_pool()
+
+    def _kill_workers(self) -> None:
+        # ProcessPoolExecutor can only wait for a worker's task to end, which a file on a hung
+        # network drive may never do; Ctrl-C must end the run in a moment, so they are killed.
+        if self._pool is not None:
+            for process in list((self._pool._processes or {}).values()):
+                process.kill()
+
+    def _close_pool(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        self._close_pool()
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_start_worker,
+                                         initargs=(os.getpid(),))
+        return self._pool
+
+    def _after_crash(self, chunk: list[Job], preprocess: Preprocess) -> list[ReadResult]:
+        """A worker died (the OOM killer, a decoder crash) while `chunk` was in flight: each of its
+        files is tried alone in a fresh pool, and the one that kills its worker again is skipped."""
+        results = []
+        for job in chunk:
+            try:
+                results += self._new_pool().submit(read_chunk, [job], preprocess, self.max_pixels).result()
+            except BrokenProcessPool:
+                results.append(ReadResult(job.id, None, reason=REASON_WORKER_DIED))
+        self._new_pool()
+        return results
 
     def start(self, jobs: Iterable[Job], preprocess: Preprocess) -> None:
         """Begin decoding now, while the caller does something else (loads the model)."""
@@ -146,19 +207,27 @@ class Reader:
         if self.workers == 0:
             return (r for chunk in chunks for r in read_chunk(chunk, preprocess, self.max_pixels))
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_ignore_ctrl_c)
-        pool = self._pool
+            self._new_pool()
 
-        def submit(chunk: list[Job]) -> Future:
-            return pool.submit(read_chunk, chunk, preprocess, self.max_pixels)
+        def submit(chunk: list[Job]) -> tuple[list[Job], Future]:
+            return chunk, self._pool.submit(read_chunk, chunk, preprocess, self.max_pixels)
 
         # The first window goes out before this returns: decoding has started when the caller
         # gets the iterator, not when it first asks for a result.
-        pending: deque[Future] = deque(submit(chunk) for chunk in islice(chunks, self.ahead))
+        pending: deque[tuple[list[Job], Future]] = deque(submit(chunk) for chunk in islice(chunks, self.ahead))
 
         def results() -> Iterator[ReadResult]:
             while pending:
-                yield from pending.popleft().result()
+                chunk, future = pending.popleft()
+                try:
+                    done = future.result()
+                except BrokenProcessPool:
+                    done = self._after_crash(chunk, preprocess)
+                    # Every other chunk in flight died with that pool: send them again.
+                    resend = [c for c, _ in pending]
+                    pending.clear()
+                    pending.extend(submit(c) for c in resend)
+                yield from done
                 # Refill a chunk per worker at once, so the workers decode side by side: on a
                 # CPU-only machine each burst then holds all cores for a short time, instead of
                 # one core for longer while torch's other threads wait for the one it displaced

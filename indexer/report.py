@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from indexer import ann
+from indexer.errors import PixseekError
 from indexer.model import ModelSpec
 from indexer.runtime import check_runtime_request
 
@@ -27,8 +29,15 @@ class IndexOptions:
     on_ocr_progress: Progress | None = None  # (photos read, photos to read)
 
     def __post_init__(self) -> None:
+        # Every bad option is refused before any work, so none leaves pending rows behind.
         if self.index_kind is not None:
-            ann.choose_kind(self.index_kind, 0)  # reject a bad name before any work
+            ann.choose_kind(self.index_kind, 0)
+        if self.workers is not None and self.workers < 0:
+            raise PixseekError(f"--workers must be 0 or more, not {self.workers}", "0 decodes in the main process")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise PixseekError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
+            raise PixseekError(f"unknown device '{self.device}'", "use cpu or cuda (cuda:N for a given GPU)")
         check_runtime_request(self.runtime, self.precision)
 
 
@@ -41,6 +50,8 @@ class IndexReport:
     unchanged: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) found this run
     embedded: int = 0
+    repaired: int = 0  # damaged vectors found, re-embedded by this run when their folder was given
+    unreadable: list[str] = field(default_factory=list)  # folders that could not be listed; their photos kept
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
     index: dict[str, object] = field(default_factory=dict)
@@ -58,7 +69,8 @@ class IndexReport:
             "added": self.added, "updated": self.updated, "moved": self.moved, "removed": self.removed,
             "unchanged": self.unchanged,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-            "embedded": self.embedded, "seconds": round(self.seconds, 3),
+            "embedded": self.embedded, "repaired": self.repaired, "unreadable": self.unreadable,
+            "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 2),
             "stages": {k: round(v, 3) for k, v in self.stages.items()},
             "index": self.index, "model": self.model, "runtime": self.runtime,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,12 +26,12 @@ import numpy as np
 from indexer import ann, ocr_pass, prepare
 from indexer.embed import Embedder
 from indexer.errors import Interrupted
-from indexer.library import LibraryPaths, storage_errors, write_lock
+from indexer.library import LibraryPaths, index_file, storage_errors, write_lock
 from indexer.library.catalog import Catalog
 from indexer.library.vectors import VectorStore
 from indexer.model import Encoder, ModelSpec, load_encoder, preprocess_for
 from indexer.ocr_pass import OcrReport, run_ocr
-from indexer.plan import Job, plan_changes
+from indexer.plan import Job, Plan, plan_changes
 from indexer.reader import Reader, ReadResult
 from indexer.report import IndexOptions, IndexReport
 from indexer.runtime import SAMPLE_SIZE
@@ -62,10 +62,14 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
         report.model = str(spec)
         encoder: Encoder | None = None
         if options.rebuild:
+            prepare.check_rebuild_covers(catalog, roots)
             encoder = _load_encoder(catalog, spec, options, None, report)
             prepare.start_rebuild(catalog, library, encoder)
+        else:
+            report.repaired = prepare.repair_vectors(catalog, library)
+        prepare.record_roots(catalog, roots)
         with timer.stage("walk"):
-            plan = plan_changes(catalog, roots, walk(roots))
+            plan = plan_changes(catalog, roots, walk(roots, report.unreadable, library.thumbs), report.unreadable)
         jobs = plan.record(catalog, prepare.first_free_id(catalog, library))
         report.added, report.updated, report.moved, report.removed = (
             len(plan.new), len(plan.changed), len(plan.moved), len(plan.removed))
@@ -81,7 +85,7 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
                         results = reader.read(jobs, preprocess)
                         if options.runtime == "auto" and catalog.settings().recorded_runtime() is None:
                             sample, results = _sample(results)
-                    encoder = _load_encoder(catalog, spec, options, sample, report)
+                    encoder = _load_or_forget(catalog, plan, jobs, lambda: _load_encoder(catalog, spec, options, sample, report))
                     if catalog.settings().model_fingerprint is None:
                         prepare.record_model(catalog, encoder)
                     if encoder.preprocess != preprocess:
@@ -90,8 +94,8 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
                        report, timer)
         settings = catalog.settings()
         kind = options.index_kind or settings.index_kind or ann.AUTO
-        if (jobs or plan.moved or plan.removed or not library.ann.exists() or kind != settings.index_kind
-                or catalog.ann_stale()):
+        if (jobs or plan.moved or plan.removed or kind != settings.index_kind or catalog.ann_stale()
+                or not index_file.matches(library.ann, settings.ann_record)):
             with timer.stage("ann"):
                 report.index = ann.refresh(catalog, library, kind)
             catalog.save_settings(index_kind=kind)
@@ -129,6 +133,16 @@ def _sample(results: Iterator[ReadResult]) -> tuple[np.ndarray | None, Iterator[
             if len(decoded) == SAMPLE_SIZE:
                 break
     return (np.stack(decoded) if decoded else None), itertools.chain(taken, results)
+
+
+def _load_or_forget(catalog: Catalog, plan: Plan, jobs: list[Job], load: Callable[[], Encoder]) -> Encoder:
+    """The model; when it cannot load, the rows this run inserted go again, so the next run finds
+    those files new (and says `added`) instead of inheriting pending rows nobody asked for."""
+    try:
+        return load()
+    except BaseException:
+        catalog.delete([job.id for job in jobs[:plan.fresh_count]])
+        raise
 
 
 def _embed(catalog: Catalog, library: LibraryPaths, encoder: Encoder, results: Iterable[ReadResult], jobs: list[Job],

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from indexer.errors import PixseekError
 from indexer.library.paths import is_image_name
+from indexer.regular_file import open_regular
 
 HASH_CHUNK = 64 * 1024
 
@@ -37,9 +38,19 @@ def check_roots(roots: list[Path]) -> list[Path]:
     return resolved
 
 
-def walk(roots: list[Path]) -> Iterator[FileStat]:
-    """Image files under `roots`, following directory symlinks once each (no loops)."""
+def walk(roots: list[Path], unreadable: list[str] | None = None, skip: Path | None = None) -> Iterator[FileStat]:
+    """Image files under `roots`, following directory symlinks once each (no loops).
+
+    Folders that exist but cannot be listed (permissions, I/O errors) are appended to `unreadable`.
+    `skip`: a folder left out (the library's own, kept inside a photo folder: its thumbnails).
+    """
     seen_dirs: set[tuple[int, int]] = set()
+    if skip is not None:
+        try:
+            st = os.stat(skip)
+            seen_dirs.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass  # not created yet: nothing in it to leave out
     seen_files: set[str] = set()
     stack = [str(r) for r in reversed(roots)]
     while stack:
@@ -50,8 +61,12 @@ def walk(roots: list[Path]) -> Iterator[FileStat]:
                 continue
             seen_dirs.add((st.st_dev, st.st_ino))
             entries = sorted(os.scandir(top), key=lambda e: e.name)
+        except FileNotFoundError:
+            continue  # vanished since its parent was listed
         except OSError:
-            continue  # unreadable or vanished folder: nothing under it can be indexed anyway
+            if unreadable is not None:
+                unreadable.append(top)
+            continue
         subdirs = []
         for entry in entries:
             if entry.name.startswith(".") or entry.path in seen_files:
@@ -89,7 +104,7 @@ def _dangling_link(entry: os.DirEntry) -> os.stat_result | None:
 def content_hash(path: str, size: int | None = None) -> str:
     """blake2b of the size, the first and the last 64 KiB: cheap, and stable across renames."""
     digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         if size is None:
             size = os.fstat(fh.fileno()).st_size
         digest.update(str(size).encode())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -24,6 +24,7 @@ class LibraryInfo:
     ocr_on_index: bool = False  # `index --ocr` is on
     concepts: tuple[str, ...] = ()  # names of the taught concepts
     runtime_check: dict[str, Any] | None = None  # what `--runtime auto` measured on the library's photos and picked
+    damage: list[str] = field(default_factory=list)  # what is damaged (`pixseek check` finds all of it)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from indexer.errors import NotInLibrary, PixseekError
-from indexer.library import LibraryPaths, index_file, storage_errors, write_lock
+from indexer.library import LibraryPaths, index_file, lock, storage_errors, write_lock
 from indexer.library.catalog import Catalog
 from indexer.library.filters import Filters
 from indexer.library.index_file import CachedIndex
@@ -42,7 +42,14 @@ _REQUEST_FIELDS = frozenset(f.name for f in fields(SearchRequest))
 class Library:
     def __init__(self, paths: LibraryPaths, model: ModelSpec | None = None, device: str | None = None,
                  runtime: str | None = None, precision: str | None = None, encoder: Encoder | None = None) -> None:
-        if not paths.exists():
+        try:
+            if paths.root.is_file():
+                raise PixseekError(f"{paths.root} is a file, not a library folder", "pass --library a folder")
+            found = paths.exists()
+        except PermissionError:
+            raise PixseekError(f"no permission to read the library folder {paths.root}",
+                               "fix its permissions or choose another with --library") from None
+        if not found:
             raise PixseekError(f"no library at {paths.root}",
                                "run `pixseek index FOLDER` first (or pass --library DIR)")
         self.paths = paths
@@ -57,7 +64,7 @@ class Library:
         self.precision = precision or os.environ.get(ENV_PRECISION) or None
         self._shared_encoder = encoder
         self.vectors = VectorStore(paths.vectors, self.settings.dim)
-        self._index = CachedIndex(paths.ann)
+        self._index = CachedIndex(paths.ann, self.settings.ann_record)
         self._embedder = QueryEmbedder(self._load_encoder, self.stored_vector)
 
     @classmethod
@@ -92,6 +99,7 @@ class Library:
             self._embedder.forget_model()
         self.settings = settings
         self.vectors = VectorStore(self.paths.vectors, settings.dim)
+        self._index.record = settings.ann_record
 
     # the model ------------------------------------------------------------------------------
     @property
@@ -215,6 +223,9 @@ class Library:
         filters = filters or Filters()
         if filters.tag is not None:
             check_tag(self.catalog, filters.tag)
+        if filters.folder is not None and not self.catalog.filtered_ids(Filters(folder=filters.folder)):
+            raise PixseekError(f"no indexed photos in {filters.folder}",
+                               "index it first (pixseek index FOLDER), or pick a folder that holds indexed photos")
         exclude = exclude or set()
         floor = self._floor(vec, min_score, min_z)
         want = k * (rank.DEDUPE_FACTOR if dedupe else 1) + len(exclude)
@@ -226,8 +237,27 @@ class Library:
         return max(-np.inf if min_score is None else min_score,
                    -np.inf if min_z is None else retrieve.z_floor(self.catalog, self.vectors, vec, min_z))
 
+    def damage(self) -> str | None:
+        """One line on the damage searches have met so far, with what to do; None when there is none.
+
+        A damaged index file is a cache gone bad: searches score exactly meanwhile and nothing is
+        missed. Damaged vectors are left out of results until they are embedded again.
+        """
+        parts = []
+        index_damage = self._index.damage
+        if index_damage is not None and not self.catalog.ann_stale():  # stale: a run is replacing the file
+            parts.append(f"{index_damage}, searching without it")
+        if self.vectors.damaged:
+            parts.append(f"{len(self.vectors.damaged)} damaged vectors left out of the results")
+        if not parts:
+            return None
+        return f"library damaged: {'; '.join(parts)} (run `pixseek check --repair`)"
+
     def check_not_empty(self) -> None:
         if self.catalog.indexed_count() == 0:
+            if self.catalog.counts().get(PENDING) and lock.held(self.paths):
+                raise PixseekError(f"the library at {self.paths.root} is being indexed (or rebuilt)",
+                                   "search again once its first images are saved")
             raise PixseekError(f"the library at {self.paths.root} has no indexed images",
                                "run `pixseek index FOLDER` first")
 
@@ -276,7 +306,16 @@ class Library:
             ocr_on_index=bool(self.settings.ocr),
             concepts=tuple(self.catalog.concept_names()),
             runtime_check=asdict(check) if (check := self.settings.recorded_runtime()) is not None else None,
+            damage=self._quick_damage(),
         )
+
+    def _quick_damage(self) -> list[str]:
+        """What `info` can tell without reading every vector (`pixseek check` does that)."""
+        found = [self._index.damage] if self._index.damage is not None and not self.catalog.ann_stale() else []
+        ids = self.catalog.indexed_ids()
+        if ids and self.vectors.rows <= ids[-1]:
+            found.append(f"{self.paths.vectors.name} holds {self.vectors.rows} rows, indexed ids reach {ids[-1]}")
+        return found
 
     def skipped(self) -> list[ImageRow]:
         """Files that could not be indexed, by path; `reason` says why."""

@@ -10,6 +10,7 @@ Operators separate terms only when surrounded by spaces, so "t-shirt" stays one 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,14 @@ from indexer.library.paths import is_image_name
 
 TermKind = Literal["text", "image", "id"]
 
-_WEIGHT = re.compile(r"^([+-]?\d+(?:\.\d+)?|\.\d+):(?=\S|$)")
+# Anything number-like before a colon is a weight, checked by `_weight` (so 1e309: and nan: are
+# refused as weights rather than read as text with a stray quote).
+_WEIGHT = re.compile(r"^([+-]?(?:[\d.]+(?:e[+-]?\d+)?|nan|inf(?:inity)?)):(?=\S|$)", re.IGNORECASE)
+# One query is embedded term by term under a lock a page's sessions share: bounded, so one request
+# cannot hold it for minutes. Far above any query a person types.
+MAX_QUERY_CHARS = 1000
+MAX_TERMS = 16
+MAX_WEIGHT = 100.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ def _term(sign: str, raw: str, original: str, allow_paths: bool) -> Term:
     weight = 1.0
     match = _WEIGHT.match(raw)
     if match:
-        weight = float(match.group(1))
+        weight = _weight(match.group(1))
         raw = raw[match.end() :].strip()
     if not raw or raw == '""':
         raise PixseekError(f"empty term in query: {original}", 'write terms like "cat" + "snow" - "indoor"')
@@ -77,6 +85,17 @@ def _term(sign: str, raw: str, original: str, allow_paths: bool) -> Term:
     return Term("text", value, weight)
 
 
+def _weight(text: str) -> float:
+    try:
+        weight = float(text)
+    except ValueError:
+        weight = math.nan
+    if not math.isfinite(weight) or not 0 < abs(weight) <= MAX_WEIGHT:
+        raise PixseekError(f"bad weight in query: {text}",
+                           f"a weight is a number other than 0, at most {MAX_WEIGHT:g} either way, e.g. 2:\"cat\"")
+    return weight
+
+
 def parse_query(text: str, allow_paths: bool = True) -> list[Term]:
     """Terms of a query string; raises PixseekError on malformed input.
 
@@ -85,4 +104,9 @@ def parse_query(text: str, allow_paths: bool = True) -> list[Term]:
     """
     if not text or not text.strip():
         raise PixseekError("empty query", 'type what you are looking for, e.g. pixseek search "a dog on a beach"')
-    return [_term(sign, raw, text, allow_paths) for sign, raw in _split(text)]
+    if len(text) > MAX_QUERY_CHARS:
+        raise PixseekError(f"query too long: {len(text)} characters", f"keep it under {MAX_QUERY_CHARS}")
+    parts = _split(text)
+    if len(parts) > MAX_TERMS:
+        raise PixseekError(f"too many terms in query: {len(parts)}", f"combine at most {MAX_TERMS}")
+    return [_term(sign, raw, text, allow_paths) for sign, raw in parts]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,3 +59,8 @@ class SearchRequest:
         if not self.text and self.image is None and self.like is None and not self.text_terms and not self.concept:
             raise PixseekError("nothing to search for",
                                "give a text query, --image FILE, --like FILE, --text WORDS or --concept NAME")
+        for name, value in (("--min-score", self.min_score), ("--min-z", self.min_z)):
+            if value is not None and not math.isfinite(value):
+                raise PixseekError(f"{name} must be a number, not {value}")
+        if isinstance(self.like, int) and not 0 < self.like < 2**63:  # beyond SQLite's integers: no such id
+            raise PixseekError(f"image {self.like} is not in the library", "pick an id from search results or info")

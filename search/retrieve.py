@@ -54,8 +54,9 @@ def exact(vectors: VectorStore, vec: np.ndarray, ids: np.ndarray, k: int) -> tup
     """Exact cosine scores of `ids`, best k first (vectors are read in bounded chunks)."""
     best_ids, best_scores = np.empty(0, np.int64), np.empty(0, np.float32)
     for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        scores = vectors.get(chunk) @ vec
+        # Damaged rows are left out (and counted in vectors.damaged), never scored as 0 or above 1.
+        chunk, rows = vectors.checked(ids[start : start + _CHUNK])
+        scores = rows @ vec
         best_ids = np.concatenate([best_ids, chunk])
         best_scores = np.concatenate([best_scores, scores])
         if len(best_ids) > k:
@@ -83,4 +84,4 @@ def _ann_then_exact(catalog: Catalog, vectors: VectorStore, index: CachedIndex, 
 def z_floor(catalog: Catalog, vectors: VectorStore, vec: np.ndarray, min_z: float) -> float:
     """`rank.z_floor` over this query's scores on an evenly spread sample of the library."""
     stride = max(1, catalog.indexed_count() // rank.Z_SAMPLE)
-    return rank.z_floor(vectors.get(_ids(catalog.sample_ids(stride))) @ vec, min_z)
+    return rank.z_floor(vectors.checked(_ids(catalog.sample_ids(stride)))[1] @ vec, min_z)

@@ -16,6 +16,7 @@ import numpy as np
 from indexer.errors import PixseekError
 from indexer.library import storage_errors, write_lock
 from indexer.library.catalog import Catalog
+from indexer.regular_file import open_regular
 from search.prompts import embed_texts
 
 if TYPE_CHECKING:
@@ -27,12 +28,18 @@ DEFAULT_TOP = 3
 # that fits none of them spreads its mass thinly and gets no tag rather than a wrong one.
 DEFAULT_MIN_PROB = 0.2
 _CHUNK = 65_536  # images scored per block of vectors
+MAX_LABELS_BYTES = 1 << 20
 
 
 def read_labels(path: Path) -> list[str]:
     """One label per line; blank lines and lines starting with # are ignored, repeats dropped."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open_regular(path) as fh:  # /dev/zero or a FIFO would be read without end
+            data = fh.read(MAX_LABELS_BYTES + 1)
+        if len(data) > MAX_LABELS_BYTES:
+            raise PixseekError(f"labels file {path} is over {MAX_LABELS_BYTES >> 20} MB",
+                               "a labels file holds one short label per line")
+        lines = data.decode("utf-8").splitlines()
     except OSError as exc:
         raise PixseekError(f"cannot read labels file {path} ({exc.strerror or exc})", "check the path") from None
     except UnicodeDecodeError:

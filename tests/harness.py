@@ -10,7 +10,8 @@ The second form runs the real CLI after wrapping one internal step, so that the 
 reaches POINT the process sends itself ACTION: `kill` (SIGKILL: no cleanup of any kind), `int`
 (SIGINT, what Ctrl-C sends) or `stop` (SIGSTOP: frozen right there until the test sends SIGCONT).
 PIXSEEK_FAULT_COMMIT_EVERY=K makes the writer commit every K images, so a small gallery has
-many commits to crash between. Production code carries no hooks for any of this.
+many commits to crash between. PIXSEEK_FAULT_DECODER=NAME:exit|hang makes a decoder worker die
+or hang on the file NAME (see `_decoder_fault`). Production code carries no hooks for any of this.
 `python3 tests/harness.py --serve` forks such runs from a process that has done the slow imports
 once (see `serve`; the `forker` fixture is its client).
 
@@ -91,9 +92,9 @@ def run(args: list[str], env: dict[str, str], timeout: int = 180) -> subprocess.
     return subprocess.run(PIXSEEK + args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess | Result, *words: str) -> None:
-    """A failed `run` or `cli`: a non-zero exit and one line `error: ...` on stderr holding `words`."""
-    assert (proc.returncode if isinstance(proc, subprocess.CompletedProcess) else proc.exit_code) != 0
+def assert_one_line_error(proc: subprocess.CompletedProcess | Result | ForkedRun, *words: str) -> None:
+    """A failed `run`, `cli` or forked run: a non-zero exit and one line `error: ...` on stderr holding `words`."""
+    assert (proc.returncode if hasattr(proc, "returncode") else proc.exit_code) != 0
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
@@ -540,6 +541,32 @@ def press_search(page, text: str) -> float:
     box.press("Enter")
     return pressed
 
+
+# fault injection in decoder workers ---------------------------------------------------------------
+DECODER_FAULT = "PIXSEEK_FAULT_DECODER"  # "NAME:exit" or "NAME:hang": what a worker does on the file NAME
+
+
+def _decoder_fault(spec: str) -> None:
+    """Make decoding the file named NAME kill its worker (os._exit, as the OOM killer would) or hang it
+    (as a dead network drive would). Installed where workers come from: multiprocessing's forkserver
+    imports the main script (this file) as __mp_main__ before it forks any worker."""
+    import indexer.reader
+
+    name, action = spec.rsplit(":", 1)
+    original = indexer.reader.read_one
+
+    def read_one(job, *args, **kwargs):
+        if os.path.basename(job.path) == name:
+            if action == "exit":
+                os._exit(1)
+            time.sleep(3600)
+        return original(job, *args, **kwargs)
+
+    indexer.reader.read_one = read_one
+
+
+if __name__ == "__mp_main__" and os.environ.get(DECODER_FAULT):
+    _decoder_fault(os.environ[DECODER_FAULT])
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

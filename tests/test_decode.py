@@ -6,7 +6,6 @@ reason where not); hostile inputs are built by hand in tmp_path.
 
 from __future__ import annotations
 
-import builtins
 import io
 import os
 import pickle
@@ -387,14 +386,14 @@ def test_named_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
 def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "secret.png"
     Image.new("RGB", (4, 4)).save(path)
-    real_open = builtins.open
+    real_open = os.open
 
     def guarded_open(file: object, *args: object, **kwargs: object) -> object:
         if os.fspath(file) == os.fspath(path):  # type: ignore[arg-type]
             raise PermissionError(13, "Permission denied", os.fspath(path))
-        return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
+        return real_open(file, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(os, "open", guarded_open)  # decode opens with os.open (regular_file.py)
     with pytest.raises(DecodeError) as info:
         decode_image(path)
     assert info.value.reason == "permission denied: cannot read the file"

@@ -1,7 +1,8 @@
 """The layer rule, read from the source: search/ reads libraries only through indexer.library (plus
-the encoder, the decoder for query images, and the errors); ui/ sees only the search API, the errors,
-the indexer's entry point for `pixseek index` and the demo, and the recommended models (plain data);
-the HTTP API (ui/api/) sees only the search API, the errors, and the page's server and thumbnail helpers."""
+the encoder, the decoder for query images and its guarded open, and the errors); ui/ sees only the
+search API, the errors, the indexer's entry points for `pixseek index`, the demo and `pixseek check`, and
+the recommended models (plain data); the HTTP API (ui/api/) sees only the search API, the errors, and the
+page's server and thumbnail helpers."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FIRST_PARTY = {"indexer", "search", "ui", "pixseek_data", "tests"}
 ALLOWED = {
-    "search": ("search", "indexer.library", "indexer.model", "indexer.decode", "indexer.errors"),
-    "ui": ("ui", "search", "indexer.errors", "indexer.runner", "indexer.model_choices", "pixseek_data"),
+    "search": ("search", "indexer.library", "indexer.model", "indexer.decode", "indexer.regular_file",
+               "indexer.errors"),
+    "ui": ("ui", "search", "indexer.errors", "indexer.runner", "indexer.check", "indexer.model_choices",
+           "pixseek_data"),
     "ui/api": ("ui.api", "ui.server", "ui.thumbs", "search", "indexer.errors"),
 }
 

@@ -81,6 +81,21 @@ def _echo_json(data: object) -> None:
     typer.echo(re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
+def _shown(path: str) -> str:
+    """A file name fit for a terminal: control characters (newlines, escape sequences, and the
+    C1 bytes of a non-UTF-8 name, which some terminals obey) as backslash escapes; the other bytes of
+    a non-UTF-8 name go out as they are, as `ls` prints them. --json keeps names exact."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\udc80-\udc9f\\]", _escape_char, path)
+
+
+def _escape_char(match: re.Match) -> str:
+    ch = match.group()
+    if ch == "\\":
+        return "\\\\"
+    code = ord(ch)
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else ch.encode("unicode_escape").decode()
+
+
 @app.command()
 def index(
     folders: Annotated[list[Path], typer.Argument(help="Photo folders to index (recursively).", show_default=False)],
@@ -131,8 +146,12 @@ def index(
                f"unchanged {report.unchanged}, skipped {len(report.skipped)}")
     if report.runtime:
         typer.echo(f"runtime: {report.runtime}")
+    if report.repaired:
+        typer.echo(f"  repaired: {report.repaired} damaged vectors marked for embedding again")
+    for folder in report.unreadable:
+        typer.echo(f"  unreadable folder {_shown(folder)}: cannot be listed, its photos are kept")
     for path, reason in report.skipped[:20]:
-        typer.echo(f"  skipped {path}: {reason}")
+        typer.echo(f"  skipped {_shown(path)}: {reason}")
     if len(report.skipped) > 20:
         typer.echo(f"  ... and {len(report.skipped) - 20} more (pixseek info --skipped)")
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(report.stages.items(), key=lambda kv: -kv[1]))
@@ -284,9 +303,12 @@ def search(
         raise PixseekError(f"query image not found: {image}", "check the path")
     if any('"' in text for text in not_ or []):
         raise PixseekError("--not takes plain text, without double quotes", 'or write - "TEXT" in the query')
+    if any(not text.strip() for text in not_ or []):
+        raise PixseekError("--not needs some text", 'e.g. --not "indoor"')
     # --not TEXT is - "TEXT" in the query's own syntax (search/query.py).
     query = " ".join([query] * (query is not None) + [f'- "{t}"' for t in not_ or []]) or None
-    filters = Filters(folder=str(folder) if folder else None, date_from=date_from, date_to=date_to, camera=camera,
+    folder_text = str(folder.expanduser().resolve()) if folder else None  # the catalog holds absolute paths
+    filters = Filters(folder=folder_text, date_from=date_from, date_to=date_to, camera=camera,
                       has_gps=gps, tag=tag)
     like_ref: int | str | None = int(like) if like is not None and like.isdigit() else like
     request = SearchRequest(text=query, image=image, like=like_ref, k=k, min_score=min_score, min_z=min_z,
@@ -295,6 +317,9 @@ def search(
     with Library.open(library, model=_spec(model, pretrained), device=device, runtime=runtime,
                       precision=precision) as lib:
         results = lib.search(request)
+        damage = lib.damage()
+    if damage is not None:
+        typer.echo(f"warning: {damage}", err=True)
     if as_json:
         _echo_json([r.as_dict() for r in results])
         return
@@ -303,7 +328,7 @@ def search(
         return
     for rank, r in enumerate(results, 1):
         when = (r.taken_at or "")[:10]
-        typer.echo(f"{rank:>3}  {r.score:6.3f}  {when:10}  {r.path}")
+        typer.echo(f"{rank:>3}  {r.score:6.3f}  {when:10}  {_shown(r.path)}")
         if r.explanation is not None:
             _echo_explanation(r.explanation)
         elif r.matched_words:
@@ -352,7 +377,7 @@ def dupes(
     for g in groups:
         typer.echo(f"{g.kind} duplicates: {len(g.images)} images")
         for r in g.images:
-            typer.echo(f"  {r.width or '?'}x{r.height or '?'}  {r.size / 1e6:7.2f} MB  {r.path}")
+            typer.echo(f"  {r.width or '?'}x{r.height or '?'}  {r.size / 1e6:7.2f} MB  {_shown(r.path)}")
     spare = sum(r.size for g in groups for r in g.images[1:])
     typer.echo(f"{len(groups)} groups; keeping the first of each frees {spare / 1e6:.1f} MB" if groups
                else "no duplicates found")
@@ -533,10 +558,46 @@ def info(
                f"{' (index --ocr is on)' if data['ocr_on_index'] else ''}")
     if data["concepts"]:
         typer.echo(f"concepts    {', '.join(data['concepts'])}")
+    for problem in data["damage"]:
+        typer.echo(f"damaged     {problem} (run `pixseek check --repair`)")
     for reason, n in sorted(data["skipped_reasons"].items(), key=lambda kv: -kv[1]):
         typer.echo(f"  {n:>5} skipped: {reason}")
     for item in data.get("skipped_files", []):
-        typer.echo(f"  {item['path']}: {item['reason']}")
+        typer.echo(f"  {_shown(item['path'])}: {item['reason']}")
+
+
+@app.command()
+def check(
+    library: LibraryOpt = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Rebuild a damaged index file, drop orphan rows, and "
+                      "embed damaged vectors again (now if the model loads, else on the next index run).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the library for damage: catalog integrity, every vector, the index file, orphan rows.
+
+    Exits 1 when damage remains (without --repair, or when the catalog itself is damaged).
+    """
+    from indexer.check import check_library
+
+    report = check_library(library, repair=repair)
+    healthy = report.healthy or (repair and not report.catalog)
+    if as_json:
+        _echo_json(report.as_dict())
+    else:
+        typer.echo(f"library     {report.library}")
+        typer.echo(f"catalog     {'ok' if not report.catalog else 'damaged: ' + '; '.join(report.catalog[:3])}")
+        if not report.catalog:
+            typer.echo(f"vectors     {report.images - len(report.damaged_vectors)} of {report.images} intact")
+            typer.echo(f"index       {report.index or 'ok'}")
+            typer.echo(f"tags        {f'{report.orphan_tags} orphan rows' if report.orphan_tags else 'ok'}")
+        for done in report.repaired:
+            typer.echo(f"repaired    {done}")
+        if report.pending:
+            typer.echo(f"pending     {report.pending} rows wait for an index run")
+        for advice in report.advice:
+            typer.echo(f"next        {advice}")
+    if not healthy:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -587,11 +648,14 @@ def ui(
     from search import LibraryPaths
     from ui.server import serve
 
+    paths = LibraryPaths.at(library)
+    if not paths.exists():
+        raise PixseekError(f"no library at {paths.root}", "run `pixseek index FOLDER` first (or pass --library DIR)")
     # The page is a child process that inherits this environment (ui/server.py), read by its Library;
     # patched only while it runs, so this process (a test's, say) keeps its own.
     choice = {ENV_RUNTIME: runtime, **({ENV_PRECISION: precision} if precision else {})}
     with patch.dict(os.environ, choice):
-        serve(LibraryPaths.at(library), host, port, typer.echo)
+        serve(paths, host, port, typer.echo)
 
 
 @app.command()

@@ -28,8 +28,9 @@ finally:
         del sys.modules["pandas"]
 
 from indexer.errors import PixseekError  # noqa: E402
-from indexer.library import keywords  # noqa: E402
+from indexer.library import keywords, lock  # noqa: E402
 from indexer.library.filters import Filters  # noqa: E402
+from indexer.library.paths import LibraryPaths  # noqa: E402
 from indexer.library.rows import INDEXED, PENDING, SKIPPED, ImageRow, from_db, path_from_db, path_to_db, to_db  # noqa: E402
 from indexer.library.schema import MIGRATIONS, SCHEMA_VERSION  # noqa: E402
 from indexer.library.settings import SETTING_KEYS, Settings  # noqa: E402
@@ -54,6 +55,29 @@ def _connect(path: Path, create: bool) -> sqlite3.Connection:
     return sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False)
 
 
+def damaged_catalog(path: Path, exc: sqlite3.DatabaseError) -> PixseekError:
+    return PixseekError(f"the catalog {path} is damaged ({exc})",
+                        "run `pixseek check` for what happened and how to recover")
+
+
+def integrity_problems(path: Path) -> list[str]:
+    """SQLite's integrity check of the catalog file: [] when it is sound."""
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return [str(exc)]
+    try:
+        found = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    finally:
+        conn.close()
+    if found != ["ok"]:
+        return found
+    return [] if {"settings", "images"} <= tables else ["it holds no pixseek tables"]
+
+
 def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
     ids = list(ids)
     for start in range(0, len(ids), _CHUNK):
@@ -64,6 +88,12 @@ def _marks(ids: Sequence[int]) -> str:
     return ",".join("?" * len(ids))
 
 
+def _under_pattern(folder: str) -> str:
+    """A LIKE pattern (escape character \\) for every path below `folder`."""
+    escaped = folder.rstrip(os.sep).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + os.sep + "%"
+
+
 class Catalog:
     """Read and write access to `catalog.db` (WAL mode, so readers never block the indexer)."""
 
@@ -71,10 +101,18 @@ class Catalog:
         if not create and not path.exists():
             raise PixseekError(f"no library at {path.parent}", "run `pixseek index FOLDER` to create one")
         self.path = path
-        self.db = sqlite_utils.Database(_connect(path, create))
+        try:
+            self.db = sqlite_utils.Database(_connect(path, create))
+        except sqlite3.DatabaseError as exc:
+            raise damaged_catalog(path, exc) from exc
         try:
             self._migrate(create)
             self.ensure_keywords()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise damaged_catalog(path, exc) from exc
         except BaseException:
             self.close()  # a refused library (newer schema) must not keep its WAL files open
             raise
@@ -87,10 +125,16 @@ class Catalog:
 
     def _migrate(self, create: bool) -> None:
         if "settings" not in self.db.table_names():
+            if create and self.db.table_names():  # another program's database: not ours to change
+                raise PixseekError(f"{self.path} is not a pixseek catalog",
+                                   "point --library at a pixseek library folder, or an empty one")
             if not create:
-                if not self.db.table_names():  # the first `pixseek index` has only just created the file
-                    raise PixseekError(f"the library at {self.path.parent} has no images yet",
-                                       "wait for `pixseek index` to save its first images")
+                if not self.db.table_names():
+                    if lock.held(LibraryPaths(self.path.parent)):  # the first `pixseek index` has just created it
+                        raise PixseekError(f"the library at {self.path.parent} has no images yet",
+                                           "wait for `pixseek index` to save its first images")
+                    raise PixseekError(f"the catalog {self.path} is empty: it was never written, or was wiped",
+                                       "run `pixseek index FOLDER` to build it again (photos are embedded again)")
                 raise PixseekError(f"{self.path} is not a pixseek catalog",
                                    "point --library at a pixseek library folder")
             with self.transaction():
@@ -201,8 +245,7 @@ class Catalog:
         if filters.folder is not None:
             folder = path_to_db(filters.folder)  # as the catalog stores it
             clauses.append("(folder = ? OR folder LIKE ? ESCAPE '\\')")
-            escaped = folder.rstrip(os.sep).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            params += [folder, escaped + os.sep + "%"]
+            params += [folder, _under_pattern(folder)]
         if filters.date_from is not None:
             clauses.append("taken_at >= ?")
             params.append(filters.date_from)
@@ -283,6 +326,23 @@ class Catalog:
         self.db.execute("UPDATE images SET status = ?, in_ann = 0", [PENDING])
         keywords.rebuild(self.db.conn, [])  # documents come back as their images are indexed again
 
+    def mark_pending(self, ids: Sequence[int]) -> None:
+        """These rows' vectors are damaged: embed them again (same ids) on the next index run."""
+        with self.transaction():
+            for chunk in _chunks(ids):
+                self.db.execute(f"UPDATE images SET status = ?, in_ann = 0 WHERE id IN ({_marks(chunk)})",
+                                [PENDING, *chunk])
+
+    def paths_outside(self, roots: Sequence[str], limit: int = 1) -> list[str]:
+        """Up to `limit` catalogued paths under none of `roots`."""
+        clauses, params = [], []
+        for root in roots:
+            clauses.append("path NOT LIKE ? ESCAPE '\\'")
+            params.append(_under_pattern(path_to_db(root)))
+        where = " AND ".join(clauses) or "1"
+        cur = self.db.execute(f"SELECT path FROM images WHERE {where} LIMIT ?", [*params, limit])
+        return [path_from_db(r[0]) for r in cur]
+
     def mark_in_ann(self, ids: list[int]) -> None:
         with self.transaction():
             self.db.execute("UPDATE images SET in_ann = 0 WHERE in_ann = 1")
@@ -300,6 +360,14 @@ class Catalog:
             self.db.conn.executemany("INSERT INTO tags (image_id, label, score) VALUES (?, ?, ?)", rows)
             self.save_settings(tag_labels=json.dumps(labels, ensure_ascii=False))
             self.refresh_keywords(sorted(changed))
+
+    def orphan_tags(self) -> int:
+        """Tag rows whose image is gone (a tag run racing an index run that removed files)."""
+        return self.db.execute("SELECT COUNT(*) FROM tags WHERE image_id NOT IN (SELECT id FROM images)").fetchone()[0]
+
+    def delete_orphan_tags(self) -> None:
+        self.db.execute("DELETE FROM tags WHERE image_id NOT IN (SELECT id FROM images)")
+        self.db.conn.commit()
 
     def has_tag(self, label: str) -> bool:
         sql = "SELECT 1 FROM tags WHERE label = ? COLLATE NOCASE LIMIT 1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 
@@ -40,3 +41,24 @@ def pwrite_all(fd: int, data: bytes, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
+
+
+def move_aside(path: Path) -> Path | None:
+    """Rename a folder (or FIFO, device...) standing where one of the library's files belongs.
+
+    Kept, not deleted: whatever it holds is not pixseek's to destroy. Returns its new name, or
+    None when `path` is a regular file or absent.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    aside = path.with_name(f"{path.name}.moved-aside")
+    n = 1
+    while aside.exists() or aside.is_symlink():
+        n += 1
+        aside = path.with_name(f"{path.name}.moved-aside-{n}")
+    os.rename(path, aside)
+    return aside

@@ -1,10 +1,14 @@
 """The read side of the ANN file (index.faiss): load it, search it, describe it.
 
-It is a cache over the stored vectors, keyed by catalog id; indexer/ann.py builds and replaces it.
+It is a cache over the stored vectors, keyed by catalog id; indexer/ann.py builds and replaces it
+and records its size and checksum in the settings, so a damaged file (truncated, zeroed, garbled,
+or garbled yet still loadable, which would silently drop matches) is told apart and searches
+score exactly until an index run rebuilds it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +24,39 @@ def faiss():
     return faiss
 
 
-def load(path: Path):
-    return faiss().read_index(str(path))
+class DamagedIndex(Exception):
+    """The ANN file is not the one last written; str() says how."""
+
+
+def checksum(data: bytes | memoryview) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _read_checked(path: Path, record: tuple[int, str] | None) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except IsADirectoryError:
+        raise DamagedIndex(f"{path.name} is a folder, not an index file") from None
+    if record is not None:
+        size, digest = record
+        if len(data) != size:
+            raise DamagedIndex(f"{path.name} is {len(data)} bytes, {size} were written")
+        if checksum(data) != digest:
+            raise DamagedIndex(f"{path.name} does not match its recorded checksum")
+    return data
+
+
+def load(path: Path, record: tuple[int, str] | None = None):
+    """The index in `path`, checked against `record` (size, checksum) when given; raises DamagedIndex."""
+    import numpy as np
+
+    data = _read_checked(path, record)
+
+    try:
+        return faiss().deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except RuntimeError:  # FAISS reports a file it cannot parse with a RuntimeError
+        raise DamagedIndex(f"{path.name} cannot be read") from None
 
 
 def search(index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,20 +83,40 @@ def describe(index) -> dict[str, object]:
 
 
 class CachedIndex:
-    """The index file, re-read when an index run has replaced it since (a page keeps a library open)."""
+    """The index file, re-read when an index run has replaced it since (a page keeps a library open).
 
-    def __init__(self, path: Path) -> None:
+    `record` is the (size, checksum) the settings hold for it; `damage` says why the file was not
+    used (None: it was, or there is none).
+    """
+
+    def __init__(self, path: Path, record: tuple[int, str] | None = None) -> None:
         self.path = path
+        self.record = record
+        self.damage: str | None = None
         self._index = None
-        self._mtime = 0.0
+        self._key: tuple | None = None
 
     def get(self):
-        """The loaded index, or None when the library has no index file."""
+        """The loaded, intact index, or None when the library has no usable index file."""
         try:
-            mtime = self.path.stat().st_mtime
+            st = self.path.stat()
         except FileNotFoundError:
-            self._index = None
+            self._index, self._key, self.damage = None, None, None
             return None
-        if self._index is None or mtime != self._mtime:
-            self._index, self._mtime = load(self.path), mtime
+        key = (st.st_ino, st.st_size, st.st_mtime_ns, self.record)
+        if key != self._key:
+            self._key = key
+            try:
+                self._index, self.damage = load(self.path, self.record), None
+            except (DamagedIndex, OSError) as exc:
+                self._index, self.damage = None, str(exc)
         return self._index
+
+
+def matches(path: Path, record: tuple[int, str] | None) -> bool:
+    """Whether `path` is an intact copy of the index last written (an index run rebuilds it otherwise)."""
+    try:
+        _read_checked(path, record) if record is not None else load(path)
+    except (DamagedIndex, OSError):
+        return False
+    return True

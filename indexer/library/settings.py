@@ -30,6 +30,19 @@ class Settings:
     dupes_keep: str | None = None  # JSON {kept id: [its duplicates' ids]}: the page's review of duplicates
     ocr: int = 0  # 1: every `pixseek index` also reads the text in new photos (`index --ocr`)
     runtime_check: str | None = None  # JSON RuntimeCheck: which runtime `auto` picked on this library's photos
+    # The ANN file as it was written: a file that differs (truncated, zeroed, garbled) is damage.
+    ann_size: int = 0
+    ann_checksum: str | None = None
+    roots: str | None = None  # JSON list: the folders `pixseek index` was given, so far
+
+    @property
+    def root_list(self) -> list[str]:
+        return json.loads(self.roots) if self.roots else []
+
+    @property
+    def ann_record(self) -> tuple[int, str] | None:
+        """(size, checksum) of the ANN file as last written; None for a library older than the record."""
+        return (self.ann_size, self.ann_checksum) if self.ann_checksum else None
 
     @classmethod
     def from_table(cls, table: dict[str, str]) -> Settings:

@@ -3,11 +3,22 @@
 Rows are only ever written at ids the catalog has not yet marked 'indexed' (new or pending ids),
 so a reader holding an older snapshot never sees a vector change under it, and a crash between the
 vector write and the catalog commit leaves rows nobody points at rather than wrong ones.
+
+Damage (a truncated or deleted file, bytes overwritten) is found by each row's norm, not by stored
+checksums: every vector is L2-normalised before it is written, so a norm of 1 is a checksum that
+costs no storage, is checked on exactly the rows a search reads (a per-batch checksum would need
+the whole batch read), and catches what damage looks like: zeros (holes, a short or missing file)
+have norm 0, and a row of overwritten bytes essentially never lands within NORM_TOLERANCE of 1.
+Float16 rounding moves a unit norm far less than that tolerance. What it cannot see is a row with
+only a few small components changed (an overwrite that ends inside it): its norm may stay within
+the tolerance, and then so does the change to its scores, roughly; a checksum per row in the
+catalog would catch that too, at the price of reading it with every candidate.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +26,15 @@ import numpy as np
 from indexer.library.files import fsync_dir, pwrite_all
 
 ROW_DTYPE = np.float16
+NORM_TOLERANCE = 0.005  # float16 rounding of a unit vector stays below 0.001
+_SCAN_CHUNK = 65_536  # rows checked at a time by `damaged`
+
+
+def valid_rows(rows: np.ndarray) -> np.ndarray:
+    """Which rows are intact: unit norm (NaN and inf, as garbled float16 can hold, count as damage)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(rows.astype(np.float64), axis=1)
+    return np.abs(norms - 1.0) <= NORM_TOLERANCE
 
 
 class VectorStore:
@@ -24,15 +44,19 @@ class VectorStore:
         self.row_bytes = dim * np.dtype(ROW_DTYPE).itemsize
         self._map: np.memmap | None = None
         self._file_id: tuple[int, int] | None = None
+        self.damaged: set[int] = set()  # ids `checked` found damaged since this store was opened
 
     @property
     def rows(self) -> int:
         """Rows the file can hold now (ids 0..rows-1; id 0 is never used, SQLite ids start at 1)."""
-        return self.path.stat().st_size // self.row_bytes if self.path.exists() else 0
+        return self.path.stat().st_size // self.row_bytes if self.path.is_file() else 0
 
     def write(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Write rows and make them durable before the caller commits the catalog."""
-        data = np.ascontiguousarray(vectors, dtype=ROW_DTYPE)
+        # Unit length is what the damage check relies on: made sure of here, whatever the encoder.
+        vectors = np.asarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        data = np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1), dtype=ROW_DTYPE)
         created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -62,12 +86,32 @@ class VectorStore:
         out[ok] = mapped[ids[ok]]
         return out
 
+    def checked(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, float32 rows) of the intact rows among `ids`; the others join `damaged`."""
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = self.get(ids)
+        ok = valid_rows(rows)
+        if not ok.all():
+            self.damaged.update(ids[~ok].tolist())
+        return ids[ok], rows[ok]
+
+    def damaged_ids(self, ids: list[int]) -> list[int]:
+        """The ids among `ids` whose rows are damaged, read in bounded chunks."""
+        found: list[int] = []
+        for start in range(0, len(ids), _SCAN_CHUNK):
+            chunk = np.asarray(ids[start:start + _SCAN_CHUNK], dtype=np.int64)
+            found += chunk[~valid_rows(self.get(chunk))].tolist()
+        return found
+
     def _mapped(self, need_rows: int) -> np.memmap | None:
         # Re-map only when the file has grown past what this reader has seen, or was replaced
         # (`index --rebuild` starts a new file; the old mapping would keep serving old vectors).
         try:
             st = self.path.stat()
         except FileNotFoundError:
+            self._map = None
+            return None
+        if not stat.S_ISREG(st.st_mode):  # a folder or a FIFO where the file should be: no rows
             self._map = None
             return None
         if self._map is None or self._map.shape[0] < need_rows or self._file_id != (st.st_dev, st.st_ino):
