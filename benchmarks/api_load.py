@@ -48,8 +48,12 @@ SMOKE_PHOTOS, SMOKE_ADDED = 40, 8
 def build_library(photos: Path, slug: str, model: str) -> Path:
     """The photos indexed once into the cache by the CLI (this checkout's code); reruns only check it."""
     library = cache_dir() / "api-load" / slug
-    done = subprocess.run([*CLI, "index", str(photos), "--library", str(library), "--model", model, "--json"],
-                          cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [*CLI, "index", str(photos), "--library", str(library), "--model", model, "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         sys.exit(f"indexing failed: {done.stderr.strip()}")
     return library
@@ -71,8 +75,11 @@ def free_port() -> int:
 class Server:
     def __init__(self, library: Path) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
-        self.proc = subprocess.Popen([*CLI, "serve", "--library", str(library), "--port", self.url.rsplit(":", 1)[1]],
-                                     cwd=REPO, stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [*CLI, "serve", "--library", str(library), "--port", self.url.rsplit(":", 1)[1]],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+        )
 
     def wait_ready(self) -> None:
         import httpx
@@ -119,8 +126,12 @@ class Indexing:
             for i in range(self.per_run):
                 source = self.sources[(start + i) % len(self.sources)]
                 shutil.copyfile(source, folder / f"{i:04d}-{source.parent.name}-{source.name}")
-            self._proc = subprocess.Popen([*CLI, "index", str(folder), "--library", str(self.library)], cwd=REPO,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self._proc = subprocess.Popen(
+                [*CLI, "index", str(folder), "--library", str(self.library)],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             self.runs += 1
             while self._proc.poll() is None and not self._stop.is_set():
                 await asyncio.sleep(0.05)
@@ -178,8 +189,9 @@ async def load_run(url: str, clients: int, seconds: float, queries: tuple) -> di
             await client.post("/api/search", json=request_for(kind, random.Random(0), *queries))
         before = (await client.get("/api/info")).json()["images"]
         started = time.perf_counter()
-        await asyncio.gather(*(client_loop(client, seed, started + seconds, queries, record)
-                               for seed in range(clients)))
+        await asyncio.gather(
+            *(client_loop(client, seed, started + seconds, queries, record) for seed in range(clients))
+        )
         elapsed = time.perf_counter() - started
         after = (await client.get("/api/info")).json()["images"]
     return {"record": record, "seconds": elapsed, "added": after - before, "images": after}
@@ -197,11 +209,19 @@ def report(run: dict) -> dict[str, dict[str, float]]:
     print(f"{'kind':6} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for kind, entries in [*((k, run["record"][k]) for k in KINDS), ("all", everything)]:
         ok = [seconds for seconds, good in entries if good]
-        row = {"requests": len(entries), "rps": len(entries) / run["seconds"], "p50": percentile(ok, 50),
-               "p95": percentile(ok, 95), "p99": percentile(ok, 99), "errors": len(entries) - len(ok)}
+        row = {
+            "requests": len(entries),
+            "rps": len(entries) / run["seconds"],
+            "p50": percentile(ok, 50),
+            "p95": percentile(ok, 95),
+            "p99": percentile(ok, 99),
+            "errors": len(entries) - len(ok),
+        }
         rows[kind] = row
-        print(f"{kind:6} {row['requests']:>9} {row['rps']:>8.1f} {row['p50']:>8.1f} {row['p95']:>8.1f} "
-              f"{row['p99']:>8.1f} {row['errors']:>7}")
+        print(
+            f"{kind:6} {row['requests']:>9} {row['rps']:>8.1f} {row['p50']:>8.1f} {row['p95']:>8.1f} "
+            f"{row['p99']:>8.1f} {row['errors']:>7}"
+        )
     return rows
 
 
@@ -213,14 +233,23 @@ def check_targets(results: dict[tuple[int, bool], dict]) -> bool:
     at = results.get((TARGET_CLIENTS, False))
     if at is not None:
         for kind, limit in TARGET_P50.items():
-            lines.append((f"p50 {kind} at {TARGET_CLIENTS} clients: {at[kind]['p50']:.1f} ms (<= {limit:g})",
-                          at[kind]["p50"] <= limit))
+            lines.append(
+                (
+                    f"p50 {kind} at {TARGET_CLIENTS} clients: {at[kind]['p50']:.1f} ms (<= {limit:g})",
+                    at[kind]["p50"] <= limit,
+                )
+            )
     for (clients, indexing), rows in sorted(results.items()):
         for kind in KINDS:
             row = rows[kind]
             ratio = row["p99"] / row["p50"] if row["p50"] else 0.0
-            lines.append((f"p99/p50 {kind}, {clients} clients{', indexing' if indexing else ''}: {ratio:.1f} "
-                          f"(<= {TAIL_RATIO:g})", ratio <= TAIL_RATIO))
+            lines.append(
+                (
+                    f"p99/p50 {kind}, {clients} clients{', indexing' if indexing else ''}: {ratio:.1f} "
+                    f"(<= {TAIL_RATIO:g})",
+                    ratio <= TAIL_RATIO,
+                )
+            )
     for text, ok in lines:
         print(f"{'met   ' if ok else 'MISSED'}  {text}")
         met = met and ok
@@ -252,8 +281,10 @@ async def main_async(args: argparse.Namespace) -> int:
         texts = [f"a photo of a {name.replace('_', ' ')}" for name in sorted({p.parent.name for p in photos})]
         queries = (texts, images, ids)
         print(f"machine: {machine()}; load average before: {load_average()}")
-        print(f"library: {len(ids)} photos indexed with {args.model}; {len(texts)} text queries, "
-              f"{len(images)} query photos")
+        print(
+            f"library: {len(ids)} photos indexed with {args.model}; {len(texts)} text queries, "
+            f"{len(images)} query photos"
+        )
         server = Server(library)
         results: dict[tuple[int, bool], dict] = {}
         try:
@@ -261,8 +292,9 @@ async def main_async(args: argparse.Namespace) -> int:
             for with_index in (False, True):
                 indexing = None
                 if with_index:
-                    indexing = Indexing(library, photos, SMOKE_ADDED if args.smoke else args.add_per_run,
-                                        scratch / "added")
+                    indexing = Indexing(
+                        library, photos, SMOKE_ADDED if args.smoke else args.add_per_run, scratch / "added"
+                    )
                     await indexing.start(server.url)
                 label = "index run adding photos" if with_index else "no index run"
                 for clients in args.clients:
@@ -271,8 +303,10 @@ async def main_async(args: argparse.Namespace) -> int:
                     run = await load_run(server.url, clients, args.seconds, queries)
                     cpu = server.cpu_seconds() - cpu
                     results[(clients, with_index)] = rows = report(run)
-                    print(f"server CPU per request  {cpu / rows['all']['requests'] * 1000:.1f} ms "
-                          f"({cpu / run['seconds']:.2f} cores busy)")
+                    print(
+                        f"server CPU per request  {cpu / rows['all']['requests'] * 1000:.1f} ms "
+                        f"({cpu / run['seconds']:.2f} cores busy)"
+                    )
                     if with_index:
                         print(f"photos added during the load  {run['added']} (library now {run['images']})")
                     print(f"load average: {load_average()}")

@@ -57,8 +57,11 @@ def main() -> None:
         shapes = generate_gallery(Path(tmp), per_class=args.per_class, seed=7)
         vectors = encoder.encode_images([Image.open(s.path).convert("RGB") for s in shapes])
     warm = np.array([s.colour in WARM for s in shapes])
-    queries = ([f"{'an' if c[0] in 'aeiou' else 'a'} {c} shape" for c in COLOURS] + [f"a {s}" for s in SHAPES]
-               + ["a warm coloured shape", "a warm colour", "a red, orange or yellow shape", "red or orange or yellow"])
+    queries = (
+        [f"{'an' if c[0] in 'aeiou' else 'a'} {c} shape" for c in COLOURS]
+        + [f"a {s}" for s in SHAPES]
+        + ["a warm coloured shape", "a warm colour", "a red, orange or yellow shape", "red or orange or yellow"]
+    )
     query_vectors = embed_texts(encoder, queries)
     print(f"machine: {machine()}; {len(shapes)} pictures, {int(warm.sum())} warm; {draws} draws of 5 + 5 examples")
 
@@ -70,8 +73,10 @@ def main() -> None:
         splits.append((yes, no, np.array([i for i in range(len(shapes)) if i not in yes + no])))
 
     def row(label: str, p20: list[float], ap: list[float], extra: str = "") -> None:
-        print(f"{label:<40} precision@20 mean {statistics.mean(p20):.3f} worst {min(p20):.3f}   "
-              f"AP mean {statistics.mean(ap):.3f} worst {min(ap):.3f}{extra}")
+        print(
+            f"{label:<40} precision@20 mean {statistics.mean(p20):.3f} worst {min(p20):.3f}   "
+            f"AP mean {statistics.mean(ap):.3f} worst {min(ap):.3f}{extra}"
+        )
 
     for strength in STRENGTHS:
         p20, ap, loo = [], [], []

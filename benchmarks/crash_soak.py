@@ -91,9 +91,11 @@ def main() -> None:
         forker.close()
     print(f"machine: {machine()}")
     print(f"{len(records)} images, an uninterrupted run {full_run:.1f}s, a commit every {args.commit_every} images")
-    print(f"{args.kills} SIGKILLs at random moments, {args.kills - completed} of them mid-run ({completed} runs "
-          f"had finished first): {args.kills - wrong_searches} left a library searching exactly its committed "
-          f"images; images lost: {lost}")
+    print(
+        f"{args.kills} SIGKILLs at random moments, {args.kills - completed} of them mid-run ({completed} runs "
+        f"had finished first): {args.kills - wrong_searches} left a library searching exactly its committed "
+        f"images; images lost: {lost}"
+    )
     print(f"then one run embedded the {report.embedded} missing images; catalog, vectors and index agree")
     if lost or wrong_searches:
         raise SystemExit(1)

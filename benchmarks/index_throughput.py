@@ -94,19 +94,25 @@ class Figures:
         print(f"images          {self.images}")
         print(f"seconds         {self.seconds:.4g}   (read+embed; {self.total_seconds:.4g} with model load, walk, ANN)")
         print(f"end-to-end      {self.end_to_end:.2f} images/s   (whole run)")
-        window = (f"images {self.steady[0]} to {self.steady[1]}, a full read-ahead window from either end"
-                  if self.steady else "too few images for a steady window: the whole run")
+        window = (
+            f"images {self.steady[0]} to {self.steady[1]}, a full read-ahead window from either end"
+            if self.steady
+            else "too few images for a steady window: the whole run"
+        )
         print(f"steady          {self.steady_rate:.2f} images/s   ({window})")
-        print(f"model-only      {self.model_only:.2f} images/s   (before / after the run: {rates}; "
-              f"batch {self.batch_size}, {self.threads} torch threads, ready tensors)")
-        print(f"ratio           {self.ratio:.3f}"
-              "   (steady / model-only)")
+        print(
+            f"model-only      {self.model_only:.2f} images/s   (before / after the run: {rates}; "
+            f"batch {self.batch_size}, {self.threads} torch threads, ready tensors)"
+        )
+        print(f"ratio           {self.ratio:.3f}   (steady / model-only)")
         print(f"stages          {fmt_stages(self.stages)}   ({self.workers} decoder workers)")
         print(f"peak memory     {self.peak_mb:.0f} MB   (RSS summed over the main process and its children)")
         print(f"runtime         {self.runtime}")
         if self.model_rates and max(self.model_rates) > UNSTEADY * min(self.model_rates):
-            print(f"warning         the model-only rate moved by more than {UNSTEADY - 1:.0%} during the run: "
-                  "something else is using the CPU, so the ratio is unreliable; run again")
+            print(
+                f"warning         the model-only rate moved by more than {UNSTEADY - 1:.0%} during the run: "
+                "something else is using the CPU, so the ratio is unreliable; run again"
+            )
         sys.stdout.flush()
 
 
@@ -183,8 +189,9 @@ def model_only_rate(encoder, batch_size: int, batches: int) -> float:
     return batches * batch_size / (time.perf_counter() - start)
 
 
-def measure(label: str, folder: Path, args: argparse.Namespace, runtime: str = "torch",
-            precision: str | None = None) -> Figures:
+def measure(
+    label: str, folder: Path, args: argparse.Namespace, runtime: str = "torch", precision: str | None = None
+) -> Figures:
     import torch
 
     from indexer.embed import default_batch_size
@@ -214,9 +221,19 @@ def measure(label: str, folder: Path, args: argparse.Namespace, runtime: str = "
             stamps[done] = time.perf_counter()
 
     with temp_dir("bench-lib") as lib, PeakMemory() as memory:
-        report = run_index(lib, [folder], IndexOptions(model=spec, workers=args.workers, batch_size=args.batch_size,
-                                                       device=args.device, runtime=runtime, precision=precision,
-                                                       on_progress=stamp))
+        report = run_index(
+            lib,
+            [folder],
+            IndexOptions(
+                model=spec,
+                workers=args.workers,
+                batch_size=args.batch_size,
+                device=args.device,
+                runtime=runtime,
+                precision=precision,
+                on_progress=stamp,
+            ),
+        )
         with Library.open(lib) as opened:
             ids = opened.catalog.indexed_ids()
             rows = opened.catalog.indexed_rows(ids)
@@ -241,22 +258,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", nargs="?", type=Path, default=CALTECH)
     parser.add_argument("--model", default=RANDOM_MODEL, help=f"{RANDOM_MODEL} (default), demo, or a model spec")
-    parser.add_argument("--limit", type=int, help="index only this many files of FOLDER, spread over it "
-                        "(0: only the 12 MP set)")
+    parser.add_argument(
+        "--limit", type=int, help="index only this many files of FOLDER, spread over it (0: only the 12 MP set)"
+    )
     parser.add_argument("--big", type=int, default=480, help="how many 12 MP photos per set (0: none)")
-    parser.add_argument("--grain", type=float, nargs="+", default=list(BIG_GRAINS),
-                        help="one 12 MP set per value: the noise added, as a std-dev in 8-bit levels "
-                        "(default: 0 = plain upscaling, ~0.8 MB files; 4 = camera-like, ~2.5 MB)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds over all the sets; with more than "
-                        "one, the median ratio of each set is printed at the end (the machine is shared: "
-                        "use 3 for figures you quote)")
+    parser.add_argument(
+        "--grain",
+        type=float,
+        nargs="+",
+        default=list(BIG_GRAINS),
+        help="one 12 MP set per value: the noise added, as a std-dev in 8-bit levels "
+        "(default: 0 = plain upscaling, ~0.8 MB files; 4 = camera-like, ~2.5 MB)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds over all the sets; with more than "
+        "one, the median ratio of each set is printed at the end (the machine is shared: "
+        "use 3 for figures you quote)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny counts and the demo model: checks it runs")
     parser.add_argument("--workers", type=int, help="decoder processes (default: the indexer's)")
     parser.add_argument("--batch-size", type=int, help="images per model batch (default: the indexer's)")
     parser.add_argument("--threads", type=int, help="torch threads (default: the indexer's)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--runtime", default="torch", help="comma-separated RUNTIME[:PRECISION] entries "
-                        "(torch, onnx, onnx:int8, auto, ...), each measured on every set (default: torch)")
+    parser.add_argument(
+        "--runtime",
+        default="torch",
+        help="comma-separated RUNTIME[:PRECISION] entries "
+        "(torch, onnx, onnx:int8, auto, ...), each measured on every set (default: torch)",
+    )
     parser.add_argument("--model-batches", type=int, default=3, help="timed batches for the model-only rate")
     parser.add_argument("--verbose", "-v", action="store_true", help="log the indexer's running per-stage rates")
     args = parser.parse_args(argv)
@@ -307,13 +339,17 @@ def compare(title: str, runs: dict[str, Figures]) -> None:
 
     first = next(iter(runs.values()))
     print(f"== runtimes, {title} (against {next(iter(runs))}) ==")
-    print(f"{'runtime':<12} {'end-to-end':>10} {'steady':>8} {'model-only':>10} {'x model-only':>12} "
-          f"{'recall@10':>9} {'peak MB':>8}")
+    print(
+        f"{'runtime':<12} {'end-to-end':>10} {'steady':>8} {'model-only':>10} {'x model-only':>12} "
+        f"{'recall@10':>9} {'peak MB':>8}"
+    )
     for entry, figures in runs.items():
         same = sorted(first.vectors.keys() & figures.vectors.keys())
         recall = recall_at_k(*(np.stack([run.vectors[p] for p in same]) for run in (first, figures)))
-        print(f"{entry:<12} {figures.end_to_end:>10.2f} {figures.steady_rate:>8.2f} {figures.model_only:>10.2f} "
-              f"{figures.steady_rate / first.model_only:>12.2f} {recall:>9.3f} {figures.peak_mb:>8.0f}")
+        print(
+            f"{entry:<12} {figures.end_to_end:>10.2f} {figures.steady_rate:>8.2f} {figures.model_only:>10.2f} "
+            f"{figures.steady_rate / first.model_only:>12.2f} {recall:>9.3f} {figures.peak_mb:>8.0f}"
+        )
     sys.stdout.flush()
 
 

@@ -45,8 +45,11 @@ def full_size_family(name: str) -> Family:
     tags = open_clip.list_pretrained_tags_by_model(name)
     tag = next((c.pretrained for c in CHOICES if c.name == name), tags[0] if tags else "")
     pretrained = open_clip.get_pretrained_cfg(name, tag) or {}
-    preprocess = {k: pretrained[k] for k in ("mean", "std", "interpolation", "resize_mode", "fill_color")
-                  if pretrained.get(k) is not None}
+    preprocess = {
+        k: pretrained[k]
+        for k in ("mean", "std", "interpolation", "resize_mode", "fill_color")
+        if pretrained.get(k) is not None
+    }
     model_cfg = open_clip.get_model_config(name)
     return Family(model_cfg, preprocess, tokenizer="t5" if model_cfg["text_cfg"].get("hf_tokenizer_name") else None)
 
@@ -98,8 +101,11 @@ def main() -> None:
     names = args.rates if args.rates is not None else list(dict.fromkeys(c.name for c in CHOICES))
     for name in names:
         rate = image_rate(name, args.batches, args.batch_size)
-        print(f"{name}: {rate:.2f} images/s (encode_image, batch {args.batch_size}, fp32, CPU; load average "
-              f"{os.getloadavg()[0]:.1f})", flush=True)
+        print(
+            f"{name}: {rate:.2f} images/s (encode_image, batch {args.batch_size}, fp32, CPU; load average "
+            f"{os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -46,9 +46,11 @@ def per_photo(name: str, paths: list[Path]) -> dict[int, str]:
     # Apart from the timing: how many photos went past the cheap look to the full pass.
     looked = sum(has_text(decode_image(p, target_size=DECODE_SIDE).image) for p in paths)
     with_text = sum(bool(t) for t in texts.values())
-    print(f"{name:<28} {len(paths):>4} photos   wall s/photo median {statistics.median(walls):.3f} "
-          f"mean {statistics.mean(walls):.3f}   CPU s/photo {statistics.mean(cpus):.3f}   "
-          f"past the cheap look {looked}   with text {with_text}")
+    print(
+        f"{name:<28} {len(paths):>4} photos   wall s/photo median {statistics.median(walls):.3f} "
+        f"mean {statistics.mean(walls):.3f}   CPU s/photo {statistics.mean(cpus):.3f}   "
+        f"past the cheap look {looked}   with text {with_text}"
+    )
     return texts
 
 
@@ -77,8 +79,10 @@ def batch(paths: list[Path]) -> None:
         results = list(ocr_batch(jobs, workers=workers))
         wall = time.perf_counter() - start
         cpu = sum(r.cpu_seconds for r in results) / len(results)
-        print(f"ocr_batch, {workers} worker{'s' * (workers > 1)}{'':<13} {len(results):>4} photos   {wall:.2f} s "
-              f"({len(results) / wall:.2f} photos/s, worker start-up included)   workers' CPU s/photo {cpu:.3f}")
+        print(
+            f"ocr_batch, {workers} worker{'s' * (workers > 1)}{'':<13} {len(results):>4} photos   {wall:.2f} s "
+            f"({len(results) / wall:.2f} photos/s, worker start-up included)   workers' CPU s/photo {cpu:.3f}"
+        )
 
 
 def keyword_lookups(n_docs: int) -> None:
@@ -96,16 +100,22 @@ def keyword_lookups(n_docs: int) -> None:
     conn.commit()
     print(f"keyword index, {n_docs} documents: built in {time.perf_counter() - start:.2f} s")
     like = f"SELECT rowid FROM {keywords.TABLE} WHERE ocr LIKE ? OR name LIKE ? LIMIT 100"
-    lookups = [(f"{label} ({table})", lambda t=term: keywords.keyword_search(conn, [t], limit=100))
-               for label, term, table in (("common word", "coffee", "trigram"),
-                                          ("word found nowhere", "mountain", "trigram"),
-                                          ("3 Chinese characters", "火车站", "trigram"),
-                                          ("2 Chinese characters", "北京", "short table"),
-                                          ("2 characters found nowhere", "雪山", "short table"),
-                                          ("2 digits", "42", "short table"))]
+    lookups = [
+        (f"{label} ({table})", lambda t=term: keywords.keyword_search(conn, [t], limit=100))
+        for label, term, table in (
+            ("common word", "coffee", "trigram"),
+            ("word found nowhere", "mountain", "trigram"),
+            ("3 Chinese characters", "火车站", "trigram"),
+            ("2 Chinese characters", "北京", "short table"),
+            ("2 characters found nowhere", "雪山", "short table"),
+            ("2 digits", "42", "short table"),
+        )
+    ]
     # The one-table alternative: short terms by LIKE on the trigram table, a scan of every row.
-    lookups += [(f"{label} (LIKE scan)", lambda t=term: conn.execute(like, [f"%{t}%"] * 2).fetchall())
-                for label, term in (("2 Chinese characters", "北京"), ("2 characters found nowhere", "雪山"))]
+    lookups += [
+        (f"{label} (LIKE scan)", lambda t=term: conn.execute(like, [f"%{t}%"] * 2).fetchall())
+        for label, term in (("2 Chinese characters", "北京"), ("2 characters found nowhere", "雪山"))
+    ]
     for label, lookup in lookups:
         times = []
         for _ in range(5):

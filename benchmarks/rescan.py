@@ -94,12 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "PASS" if best <= TARGET_SECONDS else "FAIL"
     print("== re-run on an unchanged library ==")
     print(f"files           {args.files}   (made in {made:.1f}s, {PER_FOLDER} per folder)")
-    print(f"first index     {first.seconds:.2f} s   ({args.model} model, {first.embedded} embedded; "
-          f"stages {fmt_stages(first.stages)})")
-    print(f"re-run (CLI)    {best:.2f} s   (best of {len(timings)}: {' / '.join(f'{t:.2f}' for t in timings)}; "
-          f"median {statistics.median(timings):.2f}; target {TARGET_SECONDS:.1f} s: {verdict})")
-    print(f"re-run (API)    {again.seconds:.3f} s   (run_index in-process; unchanged {again.unchanged}, "
-          f"embedded {again.embedded}; stages {fmt_stages(again.stages) or 'none'})")
+    print(
+        f"first index     {first.seconds:.2f} s   ({args.model} model, {first.embedded} embedded; "
+        f"stages {fmt_stages(first.stages)})"
+    )
+    print(
+        f"re-run (CLI)    {best:.2f} s   (best of {len(timings)}: {' / '.join(f'{t:.2f}' for t in timings)}; "
+        f"median {statistics.median(timings):.2f}; target {TARGET_SECONDS:.1f} s: {verdict})"
+    )
+    print(
+        f"re-run (API)    {again.seconds:.3f} s   (run_index in-process; unchanged {again.unchanged}, "
+        f"embedded {again.embedded}; stages {fmt_stages(again.stages) or 'none'})"
+    )
     print(f"heavy imports   {', '.join(heavy) if heavy else 'none'}   (checked: {', '.join(HEAVY)})")
     missed_target = verdict == "FAIL" and not args.smoke  # a smoke run checks it works, not its speed
     return 1 if missed_target or heavy or again.embedded else 0

@@ -26,8 +26,16 @@ import numpy as np
 
 from indexer.preprocess import Preprocess
 
-QUERIES = ["a dog on a beach", "red car in the snow", "birthday cake with candles", "a small blue square",
-           "mountains at sunset", "two people holding hands", "a bowl of soup", "city street at night"]
+QUERIES = [
+    "a dog on a beach",
+    "red car in the snow",
+    "birthday cake with candles",
+    "a small blue square",
+    "mountains at sunset",
+    "two people holding hands",
+    "a bowl of soup",
+    "city street at night",
+]
 
 
 def uptime() -> str:
@@ -186,8 +194,10 @@ def bench_model(name: str, photos: int, rounds: int) -> None:
     size = next(iter(runtimes.values())).preprocess
     pixels = caltech_pixels(size, photos)
     rates = model_rates(runtimes, pixels, rounds)
-    vectors = {label: np.concatenate([enc.encode_pixels(pixels[i : i + 64]) for i in range(0, len(pixels), 64)])
-               for label, enc in runtimes.items()}
+    vectors = {
+        label: np.concatenate([enc.encode_pixels(pixels[i : i + 64]) for i in range(0, len(pixels), 64)])
+        for label, enc in runtimes.items()
+    }
     latency = query_latency(runtimes, max(1, rounds // 2))
     reference = vectors["torch fp32"]
     torch_rates = rates["torch fp32"]
@@ -198,17 +208,23 @@ def bench_model(name: str, photos: int, rounds: int) -> None:
         cosine = float((vectors[label] * reference).sum(axis=1).min())
         recall = recall_at_k(reference, vectors[label])
         memory = peak_memory_mb(spec, label, pixels)
-        print(f"{label:<16} {statistics.median(rates[label]):>9.1f} {ratio:>9.2f} {cosine:>9.5f} {recall:>9.3f} "
-              f"{memory:>9.0f} {latency[label]:>9.1f}")
+        print(
+            f"{label:<16} {statistics.median(rates[label]):>9.1f} {ratio:>9.2f} {cosine:>9.5f} {recall:>9.3f} "
+            f"{memory:>9.0f} {latency[label]:>9.1f}"
+        )
     print(f"agreement over {len(pixels)} Caltech photos; rates: median of {rounds} interleaved rounds")
     gpu_end_to_end(runtimes, size)
     cpu = {label: enc for label, enc in runtimes.items() if "cuda" not in label}
     check = check_runtimes(spec, pixels[:128], cpu)
-    print(f"auto picks: {check.picked} (on {check.photos} photos: rates {check.rates}, "
-          f"int8 recall@10 {check.int8_recall:.3f}, onnx fp32 cosine min {check.onnx_cosine_min:.6f})")
+    print(
+        f"auto picks: {check.picked} (on {check.photos} photos: rates {check.rates}, "
+        f"int8 recall@10 {check.int8_recall:.3f}, onnx fp32 cosine min {check.onnx_cosine_min:.6f})"
+    )
     cold = cold_start_seconds(spec)
-    print(f"cold start, fresh process embedding one text query with ONNX: "
-          f"min {min(cold):.2f}s, median {statistics.median(cold):.2f}s over {len(cold)}")
+    print(
+        f"cold start, fresh process embedding one text query with ONNX: "
+        f"min {min(cold):.2f}s, median {statistics.median(cold):.2f}s over {len(cold)}"
+    )
 
 
 def main() -> None:

@@ -55,23 +55,37 @@ def ranking(lib: Library, truth: dict[str, ShapeImage], query: str, relevant, en
 def measure_precision(lib: Library, truth: dict[str, ShapeImage], ensemble: bool) -> dict[str, float]:
     lib.search("warm-up", k=1, ensemble=ensemble)  # the first query loads the model
     start = time.perf_counter()
-    full = [precision_at_k(lib, truth, caption(c, s), lambda t, c=c, s=s: (t.colour, t.shape) == (c, s), ensemble)
-            for c in COLOURS for s in SHAPES]
+    full = [
+        precision_at_k(lib, truth, caption(c, s), lambda t, c=c, s=s: (t.colour, t.shape) == (c, s), ensemble)
+        for c in COLOURS
+        for s in SHAPES
+    ]
     seconds = (time.perf_counter() - start) / len(full)
     colour = [precision_at_k(lib, truth, c, lambda t, c=c: t.colour == c, ensemble) for c in COLOURS]
     shape = [precision_at_k(lib, truth, s, lambda t, s=s: t.shape == s, ensemble) for s in SHAPES]
-    ranked = [ranking(lib, truth, caption(c, s), lambda t, c=c, s=s: (t.colour, t.shape) == (c, s), ensemble)
-              for c in COLOURS for s in SHAPES]
-    return {"colour_x_shape": statistics.mean(full), "colour_only": statistics.mean(colour),
-            "shape_only": statistics.mean(shape), "map_colour_x_shape": statistics.mean(a for a, _ in ranked),
-            "margin_colour_x_shape": statistics.mean(m for _, m in ranked), "ms_per_query": seconds * 1000}
+    ranked = [
+        ranking(lib, truth, caption(c, s), lambda t, c=c, s=s: (t.colour, t.shape) == (c, s), ensemble)
+        for c in COLOURS
+        for s in SHAPES
+    ]
+    return {
+        "colour_x_shape": statistics.mean(full),
+        "colour_only": statistics.mean(colour),
+        "shape_only": statistics.mean(shape),
+        "map_colour_x_shape": statistics.mean(a for a, _ in ranked),
+        "margin_colour_x_shape": statistics.mean(m for _, m in ranked),
+        "ms_per_query": seconds * 1000,
+    }
 
 
 def tagging_accuracy(lib: Library, gallery: list[ShapeImage], labels: list[str], field: str) -> dict[str, float]:
     tag_images(lib, labels)
-    best = dict(lib.catalog.db.execute(
-        "SELECT i.path, t.label FROM tags t JOIN images i ON i.id = t.image_id "
-        "WHERE t.score = (SELECT MAX(score) FROM tags WHERE image_id = t.image_id)").fetchall())
+    best = dict(
+        lib.catalog.db.execute(
+            "SELECT i.path, t.label FROM tags t JOIN images i ON i.id = t.image_id "
+            "WHERE t.score = (SELECT MAX(score) FROM tags WHERE image_id = t.image_id)"
+        ).fetchall()
+    )
     right = sum(best.get(str(g.path.resolve())) == getattr(g, field) for g in gallery)
     return {"accuracy": right / len(gallery), "untagged": len(gallery) - len(best)}
 
@@ -98,10 +112,14 @@ def main() -> None:
         try:
             figures = {
                 "images": len(gallery),
-                "text_queries": {"ensemble": measure_precision(lib, truth, True),
-                                    "no_ensemble": measure_precision(lib, truth, False)},
-                "tagging": {"shape": tagging_accuracy(lib, gallery, list(SHAPES), "shape"),
-                            "colour": tagging_accuracy(lib, gallery, list(COLOURS), "colour")},
+                "text_queries": {
+                    "ensemble": measure_precision(lib, truth, True),
+                    "no_ensemble": measure_precision(lib, truth, False),
+                },
+                "tagging": {
+                    "shape": tagging_accuracy(lib, gallery, list(SHAPES), "shape"),
+                    "colour": tagging_accuracy(lib, gallery, list(COLOURS), "colour"),
+                },
                 "results_kept_by_min_z": [cutoff_counts(lib, len(gallery), z) for z in MIN_Z],
             }
         finally:
@@ -111,14 +129,18 @@ def main() -> None:
         return
     print(f"shapes gallery: {figures['images']} images, demo model, seed {args.seed}")
     for name, row in figures["text_queries"].items():
-        print(f"  {name:12} P@10 colour x shape {row['colour_x_shape']:.3f}  colour {row['colour_only']:.3f}  "
-              f"shape {row['shape_only']:.3f}; colour x shape mAP {row['map_colour_x_shape']:.4f} "
-              f"margin {row['margin_colour_x_shape']:+.4f}  ({row['ms_per_query']:.1f} ms/query)")
+        print(
+            f"  {name:12} P@10 colour x shape {row['colour_x_shape']:.3f}  colour {row['colour_only']:.3f}  "
+            f"shape {row['shape_only']:.3f}; colour x shape mAP {row['map_colour_x_shape']:.4f} "
+            f"margin {row['margin_colour_x_shape']:+.4f}  ({row['ms_per_query']:.1f} ms/query)"
+        )
     for name, row in figures["tagging"].items():
         print(f"  tagging by {name:6}: {row['accuracy']:.1%} right, {row['untagged']} untagged")
     for cut in figures["results_kept_by_min_z"]:
-        print(f"  --min-z {cut['min_z']:g}: {cut['matching_mean']:.1f} results per colour x shape query "
-              f"({args.per_class} relevant), {cut['nonsense_mean']:.1f} per nonsense query")
+        print(
+            f"  --min-z {cut['min_z']:g}: {cut['matching_mean']:.1f} results per colour x shape query "
+            f"({args.per_class} relevant), {cut['nonsense_mean']:.1f} per nonsense query"
+        )
 
 
 if __name__ == "__main__":

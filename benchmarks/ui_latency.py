@@ -20,6 +20,7 @@ of the page drawn; warm, also from a click on "More like this" to its first thum
 click on a photo to its large view drawn. The server is started before the first query and its
 model load is not counted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,20 +46,48 @@ from tests.harness import (
     running_ui,
 )
 
-QUERIES = ("a motorbike", "an airplane", "a bonsai tree", "a butterfly", "a camera", "a chair",
-           "a cup of coffee", "a dolphin", "an accordion", "an anchor")
-DEMO_QUERIES = ("a red circle", "a blue star", "a green square", "a yellow triangle", "an orange circle",
-                "a purple star", "a red square", "a blue triangle", "a green circle", "a yellow star")
-ALL_SHOWN = "() => {" + GRID_ROOT + """
+QUERIES = (
+    "a motorbike",
+    "an airplane",
+    "a bonsai tree",
+    "a butterfly",
+    "a camera",
+    "a chair",
+    "a cup of coffee",
+    "a dolphin",
+    "an accordion",
+    "an anchor",
+)
+DEMO_QUERIES = (
+    "a red circle",
+    "a blue star",
+    "a green square",
+    "a yellow triangle",
+    "an orange circle",
+    "a purple star",
+    "a red square",
+    "a blue triangle",
+    "a green circle",
+    "a yellow star",
+)
+ALL_SHOWN = (
+    "() => {"
+    + GRID_ROOT
+    + """
     const root = gridRoot();
     const imgs = root ? [...root.querySelectorAll(".tile img")] : [];
     return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0);
 }"""
-LARGE_SHOWN = "() => {" + GRID_ROOT + """
+)
+LARGE_SHOWN = (
+    "() => {"
+    + GRID_ROOT
+    + """
     const viewer = gridRoot().querySelector(".viewer");
     const img = viewer.querySelector("img.large");
     return !viewer.hidden && img.complete && img.naturalWidth > 0;
 }"""
+)
 
 
 def library_for(label: str, folder: Path, model: str):
@@ -69,8 +98,10 @@ def library_for(label: str, folder: Path, model: str):
     library = LibraryPaths.at(cache_dir() / "ui-latency" / slug)
     start = time.perf_counter()
     report = run_index(library, [folder], IndexOptions(model=model_spec(model)))
-    print(f"{label}: library {library.root} ({report.added} added, {report.unchanged} unchanged, "
-          f"{time.perf_counter() - start:.0f} s)")
+    print(
+        f"{label}: library {library.root} ({report.added} added, {report.unchanged} unchanged, "
+        f"{time.perf_counter() - start:.0f} s)"
+    )
     return library
 
 
@@ -131,11 +162,15 @@ def measure(label: str, folder: Path, model: str, queries: tuple[str, ...], args
                 if mode == "cold":
                     shutil.rmtree(library.thumbs, ignore_errors=True)
                 runs.append(time_page(url, query, args.per_page, warm=mode == "warm"))
-            print(f"  {mode}: {summary('first card', [r['first'] for r in runs])}; "
-                  f"{summary('whole page', [r['whole'] for r in runs])} ({len(queries)} queries)")
+            print(
+                f"  {mode}: {summary('first card', [r['first'] for r in runs])}; "
+                f"{summary('whole page', [r['whole'] for r in runs])} ({len(queries)} queries)"
+            )
             if mode == "warm":
-                print(f"  warm: {summary('more like this', [r['like'] for r in runs])}; "
-                      f"{summary('large view', [r['large'] for r in runs])}")
+                print(
+                    f"  warm: {summary('more like this', [r['like'] for r in runs])}; "
+                    f"{summary('large view', [r['large'] for r in runs])}"
+                )
             sys.stdout.flush()
 
 
@@ -153,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=RANDOM_MODEL, help=f"{RANDOM_MODEL} (default), demo, or a model spec")
     # A prefix of index_throughput.py's 12 MP set: both use the same cached files.
     parser.add_argument("--big", type=int, default=48, help="how many 12 MP photos in the second library (0: none)")
-    parser.add_argument("--demo", type=int, default=5, help="shapes per colour and shape in the demo library "
-                        "(0: none)")
+    parser.add_argument("--demo", type=int, default=5, help="shapes per colour and shape in the demo library (0: none)")
     parser.add_argument("--per-page", type=int, default=20, choices=(20, 40, 60, 100))
     parser.add_argument("--queries", type=int, default=len(QUERIES), help="how many of the queries to time")
     parser.add_argument("--smoke", action="store_true", help="demo model and 2 queries: checks it runs")
@@ -168,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}; model: {args.model}; {args.per_page} results per page")
     queries = QUERIES[: args.queries]
     if args.demo > 0:
-        measure(f"demo shapes ({args.demo * 24} images)", demo_folder(args.demo), "demo",
-                DEMO_QUERIES[: args.queries], args)
+        measure(
+            f"demo shapes ({args.demo * 24} images)", demo_folder(args.demo), "demo", DEMO_QUERIES[: args.queries], args
+        )
     measure(f"caltech ({len(image_files(CALTECH))} JPEGs)", CALTECH, args.model, queries, args)
     if args.big > 0:
         # A fixed folder of links keeps the library's paths, so a rerun does not embed again.

@@ -120,9 +120,7 @@ def draw_shape(colour: str, shape: str, rng: random.Random, size: int = 128) -> 
     cx = rng.uniform(r + margin, big - r - margin)
     cy = rng.uniform(r + margin, big - r - margin)
     angle = rng.uniform(0.0, 2 * math.pi)
-    fill = tuple(
-        max(0, min(255, c + rng.randint(-_COLOUR_JITTER, _COLOUR_JITTER))) for c in COLOURS[colour]
-    )
+    fill = tuple(max(0, min(255, c + rng.randint(-_COLOUR_JITTER, _COLOUR_JITTER))) for c in COLOURS[colour])
     if shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     else:

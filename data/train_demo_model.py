@@ -87,27 +87,76 @@ PREPROCESS_CFG: dict = {
 
 # Prompt templates; "{}" receives a noun phrase.
 TEMPLATES = [
-    "{}", "a {}", "the {}", "this {}", "a photo of a {}", "a photo of the {}",
-    "a photo of {}", "a picture of a {}", "an image of a {}", "a rendering of a {}",
-    "a drawing of a {}", "a close-up photo of a {}", "a bright photo of a {}",
-    "a good photo of a {}", "a cropped photo of a {}", "a photo of a small {}",
-    "a photo of a big {}", "a low resolution photo of a {}", "a blurry photo of a {}",
-    "a jpeg photo of a {}", "a sketch of a {}", "a painting of a {}", "art of a {}",
-    "a plain {}", "a simple {}", "there is a {}", "a photo showing a {}",
-    "a clip art of a {}", "an illustration of a {}", "a graphic of a {}",
+    "{}",
+    "a {}",
+    "the {}",
+    "this {}",
+    "a photo of a {}",
+    "a photo of the {}",
+    "a photo of {}",
+    "a picture of a {}",
+    "an image of a {}",
+    "a rendering of a {}",
+    "a drawing of a {}",
+    "a close-up photo of a {}",
+    "a bright photo of a {}",
+    "a good photo of a {}",
+    "a cropped photo of a {}",
+    "a photo of a small {}",
+    "a photo of a big {}",
+    "a low resolution photo of a {}",
+    "a blurry photo of a {}",
+    "a jpeg photo of a {}",
+    "a sketch of a {}",
+    "a painting of a {}",
+    "art of a {}",
+    "a plain {}",
+    "a simple {}",
+    "there is a {}",
+    "a photo showing a {}",
+    "a clip art of a {}",
+    "an illustration of a {}",
+    "a graphic of a {}",
 ]
 FULL_PHRASES = [
-    "{c} {s}", "{c} {s}", "{c} {s}", "{s} that is {c}", "{c} coloured {s}",
-    "{c} colored {s}", "{c} {s} shape", "{s} in {c}", "{c} {s}s", "{s} which is {c}",
+    "{c} {s}",
+    "{c} {s}",
+    "{c} {s}",
+    "{s} that is {c}",
+    "{c} coloured {s}",
+    "{c} colored {s}",
+    "{c} {s} shape",
+    "{s} in {c}",
+    "{c} {s}s",
+    "{s} which is {c}",
 ]
 COLOUR_PHRASES = [
-    "{c}", "{c}", "{c} shape", "{c} thing", "{c} object", "{c} one", "{c} things",
-    "{c} shapes", "{c} colour", "{c} color", "something {c}", "thing that is {c}",
-    "shape that is {c}", "{c} figure",
+    "{c}",
+    "{c}",
+    "{c} shape",
+    "{c} thing",
+    "{c} object",
+    "{c} one",
+    "{c} things",
+    "{c} shapes",
+    "{c} colour",
+    "{c} color",
+    "something {c}",
+    "thing that is {c}",
+    "shape that is {c}",
+    "{c} figure",
 ]
 SHAPE_PHRASES = [
-    "{s}", "{s}", "{s}", "{s} shape", "{s}s", "shape of a {s}", "{s} figure",
-    "{s} of any colour", "coloured {s}", "colored {s}",
+    "{s}",
+    "{s}",
+    "{s}",
+    "{s} shape",
+    "{s}s",
+    "shape of a {s}",
+    "{s} figure",
+    "{s} of any colour",
+    "coloured {s}",
+    "colored {s}",
 ]
 WARMUP_STEPS = 40  # linear LR warm-up, then cosine decay to 0
 
@@ -218,8 +267,12 @@ def train(args) -> tuple[open_clip.CLIP, set[int], dict]:
     concept_shape = torch.tensor([-1 if s is None else shape_names.index(s) for _, s in concepts])
 
     transform = open_clip.image_transform(
-        PREPROCESS_CFG["size"], is_train=False, mean=PREPROCESS_CFG["mean"], std=PREPROCESS_CFG["std"],
-        resize_mode=PREPROCESS_CFG["resize_mode"], interpolation=PREPROCESS_CFG["interpolation"],
+        PREPROCESS_CFG["size"],
+        is_train=False,
+        mean=PREPROCESS_CFG["mean"],
+        std=PREPROCESS_CFG["std"],
+        resize_mode=PREPROCESS_CFG["resize_mode"],
+        interpolation=PREPROCESS_CFG["interpolation"],
     )
     t0 = time.time()
     pool, pool_c, pool_s = build_pool(args.pool_per_class, args.seed, transform)
@@ -236,7 +289,9 @@ def train(args) -> tuple[open_clip.CLIP, set[int], dict]:
         (no_decay if p.ndim < 2 or "logit_scale" in name or "embedding" in name else decay).append(p)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.98), eps=1e-6,
+        lr=args.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
     )
 
     gen = torch.Generator().manual_seed(args.seed)
@@ -301,16 +356,28 @@ def train(args) -> tuple[open_clip.CLIP, set[int], dict]:
     while i < total:
         loss = step(i, total)
         if i % 100 == 0 or i == total - 1:
-            print(f"step {i:5d}/{total}  loss {loss:.3f}  scale {model.logit_scale.exp().item():.1f}  "
-                  f"{time.time() - t0:.0f}s", flush=True)
+            print(
+                f"step {i:5d}/{total}  loss {loss:.3f}  scale {model.logit_scale.exp().item():.1f}  "
+                f"{time.time() - t0:.0f}s",
+                flush=True,
+            )
         i += 1
     train_time, cpu_time = time.time() - t0, time.process_time() - c0
-    print(f"trained {total} steps (batch {B}) in {train_time:.1f}s wall, {cpu_time:.1f}s CPU "
-          f"({args.threads} threads)", flush=True)
+    print(
+        f"trained {total} steps (batch {B}) in {train_time:.1f}s wall, {cpu_time:.1f}s CPU ({args.threads} threads)",
+        flush=True,
+    )
     model.eval()
-    return model, used_tokens, {"steps": total, "train_seconds": round(train_time, 1),
-                                "train_cpu_seconds": round(cpu_time, 1),
-                                "pool_seconds": round(gen_time, 1)}
+    return (
+        model,
+        used_tokens,
+        {
+            "steps": total,
+            "train_seconds": round(train_time, 1),
+            "train_cpu_seconds": round(cpu_time, 1),
+            "pool_seconds": round(gen_time, 1),
+        },
+    )
 
 
 def save(model: open_clip.CLIP, used_tokens: set[int], out: Path) -> None:
@@ -365,8 +432,9 @@ def evaluate(model_dir: Path, per_class: int = 10, seed: int = 777) -> dict:
 
     # Prompt-ensembled queries, as the app builds them.
     ens_templates = ["a photo of a {}", "a picture of a {}", "a rendering of a {}", "an image of a {}"]
-    qe = F.normalize(torch.stack([etext([t.format(f"{c} {s}") for t in ens_templates]).mean(0)
-                                  for c, s in classes]), dim=-1)
+    qe = F.normalize(
+        torch.stack([etext([t.format(f"{c} {s}") for t in ens_templates]).mean(0) for c, s in classes]), dim=-1
+    )
     top = (qe @ feats.t()).topk(10, dim=1).indices.numpy()
     p10_ens = [float(np.mean((colours[t] == c) & (shapes[t] == s))) for (c, s), t in zip(classes, top)]
 
@@ -434,8 +502,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=DEMO_MODEL_DIR)
     ap.add_argument("--steps", type=int, default=500, help="number of training steps")
-    ap.add_argument("--seconds", type=float, default=None,
-                    help="train for about this long instead (the step count is derived from the speed)")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="train for about this long instead (the step count is derived from the speed)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)

@@ -50,8 +50,7 @@ def ivfpq_params(n: int, dim: int) -> tuple[int, int, int]:
     return nlist, m, nbits
 
 
-def build(ids: np.ndarray, dim: int, fetch: Callable[[np.ndarray], np.ndarray], kind: str,
-          use_gpu: bool | None = None):
+def build(ids: np.ndarray, dim: int, fetch: Callable[[np.ndarray], np.ndarray], kind: str, use_gpu: bool | None = None):
     """A FAISS index over the vectors of `ids` (FAISS ids = catalog ids).
 
     fetch(some_ids) returns their float32, L2-normalised vectors. It is called a chunk at a time
@@ -111,14 +110,15 @@ def ids_in(index) -> np.ndarray:
     faiss = _faiss()
     ivf = faiss.extract_index_ivf(index)
     lists = ivf.invlists
-    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-             for i in range(ivf.nlist) if lists.list_size(i)]
+    parts = [
+        faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(ivf.nlist) if lists.list_size(i)
+    ]
     return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
 
 
 def _add(index, ids: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray]) -> None:
     for start in range(0, len(ids), ADD_CHUNK):
-        chunk = ids[start:start + ADD_CHUNK]
+        chunk = ids[start : start + ADD_CHUNK]
         index.add_with_ids(_rows(fetch, chunk), chunk)
 
 
@@ -158,8 +158,14 @@ def refresh(catalog: Catalog, library: LibraryPaths, kind: str) -> dict[str, obj
     return {**describe(index), "rebuilt": rebuilt}
 
 
-def _updated_in_place(library: LibraryPaths, ids: np.ndarray, dim: int,
-                      fetch: Callable[[np.ndarray], np.ndarray], kind: str, catalog_record: tuple[int, str] | None):
+def _updated_in_place(
+    library: LibraryPaths,
+    ids: np.ndarray,
+    dim: int,
+    fetch: Callable[[np.ndarray], np.ndarray],
+    kind: str,
+    catalog_record: tuple[int, str] | None,
+):
     """The library's IVF-PQ index brought up to date without training, or None to build anew.
 
     Exact indexes are always rebuilt: they need no training, so that costs only the copy.

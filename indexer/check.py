@@ -1,12 +1,12 @@
 """`pixseek check [--repair]`: find a library's damage, say what it means, and repair what can be.
 
-    catalog.db    SQLite's integrity check. The catalog is the truth: a damaged one is not
-                  patched over but reported, with the way back (an index run over the folders).
-    vectors.f16   every indexed row against its unit norm (library/vectors.py says why norms).
-                  Damaged rows become pending and are embedded again, at the same ids.
-    index.faiss   against the size and checksum recorded when it was written; a cache, so a
-                  damaged one is simply built again from the vectors.
-    tags          rows whose image is gone are dropped.
+catalog.db    SQLite's integrity check. The catalog is the truth: a damaged one is not
+              patched over but reported, with the way back (an index run over the folders).
+vectors.f16   every indexed row against its unit norm (library/vectors.py says why norms).
+              Damaged rows become pending and are embedded again, at the same ids.
+index.faiss   against the size and checksum recorded when it was written; a cache, so a
+              damaged one is simply built again from the vectors.
+tags          rows whose image is gone are dropped.
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ def check_library(library: LibraryPaths | str | Path | None, repair: bool = Fals
     report = CheckReport(str(paths.root))
     report.catalog = integrity_problems(paths.catalog)
     if report.catalog:
-        report.advice.append(f"the catalog cannot be trusted: move {paths.catalog} aside and run "
-                             "`pixseek index FOLDER...` to build it again (its photos are embedded again)")
+        report.advice.append(
+            f"the catalog cannot be trusted: move {paths.catalog} aside and run "
+            "`pixseek index FOLDER...` to build it again (its photos are embedded again)"
+        )
         return report
     with Catalog(paths.catalog) as catalog:
         _inspect(catalog, paths, report)

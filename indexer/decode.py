@@ -82,9 +82,7 @@ _MAGIC = (
     (b"MM\x00+", "TIFF"),
     (b"BM", "BMP"),
 )
-_HEIF_BRANDS = frozenset(
-    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
-)
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"})
 
 _WHITE = (255, 255, 255)
 
@@ -254,9 +252,7 @@ def _decode_open_file(
     # Only the header has been parsed so far; refusing now costs nothing.
     full_w, full_h = img.size
     if full_w * full_h > max_pixels:
-        raise DecodeError(
-            f"too large: {full_w}x{full_h} px exceeds the {_megapixels(max_pixels)} limit", path
-        )
+        raise DecodeError(f"too large: {full_w}x{full_h} px exceeds the {_megapixels(max_pixels)} limit", path)
     if full_w < 1 or full_h < 1:
         raise DecodeError(REASON_CORRUPT, path)
 
@@ -275,8 +271,11 @@ def _decode_open_file(
 
     decoded_bytes = _decoded_bytes(img)
     if decoded_bytes > MAX_DECODED_BYTES:
-        raise DecodeError(f"too large: {img.size[0]}x{img.size[1]} px {img.mode} decodes to "
-                          f"{decoded_bytes >> 20} MB, over the {MAX_DECODED_BYTES >> 20} MB limit", path)
+        raise DecodeError(
+            f"too large: {img.size[0]}x{img.size[1]} px {img.mode} decodes to "
+            f"{decoded_bytes >> 20} MB, over the {MAX_DECODED_BYTES >> 20} MB limit",
+            path,
+        )
     img.load()  # animated/multi-page files stay on their first frame
     meta = read_metadata(img)
     orientation = _orientation(img)
@@ -351,9 +350,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return img
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         return _high_depth_to_l(img).convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode in ("P", "L", "RGB", "1") and "transparency" in img.info
-    ):
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode in ("P", "L", "RGB", "1") and "transparency" in img.info):
         # Transparent areas of logos, icons and screenshots are meant to be
         # seen on a light page; compositing on black would make dark art vanish.
         rgba = img.convert("RGBA")

@@ -111,9 +111,15 @@ class GpuJpegDecoder:
             result.row = len(rows)
             rows.append(pixels)
             result.fields = {
-                "hash": digest, "width": width, "height": height, "taken_at": meta.taken_at,
-                "camera_make": meta.camera_make, "camera_model": meta.camera_model, "lat": meta.lat,
-                "lon": meta.lon, "phash": _phash(grey),
+                "hash": digest,
+                "width": width,
+                "height": height,
+                "taken_at": meta.taken_at,
+                "camera_make": meta.camera_make,
+                "camera_model": meta.camera_model,
+                "lat": meta.lat,
+                "lon": meta.lon,
+                "phash": _phash(grey),
             }
         size = self.image_size
         batch = torch.stack(rows) if rows else torch.empty((0, size, size, 3), dtype=torch.uint8, device=self.device)

@@ -162,9 +162,7 @@ def gps_to_decimal(gps: Any) -> tuple[float, float] | None:
     return lat, lon
 
 
-def _coordinate(
-    value: Any, ref: Any, positive: str, negative: str, limit: float
-) -> float | None:
+def _coordinate(value: Any, ref: Any, positive: str, negative: str, limit: float) -> float | None:
     if value is None:
         return None
     if isinstance(value, (tuple, list)):

@@ -32,13 +32,20 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 from pixseek_data import DEMO_MODEL_DIR  # noqa: E402, I001  (data/, installed as pixseek_data)
+
 OFFLINE_HINT = "copy a model folder (open_clip_config.json + weights) here and pass --model local-dir:/path/to/folder"
 HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # what open_clip looks for
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 # Any one of these lets transformers' AutoTokenizer build a tokenizer from a folder.
-TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "vocab.txt",
-                   "vocab.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+    "vocab.txt",
+    "vocab.json",
+)
 # Text towers whose attention is causal and whose pooled token is found from the token ids: for
 # them the padding after a batch's longest text cannot change a result (see encode_tokens).
 EXACT_WHEN_TRUNCATED = ("argmax", "eos", "first")
@@ -92,7 +99,8 @@ class ModelSpec:
 def _weights_file(folder: Path) -> Path:
     # open_clip's own names first: a folder may also hold an HF text tower's model.safetensors.
     found = [folder / n for n in HUB_WEIGHTS if (folder / n).is_file()] or sorted(
-        p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+        p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES
+    )
     if not found:
         raise PixseekError(
             f"the model folder {folder} has a config but no weights file",
@@ -124,14 +132,17 @@ def _check_spec(spec: ModelSpec) -> None:
         )
     tags = open_clip.list_pretrained_tags_by_model(spec.name)
     if spec.pretrained and spec.pretrained not in tags:
-        raise PixseekError(f"model '{spec.name}' has no pretrained tag '{spec.pretrained}'",
-                           f"known tags: {', '.join(tags) or 'none'}")
+        raise PixseekError(
+            f"model '{spec.name}' has no pretrained tag '{spec.pretrained}'", f"known tags: {', '.join(tags) or 'none'}"
+        )
     if not spec.pretrained:
         # Without a tag open_clip builds the architecture with random weights: every search
         # would run and rank, and every result would be noise.
         if not tags:
-            raise PixseekError(f"model '{spec.name}' has no published weights",
-                               "pass weights you trained as --model local-dir:/path/to/folder")
+            raise PixseekError(
+                f"model '{spec.name}' has no published weights",
+                "pass weights you trained as --model local-dir:/path/to/folder",
+            )
         raise PixseekError(f"model '{spec.name}' needs a weights tag", f"pass --pretrained, one of: {', '.join(tags)}")
 
 
@@ -161,8 +172,11 @@ class Encoder:
         self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         try:
             model = open_clip.create_model(
-                spec.name, pretrained=spec.pretrained, device=self.device,
-                precision="fp16" if self.dtype == torch.float16 else "fp32", **_local_text_tower(spec),
+                spec.name,
+                pretrained=spec.pretrained,
+                device=self.device,
+                precision="fp16" if self.dtype == torch.float16 else "fp32",
+                **_local_text_tower(spec),
             )
             self.tokenizer = open_clip.get_tokenizer(spec.name)
         except (RuntimeError, OSError, ValueError) as exc:
@@ -248,15 +262,20 @@ def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     from open_clip.transformer import text_global_pool
 
     used = int((tokens != 0).any(dim=0).nonzero().max()) + 1  # padding (id 0) only trails
-    if (type(model) is not open_clip.CLIP or model.text_pool_type not in EXACT_WHEN_TRUNCATED
-            or model.attn_mask is None or used >= tokens.shape[1]):
+    if (
+        type(model) is not open_clip.CLIP
+        or model.text_pool_type not in EXACT_WHEN_TRUNCATED
+        or model.attn_mask is None
+        or used >= tokens.shape[1]
+    ):
         return model.encode_text(tokens)
     tokens = tokens[:, :used]
     cast = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:used].to(cast)
     x = model.transformer(x, attn_mask=model.attn_mask[:used, :used])
-    x = text_global_pool(model.ln_final(x), tokens, model.text_pool_type,
-                         eos_token_id=getattr(model, "text_eos_id", None))
+    x = text_global_pool(
+        model.ln_final(x), tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None)
+    )
     projection = model.text_projection
     if projection is None:
         return x
@@ -284,7 +303,7 @@ def _check_hub_reachable(spec: ModelSpec) -> None:
     HF_HUB_OFFLINE (open_clip then fails at once by itself) or a proxy (only it can tell).
     """
     if spec.name.startswith("hf-hub:"):
-        repo, files = spec.name[len("hf-hub:"):], ("open_clip_config.json",)
+        repo, files = spec.name[len("hf-hub:") :], ("open_clip_config.json",)
     elif spec.local_dir is None:  # a built-in name, whose tag _check_spec has made sure of
         import open_clip
 
@@ -303,8 +322,9 @@ def _check_hub_reachable(spec: ModelSpec) -> None:
     try:
         socket.create_connection((host, endpoint.port or (80 if endpoint.scheme == "http" else 443)), timeout=5).close()
     except OSError:
-        raise PixseekError(f"could not download the weights for {spec}: {host} cannot be reached (no internet?)",
-                           OFFLINE_HINT) from None
+        raise PixseekError(
+            f"could not download the weights for {spec}: {host} cannot be reached (no internet?)", OFFLINE_HINT
+        ) from None
 
 
 def _load_error(spec: ModelSpec, exc: Exception) -> PixseekError:
@@ -334,8 +354,11 @@ def preprocess_for(spec: ModelSpec) -> Preprocess | None:
         import open_clip
 
         model_cfg = open_clip.get_model_config(spec.name)
-        cfg = {k: v for k, v in (open_clip.get_pretrained_cfg(spec.name, spec.pretrained or "") or {}).items()
-               if v is not None}
+        cfg = {
+            k: v
+            for k, v in (open_clip.get_pretrained_cfg(spec.name, spec.pretrained or "") or {}).items()
+            if v is not None
+        }
     if not isinstance(model_cfg, dict):
         return None
     cfg["size"] = (model_cfg.get("vision_cfg") or {}).get("image_size", 224)
@@ -349,8 +372,10 @@ def _local_config(folder: Path) -> dict:
     try:
         cfg = json.loads((folder / "open_clip_config.json").read_text(encoding="utf-8"))["model_cfg"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PixseekError(f"cannot read {folder / 'open_clip_config.json'}: {exc}",
-                           "it must be JSON with a model_cfg section, as open_clip writes it") from None
+        raise PixseekError(
+            f"cannot read {folder / 'open_clip_config.json'}: {exc}",
+            "it must be JSON with a model_cfg section, as open_clip writes it",
+        ) from None
     if not isinstance(cfg, dict):
         raise PixseekError(f"{folder / 'open_clip_config.json'} has no model_cfg section")
     return cfg
@@ -365,13 +390,17 @@ def _check_hub_files(folder: Path, text_cfg: dict) -> None:
     """
     tokenizer = text_cfg.get("hf_tokenizer_name")
     if tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise PixseekError(f"the model folder {folder} has no tokenizer files for {tokenizer}",
-                           f"copy tokenizer.json and tokenizer_config.json (or {', '.join(TOKENIZER_FILES[1:])})"
-                           f" from the hub repo {tokenizer} into the folder")
+        raise PixseekError(
+            f"the model folder {folder} has no tokenizer files for {tokenizer}",
+            f"copy tokenizer.json and tokenizer_config.json (or {', '.join(TOKENIZER_FILES[1:])})"
+            f" from the hub repo {tokenizer} into the folder",
+        )
     tower = text_cfg.get("hf_model_name")
     if tower and not (folder / "config.json").is_file():
-        raise PixseekError(f"the model folder {folder} has no config.json for its text tower {tower}",
-                           f"copy config.json from the hub repo {tower} into the folder")
+        raise PixseekError(
+            f"the model folder {folder} has no config.json for its text tower {tower}",
+            f"copy config.json from the hub repo {tower} into the folder",
+        )
 
 
 def _local_text_tower(spec: ModelSpec) -> dict:
@@ -386,8 +415,15 @@ def _local_text_tower(spec: ModelSpec) -> dict:
     return {"text_cfg": {**text_cfg, "hf_model_name": str(folder), "hf_model_pretrained": False}}
 
 
-def load_encoder(spec: ModelSpec, device: str | None = None, *, runtime: str = "torch", precision: str | None = None,
-                 recorded: RuntimeCheck | None = None, sample: np.ndarray | None = None) -> Encoder:
+def load_encoder(
+    spec: ModelSpec,
+    device: str | None = None,
+    *,
+    runtime: str = "torch",
+    precision: str | None = None,
+    recorded: RuntimeCheck | None = None,
+    sample: np.ndarray | None = None,
+) -> Encoder:
     """The encoder of `runtime` (torch, onnx or auto: indexer/runtime.py decides); its `choice` says why."""
     from indexer.runtime import choose_runtime, load_runtime_encoder
 
@@ -396,4 +432,3 @@ def load_encoder(spec: ModelSpec, device: str | None = None, *, runtime: str = "
     encoder = load_runtime_encoder(spec, choice, device)
     encoder.choice = choice
     return encoder
-

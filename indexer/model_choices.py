@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 ENGLISH_SOURCE = "open_clip docs/openclip_retrieval_results.csv, column 'MSCOCO image retr. R@5'"
-CHINESE_SOURCE = ("open_clip docs/openclip_multilingual_retrieval_results.csv, column "
-                  "'multilingual_mscoco_captions image_retrieval_recall@5 zh'")
+CHINESE_SOURCE = (
+    "open_clip docs/openclip_multilingual_retrieval_results.csv, column "
+    "'multilingual_mscoco_captions image_retrieval_recall@5 zh'"
+)
 TABLES_AT = "github.com/mlfoundations/open_clip @ 89fb801"
 COST_SOURCE = "benchmarks/model_agreement.py: encode_image, batch 32, fp32, random weights, this 2-core CPU"
 
@@ -33,8 +35,7 @@ CHOICES = (
     Choice("English, fast (default)", "ViT-B-32", "laion2b_s34b_b79k", "English", 0.6543, 0.043, 1.4),
     Choice("English, balanced", "ViT-B-16-SigLIP", "webli", "English", 0.7244, 0.010, 0.5),
     Choice("English, best", "ViT-L-16-SigLIP-256", "webli", "English", 0.7580, 0.013, 0.2),
-    Choice("multilingual, fast", "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", "100 languages", 0.6344, 0.796,
-           1.5),
+    Choice("multilingual, fast", "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", "100 languages", 0.6344, 0.796, 1.5),
     Choice("multilingual / Chinese", "nllb-clip-base-siglip", "v1", "200 languages", 0.6913, 0.847, 0.4),
     Choice("Chinese, best", "nllb-clip-large-siglip", "v1", "200 languages", 0.7084, 0.868, 0.04),
 )
@@ -47,18 +48,32 @@ def choices_json() -> list[dict]:
 def render_choices() -> str:
     """The curated table as `pixseek models` prints it, sources last."""
     header = ("use", "--model", "--pretrained", "languages", "COCO R@5 en", "COCO R@5 zh", "img/s here")
-    rows = [header] + [(c.use, c.name, c.pretrained, c.languages, _figure(c.coco_en_r5, 3), _figure(c.coco_zh_r5, 3),
-                        _figure(c.images_per_s, 2)) for c in CHOICES]
+    rows = [header] + [
+        (
+            c.use,
+            c.name,
+            c.pretrained,
+            c.languages,
+            _figure(c.coco_en_r5, 3),
+            _figure(c.coco_zh_r5, 3),
+            _figure(c.images_per_s, 2),
+        )
+        for c in CHOICES
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join([
-        "Recommended models (text-to-image search quality published by open_clip; cost measured here):",
-        "", *lines, "",
-        f"COCO R@5 en: {ENGLISH_SOURCE}.",
-        f"COCO R@5 zh: {CHINESE_SOURCE}.",
-        f"Both tables: {TABLES_AT}. img/s here: {COST_SOURCE}.",
-        "Index with: pixseek index FOLDER --model NAME --pretrained TAG  (all built-in names: pixseek models --all)",
-    ])
+    return "\n".join(
+        [
+            "Recommended models (text-to-image search quality published by open_clip; cost measured here):",
+            "",
+            *lines,
+            "",
+            f"COCO R@5 en: {ENGLISH_SOURCE}.",
+            f"COCO R@5 zh: {CHINESE_SOURCE}.",
+            f"Both tables: {TABLES_AT}. img/s here: {COST_SOURCE}.",
+            "Index with: pixseek index FOLDER --model NAME --pretrained TAG  (all built-in names: pixseek models --all)",
+        ]
+    )
 
 
 def _figure(value: float | None, digits: int) -> str:

@@ -28,8 +28,17 @@ from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from indexer.errors import PixseekError
 from indexer.reader import _ignore_ctrl_c, default_workers
 
-__all__ = ["OcrJob", "OcrResult", "TextBox", "check_available", "has_text", "ocr_batch", "ocr_one", "read_text",
-           "text_of"]
+__all__ = [
+    "OcrJob",
+    "OcrResult",
+    "TextBox",
+    "check_available",
+    "has_text",
+    "ocr_batch",
+    "ocr_one",
+    "read_text",
+    "text_of",
+]
 
 # Longest side of the copy the cheap look runs on: big enough that a caption, a sign or a
 # receipt line is still a few pixels tall, small enough to cost a fraction of a full pass.
@@ -145,8 +154,9 @@ class _Engine:
 def check_available() -> None:
     """OCR is an optional part of pixseek: say how to add it rather than fail on an import."""
     if importlib.util.find_spec("rapidocr_onnxruntime") is None:
-        raise PixseekError("reading text in photos needs RapidOCR, which is not installed",
-                           'pip install "pixseek[ocr]"')
+        raise PixseekError(
+            "reading text in photos needs RapidOCR, which is not installed", 'pip install "pixseek[ocr]"'
+        )
 
 
 _ENGINE: _Engine | None = None
@@ -220,8 +230,7 @@ def ocr_batch(
             yield from _ocr_chunk(chunk, max_pixels)
         return
     threads = max(1, default_workers() // workers)
-    with ProcessPoolExecutor(workers, mp_context=_context(), initializer=_start_worker,
-                             initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=_context(), initializer=_start_worker, initargs=(threads,)) as pool:
         pending: deque[Future] = deque(
             pool.submit(_ocr_chunk, chunk, max_pixels) for chunk in islice(chunks, workers * AHEAD_PER_WORKER)
         )
@@ -239,4 +248,3 @@ def _chunks(jobs: Iterable[OcrJob], size: int) -> Iterator[list[OcrJob]]:
     it = iter(jobs)
     while chunk := list(islice(it, size)):
         yield chunk
-

@@ -33,13 +33,18 @@ class OcrReport:
     ocr_seconds: float = 0.0  # summed over the photos, in the workers
 
     def as_dict(self) -> dict[str, object]:
-        return {"read": self.read, "with_text": self.with_text,
-                "failed": [{"path": p, "reason": r} for p, r in self.failed],
-                "seconds": round(self.seconds, 3), "ocr_seconds": round(self.ocr_seconds, 3)}
+        return {
+            "read": self.read,
+            "with_text": self.with_text,
+            "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "seconds": round(self.seconds, 3),
+            "ocr_seconds": round(self.ocr_seconds, 3),
+        }
 
 
-def run_ocr(library: LibraryPaths | str | Path | None, workers: int | None = None,
-            on_progress: Progress | None = None) -> OcrReport:
+def run_ocr(
+    library: LibraryPaths | str | Path | None, workers: int | None = None, on_progress: Progress | None = None
+) -> OcrReport:
     """Read the text in the library's photos that need it; safe to interrupt and run again."""
     library = LibraryPaths.at(library)
     with storage_errors(library.root), write_lock(library), Catalog(library.catalog) as catalog:
@@ -70,8 +75,9 @@ def read_pending(catalog: Catalog, workers: int | None = None, on_progress: Prog
                 on_progress(done, len(todo))
     except KeyboardInterrupt:
         commit()
-        raise Interrupted(f"interrupted: text of {report.read} photos saved",
-                          "run `pixseek ocr` again to continue where it stopped") from None
+        raise Interrupted(
+            f"interrupted: text of {report.read} photos saved", "run `pixseek ocr` again to continue where it stopped"
+        ) from None
     commit()
     report.seconds = time.perf_counter() - started
     return report
@@ -79,8 +85,15 @@ def read_pending(catalog: Catalog, workers: int | None = None, on_progress: Prog
 
 def _row(result: OcrResult, digest: str | None) -> dict[str, object]:
     boxes = None if result.boxes is None else json.dumps([b.as_dict() for b in result.boxes], ensure_ascii=False)
-    return {"image_id": result.id, "hash": digest, "text": result.text, "boxes_json": boxes, "reason": result.reason,
-            "seconds": round(result.seconds, 4), "done_at": now_iso()}
+    return {
+        "image_id": result.id,
+        "hash": digest,
+        "text": result.text,
+        "boxes_json": boxes,
+        "reason": result.reason,
+        "seconds": round(result.seconds, 4),
+        "done_at": now_iso(),
+    }
 
 
 def _count(report: OcrReport, result: OcrResult, path: str) -> None:

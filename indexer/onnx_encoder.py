@@ -56,10 +56,18 @@ def session_providers(device: str, cache: Path) -> list[Any]:
         chosen: list[Any] = []
         if "TensorrtExecutionProvider" in available:
             # Engines take minutes to build: cached beside the graphs, rebuilt only when they change.
-            chosen.append(("TensorrtExecutionProvider", {
-                "device_id": gpu, "trt_fp16_enable": True, "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(cache / "tensorrt"), "trt_timing_cache_enable": True,
-            }))
+            chosen.append(
+                (
+                    "TensorrtExecutionProvider",
+                    {
+                        "device_id": gpu,
+                        "trt_fp16_enable": True,
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(cache / "tensorrt"),
+                        "trt_timing_cache_enable": True,
+                    },
+                )
+            )
         chosen.append(("CUDAExecutionProvider", {"device_id": gpu, "cudnn_conv_algo_search": "HEURISTIC"}))
         return [*chosen, "CPUExecutionProvider"]
     if "OpenVINOExecutionProvider" in available:
@@ -72,16 +80,18 @@ class OnnxEncoder:
 
     runtime = "onnx"
 
-    def __init__(self, spec: ModelSpec, device: str | None = None, precision: str | None = None,
-                 export: Export | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, device: str | None = None, precision: str | None = None, export: Export | None = None
+    ) -> None:
         self.spec = spec
         self.device = pick_onnx_device(device)
         gpu = self.device.startswith("cuda")
         self.precision = precision or (GPU_PRECISION if gpu else "fp32")
         allowed = (GPU_PRECISION, "fp32") if gpu else CPU_PRECISIONS
         if self.precision not in allowed:
-            raise PixseekError(f"--precision {self.precision} is not available on {self.device}",
-                               f"use one of: {', '.join(allowed)}")
+            raise PixseekError(
+                f"--precision {self.precision} is not available on {self.device}", f"use one of: {', '.join(allowed)}"
+            )
         # The cached export is read without torch; only a missing or stale one brings torch in.
         self.export = export or self._cached() or ensure_export(spec, self.precision)
         meta = self.export.meta
@@ -114,7 +124,8 @@ class OnnxEncoder:
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 path = self.export.path(tower, self.precision)
                 self._sessions[tower] = onnxruntime.InferenceSession(
-                    str(path), options, providers=session_providers(self.device, self.export.folder))
+                    str(path), options, providers=session_providers(self.device, self.export.folder)
+                )
                 used = self._sessions[tower].get_providers()
                 if self.device.startswith("cuda") and "CUDAExecutionProvider" not in used:
                     log.warning("ONNX Runtime could not start its CUDA provider; %s runs on %s", tower, used[0])
@@ -140,8 +151,7 @@ class OnnxEncoder:
         # Decoded on the GPU (indexer/gpu_decode.py): bound in place, never copied to the host and back.
         pixels = pixels.contiguous()
         binding = session.io_binding()
-        binding.bind_input("pixels", "cuda", pixels.device.index or 0, np.uint8, list(pixels.shape),
-                           pixels.data_ptr())
+        binding.bind_input("pixels", "cuda", pixels.device.index or 0, np.uint8, list(pixels.shape), pixels.data_ptr())
         binding.bind_output("vectors", "cpu")
         session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]

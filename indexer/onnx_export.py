@@ -163,10 +163,19 @@ def _export(spec: ModelSpec, fingerprint: str, folder: Path) -> Export:
         "tokenizer": tokenizer_meta,
         "files": {"image": {"fp32": "image.onnx"}, "text": {"fp32": "text.onnx", "int8": "text.onnx"}},
     }
-    _trace(onnx_graphs.ImageTower(model), onnx_graphs.image_sample(encoder.preprocess.size), "pixels",
-           folder / "image.onnx")
-    _trace(onnx_graphs.TextTower(model, trim), onnx_graphs.text_sample(tokenizer_meta["context_length"], trim),
-           "tokens", folder / "text.onnx", sequence_axis=trim)
+    _trace(
+        onnx_graphs.ImageTower(model),
+        onnx_graphs.image_sample(encoder.preprocess.size),
+        "pixels",
+        folder / "image.onnx",
+    )
+    _trace(
+        onnx_graphs.TextTower(model, trim),
+        onnx_graphs.text_sample(tokenizer_meta["context_length"], trim),
+        "tokens",
+        folder / "text.onnx",
+        sequence_axis=trim,
+    )
     _atomic_copy(Path(open_clip.tokenizer.default_bpe()), folder / VOCAB)
     _atomic_write(folder / META, json.dumps(meta, indent=2).encode())
     return Export(folder, meta)
@@ -183,8 +192,7 @@ def _add_variant(spec: ModelSpec, export: Export, precision: str) -> Export:
 
         encoder = Encoder(spec, "cpu")
         sample = onnx_graphs.image_sample(encoder.preprocess.size)
-        _trace(onnx_graphs.ImageTower(encoder.model.half()), sample, "pixels",
-               export.folder / name)
+        _trace(onnx_graphs.ImageTower(encoder.model.half()), sample, "pixels", export.folder / name)
         meta["files"]["text"][precision] = "text.onnx"
     meta["files"]["image"][precision] = name
     _atomic_write(export.folder / META, json.dumps(meta, indent=2).encode())
@@ -211,12 +219,20 @@ def _tokenizer_meta(tokenizer: object) -> dict[str, Any]:
         raise NotExportable(f"its tokenizer ({type(tokenizer).__name__}) has no torch-free twin in pixseek")
     if tokenizer.reduction_fn is not None or len(tokenizer.all_special_ids) != 2:
         raise NotExportable("its tokenizer uses special tokens or a reduction pixseek's twin lacks")
-    clean = next((name for name in ("lower", "whitespace", "canonicalize")
-                  if tokenizer.clean_fn.__name__ == f"_clean_{name}"), None)
+    clean = next(
+        (name for name in ("lower", "whitespace", "canonicalize") if tokenizer.clean_fn.__name__ == f"_clean_{name}"),
+        None,
+    )
     if clean is None:
         raise NotExportable(f"its tokenizer cleans text with {tokenizer.clean_fn.__name__}")
-    return {"kind": "clip-bpe", "context_length": int(tokenizer.context_length), "clean": clean,
-            "vocab": VOCAB, "sot": tokenizer.sot_token_id, "eot": tokenizer.eot_token_id}
+    return {
+        "kind": "clip-bpe",
+        "context_length": int(tokenizer.context_length),
+        "clean": clean,
+        "vocab": VOCAB,
+        "sot": tokenizer.sot_token_id,
+        "eot": tokenizer.eot_token_id,
+    }
 
 
 def _trace(module: torch.nn.Module, sample: torch.Tensor, name: str, target: Path, sequence_axis: bool = False) -> None:
@@ -233,9 +249,16 @@ def _trace(module: torch.nn.Module, sample: torch.Tensor, name: str, target: Pat
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the deprecation notice and tracer warnings are ours to handle
-            torch.onnx.export(module.eval(), (sample,), str(tmp), input_names=[name], output_names=["vectors"],
-                              dynamic_axes={name: axes, "vectors": {0: "batch"}}, opset_version=OPSET,
-                              dynamo=False)
+            torch.onnx.export(
+                module.eval(),
+                (sample,),
+                str(tmp),
+                input_names=[name],
+                output_names=["vectors"],
+                dynamic_axes={name: axes, "vectors": {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
         os.replace(tmp, target)
     except (RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:
         raise NotExportable(f"torch.onnx could not export it ({str(exc).splitlines()[0][:160]})") from exc

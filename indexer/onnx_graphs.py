@@ -37,8 +37,14 @@ def trimmable(model: torch.nn.Module) -> bool:
     """
     if type(model) is not open_clip.CLIP or model.text_pool_type != "argmax" or model.attn_mask is None:
         return False
-    return all(type(b.attn) is torch.nn.MultiheadAttention and b.attn.batch_first and b.attn._qkv_same_embed_dim
-               and b.attn.bias_k is None and not b.attn.add_zero_attn for b in model.transformer.resblocks)
+    return all(
+        type(b.attn) is torch.nn.MultiheadAttention
+        and b.attn.batch_first
+        and b.attn._qkv_same_embed_dim
+        and b.attn.bias_k is None
+        and not b.attn.add_zero_attn
+        for b in model.transformer.resblocks
+    )
 
 
 class TextTower(torch.nn.Module):
@@ -80,8 +86,14 @@ class SelfAttention(torch.nn.Module):
         self.in_proj_bias = attn.in_proj_bias
         self.out_proj = attn.out_proj
 
-    def forward(self, q_x: torch.Tensor, k_x: torch.Tensor, v_x: torch.Tensor, need_weights: bool = False,
-                attn_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+    def forward(
+        self,
+        q_x: torch.Tensor,
+        k_x: torch.Tensor,
+        v_x: torch.Tensor,
+        need_weights: bool = False,
+        attn_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, None]:
         batch, _, width = q_x.shape
         qkv = functional.linear(q_x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.reshape(batch, -1, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)

@@ -19,8 +19,13 @@ from indexer.walk import FileStat, content_hash
 
 # Skip reasons that say more about the moment than about the file (permissions, a flaky drive,
 # memory): such files are tried again on the next run even when their stat data did not change.
-_TRANSIENT_REASONS = (decode.REASON_PERMISSION, decode.REASON_MEMORY, decode.REASON_VANISHED, "read error:",
-                      "cannot read the file (")
+_TRANSIENT_REASONS = (
+    decode.REASON_PERMISSION,
+    decode.REASON_MEMORY,
+    decode.REASON_VANISHED,
+    "read error:",
+    "cannot read the file (",
+)
 
 
 def is_transient(reason: str | None) -> bool:
@@ -61,8 +66,9 @@ class Plan:
             # for readers of the previous snapshot until this run commits.
             catalog.delete([image_id for image_id, _ in self.changed])
             fresh = self.new + [f for _, f in self.changed]
-            ids = catalog.insert_pending([ImageRow(path=f.path, folder=f.folder, size=f.size, mtime_ns=f.mtime_ns)
-                                          for f in fresh], first_id)
+            ids = catalog.insert_pending(
+                [ImageRow(path=f.path, folder=f.folder, size=f.size, mtime_ns=f.mtime_ns) for f in fresh], first_id
+            )
             for image_id, f in self.retry:
                 catalog.update(image_id, size=f.size, mtime_ns=f.mtime_ns)
         jobs = [Job(i, f.path, f.size) for i, f in zip(ids, fresh)]
@@ -78,8 +84,9 @@ def is_under(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
-def plan_changes(catalog: Catalog, roots: list[Path], files: Iterator[FileStat],
-                 unreadable: list[str] | None = None) -> Plan:
+def plan_changes(
+    catalog: Catalog, roots: list[Path], files: Iterator[FileStat], unreadable: list[str] | None = None
+) -> Plan:
     """What changed under `roots`. `unreadable`: folders the walk could not list (filled while
     `files` is consumed); their catalogued photos are kept, not taken for deleted."""
     plan = Plan()

@@ -80,8 +80,10 @@ def check_rebuild_covers(catalog: Catalog, roots: list[Path]) -> None:
         return
     recorded = [r for r in catalog.settings().root_list if not is_under(r, given)]
     others = recorded or [str(Path(outside[0]).parent)]
-    raise PixseekError(f"--rebuild re-embeds the whole library, which also holds photos from {', '.join(others)}",
-                       f"name every folder: pixseek index --rebuild {' '.join(given + others)}")
+    raise PixseekError(
+        f"--rebuild re-embeds the whole library, which also holds photos from {', '.join(others)}",
+        f"name every folder: pixseek index --rebuild {' '.join(given + others)}",
+    )
 
 
 def record_roots(catalog: Catalog, roots: list[Path]) -> None:

@@ -52,17 +52,22 @@ def read_one(job: Job, preprocess: Preprocess, max_pixels: int = DEFAULT_MAX_PIX
     except DecodeError as exc:
         return ReadResult(job.id, None, reason=exc.reason, seconds=time.perf_counter() - start)
     except FileNotFoundError:
-        reason = "broken symbolic link: its target is missing" if os.path.islink(job.path) else \
-            "file vanished during indexing"
+        reason = (
+            "broken symbolic link: its target is missing"
+            if os.path.islink(job.path)
+            else "file vanished during indexing"
+        )
         return ReadResult(job.id, None, reason=reason, seconds=time.perf_counter() - start)
     except NotRegularFile:  # swapped for a FIFO or device since the walk
         return ReadResult(job.id, None, reason=REASON_NOT_REGULAR, seconds=time.perf_counter() - start)
     except PermissionError:
-        return ReadResult(job.id, None, reason="permission denied: cannot read the file",
-                          seconds=time.perf_counter() - start)
+        return ReadResult(
+            job.id, None, reason="permission denied: cannot read the file", seconds=time.perf_counter() - start
+        )
     except OSError as exc:
-        return ReadResult(job.id, None, reason=f"cannot read the file ({exc.strerror or exc})",
-                          seconds=time.perf_counter() - start)
+        return ReadResult(
+            job.id, None, reason=f"cannot read the file ({exc.strerror or exc})", seconds=time.perf_counter() - start
+        )
     meta = decoded.meta
     fields_ = {
         "hash": digest,
@@ -175,8 +180,9 @@ class Reader:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         self._close_pool()
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_start_worker,
-                                         initargs=(os.getpid(),))
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=_context(), initializer=_start_worker, initargs=(os.getpid(),)
+        )
         return self._pool
 
     def _after_crash(self, chunk: list[Job], preprocess: Preprocess) -> list[ReadResult]:

@@ -66,13 +66,20 @@ class IndexReport:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "added": self.added, "updated": self.updated, "moved": self.moved, "removed": self.removed,
+            "added": self.added,
+            "updated": self.updated,
+            "moved": self.moved,
+            "removed": self.removed,
             "unchanged": self.unchanged,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-            "embedded": self.embedded, "repaired": self.repaired, "unreadable": self.unreadable,
+            "embedded": self.embedded,
+            "repaired": self.repaired,
+            "unreadable": self.unreadable,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 2),
             "stages": {k: round(v, 3) for k, v in self.stages.items()},
-            "index": self.index, "model": self.model, "runtime": self.runtime,
+            "index": self.index,
+            "model": self.model,
+            "runtime": self.runtime,
             **({"ocr": self.ocr} if self.ocr is not None else {}),
         }

@@ -1,15 +1,15 @@
 """The runner: walk -> decode -> embed -> write -> ann, each stage timed.
 
-    walk.py     roots -> FileStat          stat data only
-    plan.py     FileStat -> Job            what changed; new files get pending ids
-    reader.py   Job -> ReadResult          decoded in worker processes, bounded read-ahead,
-                                             decoding while the model loads
-    embed.py    ReadResult -> Embedded     batched; on a GPU the next batch is gathered and the
-                                             last one written while it computes
-    writer.py   Embedded -> catalog rows   vectors fsync'd, then the catalog commit
-    ann.py      indexed rows -> index      new vectors added to a trained index, or built in
-                                             chunks; written atomically
-    ocr_pass.py indexed rows -> ocr rows   with --ocr (remembered): the text in photos not read yet
+walk.py     roots -> FileStat          stat data only
+plan.py     FileStat -> Job            what changed; new files get pending ids
+reader.py   Job -> ReadResult          decoded in worker processes, bounded read-ahead,
+                                         decoding while the model loads
+embed.py    ReadResult -> Embedded     batched; on a GPU the next batch is gathered and the
+                                         last one written while it computes
+writer.py   Embedded -> catalog rows   vectors fsync'd, then the catalog commit
+ann.py      indexed rows -> index      new vectors added to a trained index, or built in
+                                         chunks; written atomically
+ocr_pass.py indexed rows -> ocr rows   with --ocr (remembered): the text in photos not read yet
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 __all__ = ["IndexOptions", "IndexReport", "OcrReport", "run_index", "run_ocr"]
 
 
-def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], options: IndexOptions | None = None,
-              **fields: object) -> IndexReport:
+def run_index(
+    library: LibraryPaths | str | Path | None, roots: list[Path], options: IndexOptions | None = None, **fields: object
+) -> IndexReport:
     """Bring the library up to date with `roots`; safe to interrupt and run again.
 
     Options come as an IndexOptions, as its fields by name, or both (the names win).
@@ -72,7 +73,11 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
             plan = plan_changes(catalog, roots, walk(roots, report.unreadable, library.thumbs), report.unreadable)
         jobs = plan.record(catalog, prepare.first_free_id(catalog, library))
         report.added, report.updated, report.moved, report.removed = (
-            len(plan.new), len(plan.changed), len(plan.moved), len(plan.removed))
+            len(plan.new),
+            len(plan.changed),
+            len(plan.moved),
+            len(plan.removed),
+        )
         report.unchanged = plan.unchanged + len(plan.touched)
         if jobs:
             with Reader(options.workers) as reader:
@@ -85,17 +90,33 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
                         results = reader.read(jobs, preprocess)
                         if options.runtime == "auto" and catalog.settings().recorded_runtime() is None:
                             sample, results = _sample(results)
-                    encoder = _load_or_forget(catalog, plan, jobs, lambda: _load_encoder(catalog, spec, options, sample, report))
+                    encoder = _load_or_forget(
+                        catalog, plan, jobs, lambda: _load_encoder(catalog, spec, options, sample, report)
+                    )
                     if catalog.settings().model_fingerprint is None:
                         prepare.record_model(catalog, encoder)
                     if encoder.preprocess != preprocess:
                         results = None  # the config did not describe the model's transform: decode again
-                _embed(catalog, library, encoder, results or reader.read(jobs, encoder.preprocess), jobs, options,
-                       report, timer)
+                _embed(
+                    catalog,
+                    library,
+                    encoder,
+                    results or reader.read(jobs, encoder.preprocess),
+                    jobs,
+                    options,
+                    report,
+                    timer,
+                )
         settings = catalog.settings()
         kind = options.index_kind or settings.index_kind or ann.AUTO
-        if (jobs or plan.moved or plan.removed or kind != settings.index_kind or catalog.ann_stale()
-                or not index_file.matches(library.ann, settings.ann_record)):
+        if (
+            jobs
+            or plan.moved
+            or plan.removed
+            or kind != settings.index_kind
+            or catalog.ann_stale()
+            or not index_file.matches(library.ann, settings.ann_record)
+        ):
             with timer.stage("ann"):
                 report.index = ann.refresh(catalog, library, kind)
             catalog.save_settings(index_kind=kind)
@@ -111,11 +132,18 @@ def run_index(library: LibraryPaths | str | Path | None, roots: list[Path], opti
     return report
 
 
-def _load_encoder(catalog: Catalog, spec: ModelSpec, options: IndexOptions, sample: np.ndarray | None,
-                  report: IndexReport) -> Encoder:
+def _load_encoder(
+    catalog: Catalog, spec: ModelSpec, options: IndexOptions, sample: np.ndarray | None, report: IndexReport
+) -> Encoder:
     """The run's encoder; a runtime check `auto` ran on `sample` is recorded, so it runs once per library."""
-    encoder = load_encoder(spec, options.device, runtime=options.runtime, precision=options.precision,
-                           recorded=catalog.settings().recorded_runtime(), sample=sample)
+    encoder = load_encoder(
+        spec,
+        options.device,
+        runtime=options.runtime,
+        precision=options.precision,
+        recorded=catalog.settings().recorded_runtime(),
+        sample=sample,
+    )
     if encoder.choice.check is not None:
         catalog.save_settings(runtime_check=encoder.choice.check.to_setting())
     report.runtime = encoder.choice.reason
@@ -141,12 +169,20 @@ def _load_or_forget(catalog: Catalog, plan: Plan, jobs: list[Job], load: Callabl
     try:
         return load()
     except BaseException:
-        catalog.delete([job.id for job in jobs[:plan.fresh_count]])
+        catalog.delete([job.id for job in jobs[: plan.fresh_count]])
         raise
 
 
-def _embed(catalog: Catalog, library: LibraryPaths, encoder: Encoder, results: Iterable[ReadResult], jobs: list[Job],
-           options: IndexOptions, report: IndexReport, timer: StageTimer) -> None:
+def _embed(
+    catalog: Catalog,
+    library: LibraryPaths,
+    encoder: Encoder,
+    results: Iterable[ReadResult],
+    jobs: list[Job],
+    options: IndexOptions,
+    report: IndexReport,
+    timer: StageTimer,
+) -> None:
     """decode -> embed -> write, chained; Ctrl-C keeps what was embedded."""
     writer = Writer(catalog, VectorStore(library.vectors, encoder.dim))
     embedder = Embedder(encoder, options.batch_size)
@@ -161,8 +197,13 @@ def _embed(catalog: Catalog, library: LibraryPaths, encoder: Encoder, results: I
                 options.on_progress(decoded, len(jobs))
             rates.tick(decoded, embedder.embedded, writer.received)
 
-    log.info("embedding %d files on %s with %s: batches of %d", len(jobs), encoder.device, encoder.choice.label,
-             embedder.batch_size)
+    log.info(
+        "embedding %d files on %s with %s: batches of %d",
+        len(jobs),
+        encoder.device,
+        encoder.choice.label,
+        embedder.batch_size,
+    )
     start = time.perf_counter()
     decoded = observed(timer.iterate("wait", results))
     try:
@@ -172,8 +213,9 @@ def _embed(catalog: Catalog, library: LibraryPaths, encoder: Encoder, results: I
         for batch in embedder.drain():
             writer.add(batch)
         writer.flush()
-        raise Interrupted(f"interrupted: {writer.written} images saved",
-                          "run `pixseek index` again to continue where it stopped") from None
+        raise Interrupted(
+            f"interrupted: {writer.written} images saved", "run `pixseek index` again to continue where it stopped"
+        ) from None
     timer.add("read+embed", time.perf_counter() - start)
     paths = {job.id: job.path for job in jobs}
     report.embedded = writer.written

@@ -71,9 +71,14 @@ class RuntimeCheck:
             return None  # unreadable: checked again, never trusted
 
 
-def choose_runtime(spec: ModelSpec, requested: str = "auto", precision: str | None = None,
-                   device: str | None = None, recorded: RuntimeCheck | None = None,
-                   sample: np.ndarray | None = None) -> Choice:
+def choose_runtime(
+    spec: ModelSpec,
+    requested: str = "auto",
+    precision: str | None = None,
+    device: str | None = None,
+    recorded: RuntimeCheck | None = None,
+    sample: np.ndarray | None = None,
+) -> Choice:
     """Pick the runtime for `spec`.
 
     `recorded` is the library's stored check; `sample`, uint8 pixels of some of its photos, lets
@@ -129,8 +134,11 @@ def cpu_encoders(spec: ModelSpec) -> dict[str, Any]:
     from indexer.model import Encoder
     from indexer.onnx_encoder import OnnxEncoder
 
-    return {"torch fp32": Encoder(spec, "cpu"), "onnx fp32": OnnxEncoder(spec, "cpu", "fp32"),
-            "onnx int8": OnnxEncoder(spec, "cpu", "int8")}
+    return {
+        "torch fp32": Encoder(spec, "cpu"),
+        "onnx fp32": OnnxEncoder(spec, "cpu", "fp32"),
+        "onnx int8": OnnxEncoder(spec, "cpu", "int8"),
+    }
 
 
 def check_runtimes(spec: ModelSpec, sample: np.ndarray, encoders: dict[str, Any] | None = None) -> RuntimeCheck:
@@ -153,8 +161,11 @@ def check_runtimes(spec: ModelSpec, sample: np.ndarray, encoders: dict[str, Any]
     check = RuntimeCheck(spec.fingerprint(), len(sample), {k: round(len(sample) / v, 2) for k, v in best.items()})
     check.onnx_cosine_min = float((reference * vectors["onnx fp32"]).sum(axis=1).min())
     check.int8_recall = recall_at_k(reference, vectors["onnx int8"])
-    equal = {"torch fp32": True, "onnx fp32": check.onnx_cosine_min >= ONNX_MIN_COSINE,
-             "onnx int8": check.int8_recall >= INT8_MIN_RECALL}
+    equal = {
+        "torch fp32": True,
+        "onnx fp32": check.onnx_cosine_min >= ONNX_MIN_COSINE,
+        "onnx int8": check.int8_recall >= INT8_MIN_RECALL,
+    }
     check.picked = max((label for label in encoders if equal[label]), key=lambda label: check.rates[label])
     log.info("runtime check on %d photos: %s", len(sample), check.to_setting())
     return check
@@ -162,6 +173,7 @@ def check_runtimes(spec: ModelSpec, sample: np.ndarray, encoders: dict[str, Any]
 
 def recall_at_k(reference: np.ndarray, candidate: np.ndarray, k: int = RECALL_K) -> float:
     """Mean overlap of each vector's k nearest neighbours (itself excluded) under the two embeddings."""
+
     def neighbours(v: np.ndarray) -> np.ndarray:
         sims = v @ v.T
         np.fill_diagonal(sims, -np.inf)

@@ -76,11 +76,19 @@ class RateLog:
             return
         self._next = now + self.every
         s = self.timer.seconds
-        log.info("%d/%d decoded, %d embedded, %d written: %.1f images/s | decode %.1f images/s per worker, "
-                 "embed %.1f images/s, write %.0f images/s, %.1fs waiting for decoders",
-                 decoded, self.total, embedded, written, written / (now - self._start),
-                 _rate(decoded, s["decode (in workers)"]), _rate(embedded, s["embed"]),
-                 _rate(written, s["write"]), s["wait"])
+        log.info(
+            "%d/%d decoded, %d embedded, %d written: %.1f images/s | decode %.1f images/s per worker, "
+            "embed %.1f images/s, write %.0f images/s, %.1fs waiting for decoders",
+            decoded,
+            self.total,
+            embedded,
+            written,
+            written / (now - self._start),
+            _rate(decoded, s["decode (in workers)"]),
+            _rate(embedded, s["embed"]),
+            _rate(written, s["write"]),
+            s["wait"],
+        )
 
 
 def _rate(n: int, seconds: float) -> float:

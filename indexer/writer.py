@@ -67,8 +67,9 @@ class Writer:
             for result, _ in self._done:
                 self.catalog.update(result.id, **result.fields, status=INDEXED, reason=None, indexed_at=stamp, in_ann=0)
             for result in self._skipped:
-                self.catalog.update(result.id, **result.fields, status=SKIPPED, reason=result.reason,
-                                    indexed_at=stamp, in_ann=0)
+                self.catalog.update(
+                    result.id, **result.fields, status=SKIPPED, reason=result.reason, indexed_at=stamp, in_ann=0
+                )
             self.catalog.refresh_keywords([r.id for r, _ in self._done] + [r.id for r in self._skipped])
         self.written += len(self._done)
         self._done.clear()

@@ -44,8 +44,22 @@ _WHERE = {
     "decode_image": "indexer.decode",
     "DecodeError": "indexer.decode",
 }
-__all__ = ["ENV_LIBRARY", "ENV_PRECISION", "ENV_RUNTIME", "SUPPORTED_EXTENSIONS", "DecodeError", "Filters", "Library",
-           "LibraryInfo", "LibraryPaths", "ModelSpec", "PixseekError", "Result", "SearchRequest", "decode_image"]
+__all__ = [
+    "ENV_LIBRARY",
+    "ENV_PRECISION",
+    "ENV_RUNTIME",
+    "SUPPORTED_EXTENSIONS",
+    "DecodeError",
+    "Filters",
+    "Library",
+    "LibraryInfo",
+    "LibraryPaths",
+    "ModelSpec",
+    "PixseekError",
+    "Result",
+    "SearchRequest",
+    "decode_image",
+]
 
 
 def __getattr__(name: str) -> object:

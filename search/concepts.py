@@ -54,8 +54,10 @@ class Concept:
         out = []
         for side, ids in (("yes", self.yes_ids), ("no", self.no_ids)):
             if len(ids) < MIN_EXAMPLES:
-                out.append(f"only {len(ids)} {side} example{'s' * (len(ids) != 1)}: "
-                           f"give at least {MIN_EXAMPLES} for a concept you can rely on")
+                out.append(
+                    f"only {len(ids)} {side} example{'s' * (len(ids) != 1)}: "
+                    f"give at least {MIN_EXAMPLES} for a concept you can rely on"
+                )
         return out
 
     def logits(self, vectors: np.ndarray) -> np.ndarray:
@@ -68,20 +70,36 @@ class Concept:
         return _sigmoid(self.logits(vectors))
 
     def to_json(self) -> str:
-        return json.dumps({
-            "format": _FORMAT, "name": self.name, "weights": [float(w) for w in self.weights],
-            "bias": self.bias, "yes": self.yes_ids, "no": self.no_ids, "loo_accuracy": self.loo_accuracy,
-            "model": self.model,
-        })
+        return json.dumps(
+            {
+                "format": _FORMAT,
+                "name": self.name,
+                "weights": [float(w) for w in self.weights],
+                "bias": self.bias,
+                "yes": self.yes_ids,
+                "no": self.no_ids,
+                "loo_accuracy": self.loo_accuracy,
+                "model": self.model,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Concept:
         data = json.loads(text)
         if data.get("format") != _FORMAT:
-            raise PixseekError(f"concept stored in an unknown format ({data.get('format')})",
-                               "teach it again with `pixseek concept teach`")
-        return cls(data["name"], np.asarray(data["weights"], dtype=np.float32), float(data["bias"]),
-                   [int(i) for i in data["yes"]], [int(i) for i in data["no"]], data["loo_accuracy"], data["model"])
+            raise PixseekError(
+                f"concept stored in an unknown format ({data.get('format')})",
+                "teach it again with `pixseek concept teach`",
+            )
+        return cls(
+            data["name"],
+            np.asarray(data["weights"], dtype=np.float32),
+            float(data["bias"]),
+            [int(i) for i in data["yes"]],
+            [int(i) for i in data["no"]],
+            data["loo_accuracy"],
+            data["model"],
+        )
 
 
 def teach(
@@ -97,8 +115,9 @@ def teach(
     """Fit a concept to yes and no example vectors (rows), with its leave-one-out accuracy."""
     yes, no = np.atleast_2d(np.asarray(vectors_yes, np.float64)), np.atleast_2d(np.asarray(vectors_no, np.float64))
     if not yes.size or not no.size:
-        raise PixseekError("a concept needs examples of both kinds",
-                           "give photos that show it (--yes) and photos that don't (--no)")
+        raise PixseekError(
+            "a concept needs examples of both kinds", "give photos that show it (--yes) and photos that don't (--no)"
+        )
     if yes.shape[1] != no.shape[1]:
         raise ValueError("yes and no vectors differ in dimension")
     if set(yes_ids) & set(no_ids):
@@ -107,8 +126,15 @@ def teach(
     x = _normalised(np.vstack([yes, no]))
     y = np.concatenate([np.ones(len(yes)), np.zeros(len(no))])
     w, b = _fit(x, y, regularisation)
-    return Concept(name, w.astype(np.float32), float(b), [int(i) for i in yes_ids], [int(i) for i in no_ids],
-                   _leave_one_out(x, y, regularisation), model)
+    return Concept(
+        name,
+        w.astype(np.float32),
+        float(b),
+        [int(i) for i in yes_ids],
+        [int(i) for i in no_ids],
+        _leave_one_out(x, y, regularisation),
+        model,
+    )
 
 
 def _leave_one_out(x: np.ndarray, y: np.ndarray, regularisation: float) -> float | None:
@@ -166,8 +192,12 @@ def _photo_id(library: Library, ref: str | int | Path) -> int:
     return found
 
 
-def teach_concept(library: Library, name: str, yes: Sequence[str | int | Path], no: Sequence[str | int | Path],
-                  ) -> Concept:
+def teach_concept(
+    library: Library,
+    name: str,
+    yes: Sequence[str | int | Path],
+    no: Sequence[str | int | Path],
+) -> Concept:
     """Teach `name` from photos (paths or ids) that show it and photos that don't, and store it.
 
     Re-teaching adds to the examples it already has (a photo given now on the other side moves
@@ -190,11 +220,19 @@ def teach_concept(library: Library, name: str, yes: Sequence[str | int | Path], 
         yes_ids = [i for i in dict.fromkeys(yes_ids) if i in alive]
         no_ids = [i for i in dict.fromkeys(no_ids) if i in alive]
         if not yes_ids or not no_ids:
-            raise PixseekError("a concept needs examples of both kinds",
-                               "give photos that show it (--yes) and photos that don't (--no)")
+            raise PixseekError(
+                "a concept needs examples of both kinds",
+                "give photos that show it (--yes) and photos that don't (--no)",
+            )
         fingerprint = library.settings.model_fingerprint
-        concept = teach(library.vectors.get(np.array(yes_ids)), library.vectors.get(np.array(no_ids)), name=name,
-                        yes_ids=yes_ids, no_ids=no_ids, model=fingerprint)
+        concept = teach(
+            library.vectors.get(np.array(yes_ids)),
+            library.vectors.get(np.array(no_ids)),
+            name=name,
+            yes_ids=yes_ids,
+            no_ids=no_ids,
+            model=fingerprint,
+        )
         stamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
         library.catalog.save_concept(name, fingerprint, concept.to_json(), stamp)
     return concept
@@ -210,12 +248,17 @@ def load_concept(library: Library, name: str) -> Concept:
     concept = _stored(library, name)
     if concept is None:
         known = library.catalog.concept_names()
-        raise PixseekError(f"no concept named '{name}'",
-                           f"concepts in this library: {', '.join(known)}" if known
-                           else "teach one with `pixseek concept teach NAME --yes PHOTO... --no PHOTO...`")
+        raise PixseekError(
+            f"no concept named '{name}'",
+            f"concepts in this library: {', '.join(known)}"
+            if known
+            else "teach one with `pixseek concept teach NAME --yes PHOTO... --no PHOTO...`",
+        )
     if concept.model != library.settings.model_fingerprint:
-        raise PixseekError(f"concept '{name}' was taught on another model's vectors",
-                           f"teach it again: pixseek concept teach '{name}' --yes PHOTO... --no PHOTO...")
+        raise PixseekError(
+            f"concept '{name}' was taught on another model's vectors",
+            f"teach it again: pixseek concept teach '{name}' --yes PHOTO... --no PHOTO...",
+        )
     return concept
 
 

@@ -53,8 +53,10 @@ class DupeGroup:
 
 def check_max_distance(max_distance: int) -> None:
     if not 0 <= max_distance <= MAX_DISTANCE_LIMIT:
-        raise PixseekError(f"--max-distance must be between 0 and {MAX_DISTANCE_LIMIT}, not {max_distance}",
-                           f"{DEFAULT_MAX_DISTANCE} finds resized and re-encoded copies")
+        raise PixseekError(
+            f"--max-distance must be between 0 and {MAX_DISTANCE_LIMIT}, not {max_distance}",
+            f"{DEFAULT_MAX_DISTANCE} finds resized and re-encoded copies",
+        )
 
 
 def phash_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
@@ -92,8 +94,12 @@ def _range_pairs(index, queries: np.ndarray, radius: float) -> np.ndarray:
     return np.concatenate(found)
 
 
-def find_duplicates(catalog: Catalog, vectors: VectorStore | None = None,
-                    max_distance: int = DEFAULT_MAX_DISTANCE, min_cosine: float | None = None) -> list[DupeGroup]:
+def find_duplicates(
+    catalog: Catalog,
+    vectors: VectorStore | None = None,
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+    min_cosine: float | None = None,
+) -> list[DupeGroup]:
     """Groups of indexed images that are copies of each other, exact groups first.
 
     Images pair up by equal content hash, by pHash within `max_distance` bits, and, when
@@ -146,4 +152,3 @@ def _group(catalog: Catalog, ids: list[int]) -> DupeGroup:
     same = len({(r.hash, r.phash) for r in rows}) == 1 and rows[0].hash is not None
     kind = "exact" if same else "near"
     return DupeGroup(kind, rows)
-

@@ -47,8 +47,9 @@ class QueryEmbedder:
             decoded = decode_image(source, target_size=self.encoder.preprocess)
         except DecodeError as exc:
             name = "the uploaded image" if isinstance(image, bytes) else f"query image {image}"
-            raise UnreadableImage(f"cannot read {name}: {exc.reason}",
-                                  "use a JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC file") from None
+            raise UnreadableImage(
+                f"cannot read {name}: {exc.reason}", "use a JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC file"
+            ) from None
         return self.encoder.encode_images([decoded.image])[0]
 
     def terms(self, terms: list[Term], extra: list[np.ndarray], dim: int, ensemble: bool = True) -> np.ndarray:
@@ -70,14 +71,16 @@ class QueryEmbedder:
             raise PixseekError("the query's terms cancel each other out", "change the weights or drop a term")
         return total / norm
 
-    def parts(self, terms: list[Term], extra: list[np.ndarray],
-              ensemble: bool = True) -> tuple[list[str], list[float], list[np.ndarray]]:
+    def parts(
+        self, terms: list[Term], extra: list[np.ndarray], ensemble: bool = True
+    ) -> tuple[list[str], list[float], list[np.ndarray]]:
         """(label, weight, embedding) of each term of a query, `extra` vectors (uploads) first, as `terms` sums them."""
         if not terms and not extra:
             raise PixseekError("nothing to search for", "give a text query, --image FILE, or --like FILE")
         if not extra and all(t.weight <= 0 for t in terms):
-            raise PixseekError("the query has only negative terms",
-                               'add something to look for, e.g. "beach" - "people"')
+            raise PixseekError(
+                "the query has only negative terms", 'add something to look for, e.g. "beach" - "people"'
+            )
         labels, weights, vectors = ["uploaded image"] * len(extra), [1.0] * len(extra), list(extra)
         for term in terms:
             if term.kind == "text":

@@ -57,11 +57,15 @@ class Explanation:
     fusion: dict[str, float] = field(default_factory=dict)  # ranking -> its part of a fused score
 
     def as_dict(self) -> dict[str, Any]:
-        return {"score": round(self.score, 6), "terms": [t.as_dict() for t in self.terms],
-                "semantic_score": None if self.semantic_score is None else round(self.semantic_score, 6),
-                "fusion": {k: round(v, 6) for k, v in self.fusion.items()},
-                "matched_words": self.matched_words, "tags": self.tags,
-                "concepts": {k: round(v, 4) for k, v in self.concepts.items()}}
+        return {
+            "score": round(self.score, 6),
+            "terms": [t.as_dict() for t in self.terms],
+            "semantic_score": None if self.semantic_score is None else round(self.semantic_score, 6),
+            "fusion": {k: round(v, 6) for k, v in self.fusion.items()},
+            "matched_words": self.matched_words,
+            "tags": self.tags,
+            "concepts": {k: round(v, 4) for k, v in self.concepts.items()},
+        }
 
 
 def contributions(
@@ -96,15 +100,21 @@ def explain(
     """The explanation of one photo (its stored `vector`) for a query of these terms."""
     parts = contributions(labels, weights, embeddings, vector)[0]
     sims = np.atleast_2d(np.asarray(vector, dtype=np.float64)) @ np.asarray(embeddings, dtype=np.float64).T
-    terms = [TermContribution(label, float(w), float(s), float(c))
-             for label, w, s, c in zip(labels, weights, sims[0], parts)]
+    terms = [
+        TermContribution(label, float(w), float(s), float(c)) for label, w, s, c in zip(labels, weights, sims[0], parts)
+    ]
     score = float(parts.sum())
     return Explanation(score, terms, list(matched_words), list(tags), dict(concepts or {}), semantic_score=score)
 
 
-def explain_results(library: Library, results: list[Result], scored: Scored,
-                    parts: tuple[list[str], list[float], list[np.ndarray]], matched: dict[int, list[str]] | None,
-                    concept: Concept | None) -> list[Result]:
+def explain_results(
+    library: Library,
+    results: list[Result],
+    scored: Scored,
+    parts: tuple[list[str], list[float], list[np.ndarray]],
+    matched: dict[int, list[str]] | None,
+    concept: Concept | None,
+) -> list[Result]:
     """`results` with their explanations (and matched words when the query had text terms)."""
     labels, weights, embeddings = parts
     ids = [r.id for r in results]
@@ -115,12 +125,22 @@ def explain_results(library: Library, results: list[Result], scored: Scored,
     probs = {c.name: c.score(vectors) for c in taught} if ids else {}
     out = []
     for row, (result, vector) in enumerate(zip(results, vectors)):
-        applying = {name: float(p[row]) for name, p in probs.items()
-                    if p[row] >= APPLIES or (concept is not None and name == concept.name)}
+        applying = {
+            name: float(p[row])
+            for name, p in probs.items()
+            if p[row] >= APPLIES or (concept is not None and name == concept.name)
+        }
         words = matched.get(result.id, []) if matched is not None else []
         if labels:
-            why = explain(labels, weights, np.stack(embeddings), vector, matched_words=words,
-                          tags=tags.get(result.id, []), concepts=applying)
+            why = explain(
+                labels,
+                weights,
+                np.stack(embeddings),
+                vector,
+                matched_words=words,
+                tags=tags.get(result.id, []),
+                concepts=applying,
+            )
         else:
             why = Explanation(result.score, [], words, tags.get(result.id, []), applying)
         why = replace(why, score=result.score, fusion=scored.fusion.get(result.id, {}))

@@ -44,8 +44,18 @@ def probabilities(concept: Concept, vectors: VectorStore, ids: np.ndarray) -> np
     return np.concatenate(out) if out else np.empty(0, np.float32)
 
 
-def score(catalog: Catalog, vectors: VectorStore, index: CachedIndex, vec: np.ndarray | None, want: int,
-          filters: Filters, floor: float, words: list[str], concept: Concept | None, min_prob: float) -> Scored:
+def score(
+    catalog: Catalog,
+    vectors: VectorStore,
+    index: CachedIndex,
+    vec: np.ndarray | None,
+    want: int,
+    filters: Filters,
+    floor: float,
+    words: list[str],
+    concept: Concept | None,
+    min_prob: float,
+) -> Scored:
     """The candidates of a query: `vec` (None: nothing to embed), keyword terms, a concept."""
     within = None
     keyword: list[tuple[int, float]] = []
@@ -81,12 +91,21 @@ def score(catalog: Catalog, vectors: VectorStore, index: CachedIndex, vec: np.nd
     present = set(ids.tolist())
     keyword = [(i, s) for i, s in keyword if i in present]
     if primary is None:
-        return Scored(np.array([i for i, _ in keyword], dtype=np.int64),
-                      np.array([s for _, s in keyword], dtype=np.float64), semantic, probability)
+        return Scored(
+            np.array([i for i, _ in keyword], dtype=np.int64),
+            np.array([s for _, s in keyword], dtype=np.float64),
+            semantic,
+            probability,
+        )
     keyword_ids = [i for i, _ in keyword]
     fused = rrf(ids.tolist(), keyword_ids)
     first_rank = {i: r for r, i in enumerate(ids.tolist(), 1)}
     text_rank = {i: r for r, i in enumerate(keyword_ids, 1)}
     parts = {i: {primary: 1 / (RRF_K + first_rank[i]), TEXT: 1 / (RRF_K + text_rank[i])} for i, _ in fused}
-    return Scored(np.array([i for i, _ in fused], dtype=np.int64), np.array([s for _, s in fused], dtype=np.float64),
-                  semantic, probability, parts)
+    return Scored(
+        np.array([i for i, _ in fused], dtype=np.int64),
+        np.array([s for _, s in fused], dtype=np.float64),
+        semantic,
+        probability,
+        parts,
+    )

@@ -42,8 +42,10 @@ def parse_text_terms(query: str) -> tuple[str, list[str]]:
 
     def take(m: re.Match[str]) -> str:
         if m.group(2) == "-":
-            raise PixseekError(f"a text term cannot be subtracted: {m.group(0).strip()}",
-                               'text:WORD keeps the photos whose text has WORD; drop the "-"')
+            raise PixseekError(
+                f"a text term cannot be subtracted: {m.group(0).strip()}",
+                'text:WORD keeps the photos whose text has WORD; drop the "-"',
+            )
         found = text_terms(f'"{m.group(3)}"' if m.group(3) is not None else m.group(4))
         if not found:
             raise PixseekError(f"empty text term in query: {m.group(0).strip()}", 'write text:"WORDS" or text:WORD')
@@ -85,6 +87,7 @@ def _find(term: str, text: str) -> str | None:
 
 def _parted(inside: str, outside: str) -> bool:
     """Whether the short table's tokens part between these two neighbouring characters."""
+
     def kind(ch: str) -> str | None:
         if IS_CJK.match(ch) or not ch.isalnum():
             return None

@@ -40,18 +40,28 @@ _REQUEST_FIELDS = frozenset(f.name for f in fields(SearchRequest))
 
 
 class Library:
-    def __init__(self, paths: LibraryPaths, model: ModelSpec | None = None, device: str | None = None,
-                 runtime: str | None = None, precision: str | None = None, encoder: Encoder | None = None) -> None:
+    def __init__(
+        self,
+        paths: LibraryPaths,
+        model: ModelSpec | None = None,
+        device: str | None = None,
+        runtime: str | None = None,
+        precision: str | None = None,
+        encoder: Encoder | None = None,
+    ) -> None:
         try:
             if paths.root.is_file():
                 raise PixseekError(f"{paths.root} is a file, not a library folder", "pass --library a folder")
             found = paths.exists()
         except PermissionError:
-            raise PixseekError(f"no permission to read the library folder {paths.root}",
-                               "fix its permissions or choose another with --library") from None
+            raise PixseekError(
+                f"no permission to read the library folder {paths.root}",
+                "fix its permissions or choose another with --library",
+            ) from None
         if not found:
-            raise PixseekError(f"no library at {paths.root}",
-                               "run `pixseek index FOLDER` first (or pass --library DIR)")
+            raise PixseekError(
+                f"no library at {paths.root}", "run `pixseek index FOLDER` first (or pass --library DIR)"
+            )
         self.paths = paths
         self.catalog = Catalog(paths.catalog)
         self.settings = self.catalog.settings()
@@ -68,9 +78,16 @@ class Library:
         self._embedder = QueryEmbedder(self._load_encoder, self.stored_vector)
 
     @classmethod
-    def open(cls, path: str | Path | None = None, *, model: ModelSpec | None = None,
-             device: str | None = None, runtime: str | None = None, precision: str | None = None,
-             encoder: Encoder | None = None) -> Library:
+    def open(
+        cls,
+        path: str | Path | None = None,
+        *,
+        model: ModelSpec | None = None,
+        device: str | None = None,
+        runtime: str | None = None,
+        precision: str | None = None,
+        encoder: Encoder | None = None,
+    ) -> Library:
         """`runtime` (torch, onnx or auto) and `precision` default to $PIXSEEK_RUNTIME and
         $PIXSEEK_PRECISION, else torch. encoder: a model already loaded elsewhere, used while it is
         the library's model, so that several Libraries (one per thread: a Library is not
@@ -128,12 +145,15 @@ class Library:
         if spec is None:
             raise PixseekError("this library has no images yet", "run `pixseek index FOLDER` first")
         if spec.local_dir is not None and not spec.local_dir.is_dir():
-            raise PixseekError(f"the library's model folder {spec.local_dir} is gone",
-                               "pass --model local-dir:/new/place/of/that/folder")
+            raise PixseekError(
+                f"the library's model folder {spec.local_dir} is gone",
+                "pass --model local-dir:/new/place/of/that/folder",
+            )
         # Weights replaced under the same name would embed queries into another space.
         self.settings.check_same_model(spec, self.paths.root)
-        return load_encoder(spec, self.device, runtime=self.runtime, precision=self.precision,
-                            recorded=self.settings.recorded_runtime())
+        return load_encoder(
+            spec, self.device, runtime=self.runtime, precision=self.precision, recorded=self.settings.recorded_runtime()
+        )
 
     def embed_text(self, text: str, ensemble: bool = True) -> np.ndarray:
         """The text's embedding, averaged over prompt templates when `ensemble` (search/prompts.py)."""
@@ -173,8 +193,9 @@ class Library:
         if request.like is not None:
             like_id = request.like if isinstance(request.like, int) else self.find_id(request.like)
             if like_id is None:
-                raise NotInLibrary(f"{request.like} is not in the library",
-                                   "index its folder first, or search with --image")
+                raise NotInLibrary(
+                    f"{request.like} is not in the library", "index its folder first, or search with --image"
+                )
             terms.append(Term("id", str(like_id)))
             exclude.add(like_id)
         self.check_not_empty()
@@ -182,38 +203,72 @@ class Library:
         concept = load_concept(self, request.concept) if request.concept is not None else None
         if not terms and not uploads and (words or concept is not None):
             if request.min_score is not None or request.min_z is not None:
-                raise PixseekError("--min-score and --min-z apply to a query's embedding",
-                                   "add a text or image query, or drop them")
+                raise PixseekError(
+                    "--min-score and --min-z apply to a query's embedding", "add a text or image query, or drop them"
+                )
             return self._ranked(request, None, ([], [], []), words, concept, exclude)
         parts = self._embedder.parts(terms, uploads, request.ensemble)
         vec = self._embedder.combine(parts[1], parts[2], self._dim())
         if not words and concept is None and not request.explain:
-            return self.search_vector(vec, k=request.k, min_score=request.min_score, min_z=request.min_z,
-                                      filters=request.filters, exclude=exclude, dedupe=request.dedupe,
-                                      sort=request.sort)
+            return self.search_vector(
+                vec,
+                k=request.k,
+                min_score=request.min_score,
+                min_z=request.min_z,
+                filters=request.filters,
+                exclude=exclude,
+                dedupe=request.dedupe,
+                sort=request.sort,
+            )
         return self._ranked(request, vec, parts, words, concept, exclude)
 
-    def _ranked(self, request: SearchRequest, vec: np.ndarray | None, parts: tuple[list, list, list],
-                words: list[str], concept: Concept | None, exclude: set[int]) -> list[Result]:
+    def _ranked(
+        self,
+        request: SearchRequest,
+        vec: np.ndarray | None,
+        parts: tuple[list, list, list],
+        words: list[str],
+        concept: Concept | None,
+        exclude: set[int],
+    ) -> list[Result]:
         """A search with keyword terms, a concept or an explanation (search/hybrid.py, search/explain.py)."""
         filters = request.filters
         if filters.tag is not None:
             check_tag(self.catalog, filters.tag)
         floor = self._floor(vec, request.min_score, request.min_z) if vec is not None else -np.inf
         want = request.k * (rank.DEDUPE_FACTOR if request.dedupe else 1) + len(exclude)
-        scored = hybrid.score(self.catalog, self.vectors, self._index, vec, want, filters, floor, words, concept,
-                              request.min_prob)
-        results = rank.ranked(self.catalog.indexed_rows(scored.ids.tolist()), scored.ids, scored.scores,
-                              k=request.k, floor=-np.inf, exclude=exclude, dedupe=request.dedupe, sort=request.sort)
+        scored = hybrid.score(
+            self.catalog, self.vectors, self._index, vec, want, filters, floor, words, concept, request.min_prob
+        )
+        results = rank.ranked(
+            self.catalog.indexed_rows(scored.ids.tolist()),
+            scored.ids,
+            scored.scores,
+            k=request.k,
+            floor=-np.inf,
+            exclude=exclude,
+            dedupe=request.dedupe,
+            sort=request.sort,
+        )
         ids = [r.id for r in results]
         docs = self.catalog.keyword_documents(ids) if words else {}
         matched = {i: matched_words(words, docs[i].text) if i in docs else [] for i in ids}
         if not request.explain:
             return [replace(r, matched_words=matched[r.id]) if words else r for r in results]
         return explain_results(self, results, scored, parts, matched if words else None, concept)
-    def search_vector(self, vec: np.ndarray, *, k: int = 20, min_score: float | None = None,
-                      min_z: float | None = None, filters: Filters | None = None, exclude: set[int] | None = None,
-                      dedupe: bool = False, sort: str = "score") -> list[Result]:
+
+    def search_vector(
+        self,
+        vec: np.ndarray,
+        *,
+        k: int = 20,
+        min_score: float | None = None,
+        min_z: float | None = None,
+        filters: Filters | None = None,
+        exclude: set[int] | None = None,
+        dedupe: bool = False,
+        sort: str = "score",
+    ) -> list[Result]:
         """The k best matches of a query vector scoring at least min_score (cosine) and at least
         min_z robust standard deviations above the query's median score over the library
         (`rank.z_floor`). dedupe keeps only the best of each set of near-duplicates; sort is
@@ -224,18 +279,30 @@ class Library:
         if filters.tag is not None:
             check_tag(self.catalog, filters.tag)
         if filters.folder is not None and not self.catalog.filtered_ids(Filters(folder=filters.folder)):
-            raise PixseekError(f"no indexed photos in {filters.folder}",
-                               "index it first (pixseek index FOLDER), or pick a folder that holds indexed photos")
+            raise PixseekError(
+                f"no indexed photos in {filters.folder}",
+                "index it first (pixseek index FOLDER), or pick a folder that holds indexed photos",
+            )
         exclude = exclude or set()
         floor = self._floor(vec, min_score, min_z)
         want = k * (rank.DEDUPE_FACTOR if dedupe else 1) + len(exclude)
         ids, scores = retrieve.candidates(self.catalog, self.vectors, self._index, vec, want, filters)
-        return rank.ranked(self.catalog.indexed_rows(ids.tolist()), ids, scores, k=k, floor=floor, exclude=exclude,
-                           dedupe=dedupe, sort=sort)
+        return rank.ranked(
+            self.catalog.indexed_rows(ids.tolist()),
+            ids,
+            scores,
+            k=k,
+            floor=floor,
+            exclude=exclude,
+            dedupe=dedupe,
+            sort=sort,
+        )
 
     def _floor(self, vec: np.ndarray, min_score: float | None, min_z: float | None) -> float:
-        return max(-np.inf if min_score is None else min_score,
-                   -np.inf if min_z is None else retrieve.z_floor(self.catalog, self.vectors, vec, min_z))
+        return max(
+            -np.inf if min_score is None else min_score,
+            -np.inf if min_z is None else retrieve.z_floor(self.catalog, self.vectors, vec, min_z),
+        )
 
     def damage(self) -> str | None:
         """One line on the damage searches have met so far, with what to do; None when there is none.
@@ -256,10 +323,13 @@ class Library:
     def check_not_empty(self) -> None:
         if self.catalog.indexed_count() == 0:
             if self.catalog.counts().get(PENDING) and lock.held(self.paths):
-                raise PixseekError(f"the library at {self.paths.root} is being indexed (or rebuilt)",
-                                   "search again once its first images are saved")
-            raise PixseekError(f"the library at {self.paths.root} has no indexed images",
-                               "run `pixseek index FOLDER` first")
+                raise PixseekError(
+                    f"the library at {self.paths.root} is being indexed (or rebuilt)",
+                    "search again once its first images are saved",
+                )
+            raise PixseekError(
+                f"the library at {self.paths.root} has no indexed images", "run `pixseek index FOLDER` first"
+            )
 
     def _dim(self) -> int:
         if self.settings.dim == 0:

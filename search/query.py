@@ -75,7 +75,7 @@ def _term(sign: str, raw: str, original: str, allow_paths: bool) -> Term:
     quoted = len(raw) >= 2 and raw[0] == raw[-1] == '"'
     value = raw[1:-1].strip() if quoted else raw
     if '"' in value:
-        raise PixseekError(f"stray quote in query term: {raw}", 'put each term in its own pair of quotes')
+        raise PixseekError(f"stray quote in query term: {raw}", "put each term in its own pair of quotes")
     if sign == "-":
         weight = -weight
     if allow_paths:
@@ -91,8 +91,10 @@ def _weight(text: str) -> float:
     except ValueError:
         weight = math.nan
     if not math.isfinite(weight) or not 0 < abs(weight) <= MAX_WEIGHT:
-        raise PixseekError(f"bad weight in query: {text}",
-                           f"a weight is a number other than 0, at most {MAX_WEIGHT:g} either way, e.g. 2:\"cat\"")
+        raise PixseekError(
+            f"bad weight in query: {text}",
+            f'a weight is a number other than 0, at most {MAX_WEIGHT:g} either way, e.g. 2:"cat"',
+        )
     return weight
 
 

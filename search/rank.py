@@ -61,12 +61,24 @@ def sort_results(results: list[Result], sort: str) -> list[Result]:
     return results
 
 
-def ranked(rows: dict[int, ImageRow], ids: np.ndarray, scores: np.ndarray, *, k: int, floor: float,
-           exclude: set[int], dedupe: bool, sort: str) -> list[Result]:
+def ranked(
+    rows: dict[int, ImageRow],
+    ids: np.ndarray,
+    scores: np.ndarray,
+    *,
+    k: int,
+    floor: float,
+    exclude: set[int],
+    dedupe: bool,
+    sort: str,
+) -> list[Result]:
     """The k results to show from scored candidates (best first): rows still indexed, not excluded,
     scoring at least `floor`, one per set of near-duplicates when `dedupe`, in `sort` order."""
-    hits = [(rows[i], score) for i, score in zip(ids.tolist(), scores.tolist())
-            if i in rows and i not in exclude and score >= floor]
+    hits = [
+        (rows[i], score)
+        for i, score in zip(ids.tolist(), scores.tolist())
+        if i in rows and i not in exclude and score >= floor
+    ]
     if dedupe:
         hits = collapse_near_duplicates(hits)
     return sort_results([Result.from_row(row, score) for row, score in hits[:k]], sort)

@@ -57,8 +57,9 @@ class SearchRequest:
         if not 0 <= self.min_prob <= 1:
             raise PixseekError(f"--min-prob must be between 0 and 1, not {self.min_prob}")
         if not self.text and self.image is None and self.like is None and not self.text_terms and not self.concept:
-            raise PixseekError("nothing to search for",
-                               "give a text query, --image FILE, --like FILE, --text WORDS or --concept NAME")
+            raise PixseekError(
+                "nothing to search for", "give a text query, --image FILE, --like FILE, --text WORDS or --concept NAME"
+            )
         for name, value in (("--min-score", self.min_score), ("--min-z", self.min_z)):
             if value is not None and not math.isfinite(value):
                 raise PixseekError(f"{name} must be a number, not {value}")

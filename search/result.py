@@ -33,9 +33,17 @@ def _as_dict(self: Any) -> dict[str, Any]:
 _API = [(f.name, f.type) for f in COLUMNS if f.name in API_FIELDS]
 Result = make_dataclass(
     "Result",
-    [*_API[:2], ("score", float), *_API[2:], ("matched_words", Optional[list], field(default=None)),
-     ("explanation", Optional[dict], field(default=None))],
-    namespace={"from_row": classmethod(_from_row), "as_dict": _as_dict,
-               "__doc__": "One search hit: Result(id, path, score, folder, ...); as_dict() for JSON."},
+    [
+        *_API[:2],
+        ("score", float),
+        *_API[2:],
+        ("matched_words", Optional[list], field(default=None)),
+        ("explanation", Optional[dict], field(default=None)),
+    ],
+    namespace={
+        "from_row": classmethod(_from_row),
+        "as_dict": _as_dict,
+        "__doc__": "One search hit: Result(id, path, score, folder, ...); as_dict() for JSON.",
+    },
 )
 Result.__module__ = __name__

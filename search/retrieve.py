@@ -37,8 +37,15 @@ def allowed_ids(catalog: Catalog, filters: Filters, within: np.ndarray | None = 
     return ids if within is None else np.intersect1d(ids, within)
 
 
-def candidates(catalog: Catalog, vectors: VectorStore, index: CachedIndex, vec: np.ndarray, k: int,
-               filters: Filters, within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def candidates(
+    catalog: Catalog,
+    vectors: VectorStore,
+    index: CachedIndex,
+    vec: np.ndarray,
+    k: int,
+    filters: Filters,
+    within: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(ids, exact scores) of up to k best images passing `filters` (and among `within`), best first."""
     if not filters.active() and within is None:
         return _ann_then_exact(catalog, vectors, index, vec, k)
@@ -66,8 +73,9 @@ def exact(vectors: VectorStore, vec: np.ndarray, ids: np.ndarray, k: int) -> tup
     return best_ids[order], best_scores[order]
 
 
-def _ann_then_exact(catalog: Catalog, vectors: VectorStore, index: CachedIndex, vec: np.ndarray,
-                    k: int) -> tuple[np.ndarray, np.ndarray]:
+def _ann_then_exact(
+    catalog: Catalog, vectors: VectorStore, index: CachedIndex, vec: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     if catalog.indexed_count() <= EXACT_MAX:
         # Scoring every vector is exact and, this few, about as fast as the index: a query
         # process need not load faiss at all.

@@ -37,8 +37,10 @@ def read_labels(path: Path) -> list[str]:
         with open_regular(path) as fh:  # /dev/zero or a FIFO would be read without end
             data = fh.read(MAX_LABELS_BYTES + 1)
         if len(data) > MAX_LABELS_BYTES:
-            raise PixseekError(f"labels file {path} is over {MAX_LABELS_BYTES >> 20} MB",
-                               "a labels file holds one short label per line")
+            raise PixseekError(
+                f"labels file {path} is over {MAX_LABELS_BYTES >> 20} MB",
+                "a labels file holds one short label per line",
+            )
         lines = data.decode("utf-8").splitlines()
     except OSError as exc:
         raise PixseekError(f"cannot read labels file {path} ({exc.strerror or exc})", "check the path") from None
@@ -46,13 +48,21 @@ def read_labels(path: Path) -> list[str]:
         raise PixseekError(f"labels file {path} is not UTF-8 text", "save it as plain UTF-8 text") from None
     labels = list(dict.fromkeys(s.strip() for s in lines if s.strip() and not s.strip().startswith("#")))
     if len(labels) < 2:
-        raise PixseekError(f"{path} has {len(labels)} label(s); tagging compares labels with each other",
-                           "write at least two labels, one per line")
+        raise PixseekError(
+            f"{path} has {len(labels)} label(s); tagging compares labels with each other",
+            "write at least two labels, one per line",
+        )
     return labels
 
 
-def tag_images(library: Library, labels: list[str], *, top: int = DEFAULT_TOP, min_prob: float = DEFAULT_MIN_PROB,
-               ensemble: bool = True) -> dict[str, int]:
+def tag_images(
+    library: Library,
+    labels: list[str],
+    *,
+    top: int = DEFAULT_TOP,
+    min_prob: float = DEFAULT_MIN_PROB,
+    ensemble: bool = True,
+) -> dict[str, int]:
     """Replace every indexed image's tags; returns how many images got each label."""
     if top < 1:
         raise PixseekError(f"--top must be at least 1, not {top}")
@@ -92,8 +102,9 @@ def check_tag(catalog: Catalog, label: str) -> None:
         return
     known = catalog.settings().labels
     if not known:
-        raise PixseekError(f"no image is tagged '{label}': this library has no tags yet",
-                           "run `pixseek tag --labels labels.txt` first")
+        raise PixseekError(
+            f"no image is tagged '{label}': this library has no tags yet", "run `pixseek tag --labels labels.txt` first"
+        )
     raise PixseekError(f"no image is tagged '{label}'", f"tags in this library: {', '.join(known[:20])}")
 
 

@@ -109,8 +109,9 @@ class Forker:
 
     def __init__(self, workdir: Path, prefix: list[str] = ()) -> None:
         self.workdir = workdir
-        self.server = subprocess.Popen([*prefix, sys.executable, str(HARNESS), "--serve"], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True)
+        self.server = subprocess.Popen(
+            [*prefix, sys.executable, str(HARNESS), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         self.count = 0
 
     def _ask(self, request: dict) -> dict:
@@ -118,12 +119,14 @@ class Forker:
         self.server.stdin.flush()
         return json.loads(self.server.stdout.readline())
 
-    def start(self, args: list[str], env: dict[str, str], *, fault: str | None = None,
-              commit_every: int | None = None) -> ForkedRun:
+    def start(
+        self, args: list[str], env: dict[str, str], *, fault: str | None = None, commit_every: int | None = None
+    ) -> ForkedRun:
         self.count += 1
         out, err = self.workdir / f"run{self.count}.out", self.workdir / f"run{self.count}.err"
-        pid = self._ask({"args": args, "env": fault_env(env, fault, commit_every),
-                         "stdout": str(out), "stderr": str(err)})["pid"]
+        pid = self._ask(
+            {"args": args, "env": fault_env(env, fault, commit_every), "stdout": str(out), "stderr": str(err)}
+        )["pid"]
         return ForkedRun(self, pid, out, err)
 
     def run(self, args: list[str], env: dict[str, str], **kwargs) -> ForkedRun:
@@ -196,8 +199,14 @@ def read_state(root: Path) -> LibraryState:
     conn = sqlite3.connect(f"{(root / 'catalog.db').as_uri()}?mode=ro", uri=True)
     try:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        rows = {path_from_db(p): (i, st, reason, in_ann) for p, i, st, reason, in_ann in
-                conn.execute("SELECT path, id, status, reason, in_ann FROM images")} if "images" in tables else {}
+        rows = (
+            {
+                path_from_db(p): (i, st, reason, in_ann)
+                for p, i, st, reason, in_ann in conn.execute("SELECT path, id, status, reason, in_ann FROM images")
+            }
+            if "images" in tables
+            else {}
+        )
         settings = dict(conn.execute("SELECT key, value FROM settings").fetchall()) if "settings" in tables else {}
         dim = int(settings.get("dim") or 0)
     finally:
@@ -369,8 +378,9 @@ _POINTS = {
     "vectors-torn": _torn_vectors,
     "vectors": lambda reached: _after(_import("indexer.library.vectors.VectorStore"), "write", reached),
     "update": lambda reached: _before(_import("indexer.library.catalog.Catalog"), "update", reached),
-    "flushed": lambda reached: _after(_import("indexer.writer.Writer"), "flush", reached,
-                                      only_if=lambda writer: bool(writer._done or writer._skipped)),
+    "flushed": lambda reached: _after(
+        _import("indexer.writer.Writer"), "flush", reached, only_if=lambda writer: bool(writer._done or writer._skipped)
+    ),
     "ann-torn": _ann_file(torn=True),
     "ann-renamed": _ann_file(torn=False),
 }
@@ -421,8 +431,11 @@ def _forked_run(request: dict) -> None:
     code = 1
     try:
         os.setsid()
-        for fd, name, flags in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY | os.O_CREAT),
-                                (2, request["stderr"], os.O_WRONLY | os.O_CREAT)):
+        for fd, name, flags in (
+            (0, os.devnull, os.O_RDONLY),
+            (1, request["stdout"], os.O_WRONLY | os.O_CREAT),
+            (2, request["stderr"], os.O_WRONLY | os.O_CREAT),
+        ):
             os.dup2(os.open(name, flags, 0o644), fd)
         os.environ.clear()
         os.environ.update(request["env"])
@@ -442,8 +455,16 @@ def _forked_run(request: dict) -> None:
 
 # the page in a browser (tests/test_ui_browser.py, benchmarks/ui_latency.py) -----------------------
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 UI_START_TIMEOUT_S = 120  # the server imports torch and Streamlit on a 2-core machine
 PAGE_TIMEOUT_MS = 60_000  # the first page load also loads the model
 DESKTOP = {"width": 1440, "height": 1000}
@@ -455,18 +476,26 @@ GRID_ROOT = """const gridRoot = () => {
 };"""
 # True once a grid drawn since the last press_search (which remembers the grid that was there
 # before) shows its first thumbnail: what the user sees, whatever the rest of the rerun still does.
-FIRST_PAGE_SHOWN = "() => {" + GRID_ROOT + """
+FIRST_PAGE_SHOWN = (
+    "() => {"
+    + GRID_ROOT
+    + """
     const root = gridRoot();
     const grid = root && root.querySelector(".pixseek-grid");
     const img = grid && grid.querySelector(".tile img");
     return grid && grid !== window.__gridBefore && img && img.complete && img.naturalWidth > 0;
 }"""
+)
 # Then the rerun is over: the next click is not queued behind it.
 RERUN_DONE = """() => document.querySelector("[data-testid='stApp']").dataset.testScriptState === 'notRunning'"""
-REMEMBER_GRID = "() => {" + GRID_ROOT + """
+REMEMBER_GRID = (
+    "() => {"
+    + GRID_ROOT
+    + """
     const root = gridRoot();
     window.__gridBefore = root && root.querySelector(".pixseek-grid");
 }"""
+)
 TILE = ".tile"
 
 
@@ -480,8 +509,14 @@ def free_port() -> int:
 def running_ui(library: Path, log: Path) -> Iterator[str]:
     """`pixseek ui` of this checkout on a free port; yields the URL it prints, and always stops it."""
     with open(log, "w") as err:
-        proc = subprocess.Popen([*PIXSEEK, "ui", "--library", str(library), "--port", str(free_port())], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            [*PIXSEEK, "ui", "--library", str(library), "--port", str(free_port())],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
     try:
         yield _printed_url(proc, log)
     finally:

@@ -80,8 +80,9 @@ def write_family(folder: Path, family: Family, seed: int = 0) -> Path:
             model_cfg["text_cfg"]["vocab_size"] = vocab
     if family.text_tower is not None:
         write_text_tower_config(folder, family.text_tower, vocab)
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg,
-                                                                "preprocess_cfg": family.preprocess_cfg}))
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": family.preprocess_cfg})
+    )
     torch.manual_seed(seed)
     model = open_clip.create_model(f"local-dir:{folder}", **hf_text_override(folder))
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
@@ -104,16 +105,19 @@ def write_tokenizer(folder: Path, style: str) -> int:
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
-    tokenizer.train_from_iterator(CORPUS * 4, trainers.UnigramTrainer(vocab_size=120, special_tokens=specials,
-                                                                      unk_token="<unk>"))
+    tokenizer.train_from_iterator(
+        CORPUS * 4, trainers.UnigramTrainer(vocab_size=120, special_tokens=specials, unk_token="<unk>")
+    )
     tokenizer.post_processor = processors.TemplateProcessing(
-        single=template, special_tokens=[(t, tokenizer.token_to_id(t)) for t in specials if t in template])
+        single=template, special_tokens=[(t, tokenizer.token_to_id(t)) for t in specials if t in template]
+    )
     tokenizer.save(str(folder / "tokenizer.json"))
     names = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
     if "<s>" in specials:
         names.update(bos_token="<s>", cls_token="<s>", sep_token="</s>")
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 512, **names}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 512, **names})
+    )
     return tokenizer.get_vocab_size()
 
 
@@ -121,8 +125,9 @@ def write_text_tower_config(folder: Path, tower: dict, vocab: int | None) -> Non
     from transformers import AutoConfig
 
     settings = dict(tower)
-    AutoConfig.for_model(settings.pop("model_type"), vocab_size=vocab, pad_token_id=1, bos_token_id=0,
-                         eos_token_id=2, **settings).save_pretrained(folder)
+    AutoConfig.for_model(
+        settings.pop("model_type"), vocab_size=vocab, pad_token_id=1, bos_token_id=0, eos_token_id=2, **settings
+    ).save_pretrained(folder)
 
 
 @cache
@@ -209,7 +214,9 @@ def agreement(model_folder: Path, photo_folder: Path, library_root: Path) -> dic
             raise AssertionError("the preprocessing read from the config differs from the loaded model's")
         texts = library.encoder.encode_texts(list(TEXTS))
     reference_texts = reference.texts(list(TEXTS))
-    return {"indexed": min_cosine(indexed, expected),
-            "query image": min_cosine(queried, expected[list(QUERY_PHOTOS)]),
-            "text": min_cosine(texts, reference_texts),
-            "fast text path": min_cosine(reference.fast_texts(list(TEXTS)), reference_texts)}
+    return {
+        "indexed": min_cosine(indexed, expected),
+        "query image": min_cosine(queried, expected[list(QUERY_PHOTOS)]),
+        "text": min_cosine(texts, reference_texts),
+        "fast text path": min_cosine(reference.fast_texts(list(TEXTS)), reference_texts),
+    }

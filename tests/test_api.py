@@ -38,8 +38,18 @@ from tests.harness import Forker, assert_one_line_error, cli
 START_TIMEOUT_S = 120
 CORS_ORIGIN = "http://photos.example"
 ID_ROUTES = ("/api/images/{}", "/api/images/{}/thumbnail", "/api/images/{}/file")
-TRAVERSALS = ("..%2F..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "1%2F..%2F..%2Fetc%2Fpasswd", "..", "%2E%2E",
-              "~root", "0", "-1", "1.5", "99999999999999999999999")
+TRAVERSALS = (
+    "..%2F..%2F..%2Fetc%2Fpasswd",
+    "%2Fetc%2Fpasswd",
+    "1%2F..%2F..%2Fetc%2Fpasswd",
+    "..",
+    "%2E%2E",
+    "~root",
+    "0",
+    "-1",
+    "1.5",
+    "99999999999999999999999",
+)
 
 
 def free_port() -> int:
@@ -165,9 +175,19 @@ def test_healthz_answers_and_readyz_says_the_model_is_loaded(api):
 
 def test_openapi_docs_describe_every_route(api):
     paths = api.get("/openapi.json").json()["paths"]
-    assert {"/api/search", "/api/search/upload", "/api/images/{image_id}", "/api/images/{image_id}/thumbnail",
-            "/api/images/{image_id}/file", "/api/embed", "/api/embed/upload", "/api/info", "/healthz", "/readyz",
-            "/metrics"} <= paths.keys()
+    assert {
+        "/api/search",
+        "/api/search/upload",
+        "/api/images/{image_id}",
+        "/api/images/{image_id}/thumbnail",
+        "/api/images/{image_id}/file",
+        "/api/embed",
+        "/api/embed/upload",
+        "/api/info",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    } <= paths.keys()
     assert "swagger-ui" in api.get("/docs").text
 
 
@@ -182,13 +202,19 @@ def test_metrics_count_requests_by_route_and_time_searches(api, gallery):
     search(api, text="a red circle")
     api.get("/api/images/999999")
     text = api.get("/metrics").text
-    assert re.search(r'^pixseek_http_requests_total\{route="/api/search",method="POST",status="200"\} [1-9]', text,
-                     re.M)
-    assert re.search(r'^pixseek_http_requests_total\{route="/api/images/\{image_id\}",method="GET",status="404"\} '
-                     r"[1-9]", text, re.M)
+    assert re.search(
+        r'^pixseek_http_requests_total\{route="/api/search",method="POST",status="200"\} [1-9]', text, re.M
+    )
+    assert re.search(
+        r'^pixseek_http_requests_total\{route="/api/images/\{image_id\}",method="GET",status="404"\} '
+        r"[1-9]",
+        text,
+        re.M,
+    )
     assert re.search(r'^pixseek_search_duration_seconds_count\{kind="text"\} [1-9]', text, re.M)
-    assert re.search(r'^pixseek_http_request_duration_seconds_bucket\{route="/api/search",method="POST",le="\+Inf"\}',
-                     text, re.M)
+    assert re.search(
+        r'^pixseek_http_request_duration_seconds_bucket\{route="/api/search",method="POST",le="\+Inf"\}', text, re.M
+    )
     assert f"pixseek_library_images {len(gallery[1])}\n" in text
     assert "pixseek_model_ready 1\n" in text
 
@@ -230,8 +256,9 @@ def test_an_uploaded_image_finds_itself_first_as_base64_and_as_multipart(api, ga
     path = gallery[0] / "yellow-square-001.jpg"
     data = path.read_bytes()
     as_json = search(api, image=base64.b64encode(data).decode(), k=3)
-    upload = api.post("/api/search/upload", files={"image": ("q.jpg", data, "image/jpeg")},
-                      data={"params": json.dumps({"k": 3})})
+    upload = api.post(
+        "/api/search/upload", files={"image": ("q.jpg", data, "image/jpeg")}, data={"params": json.dumps({"k": 3})}
+    )
     assert upload.status_code == 200, upload.text
     assert as_json[0]["name"] == path.name and as_json[0]["score"] > 0.99
     assert [r["id"] for r in upload.json()["results"]] == [r["id"] for r in as_json]
@@ -302,11 +329,16 @@ def test_the_page_the_cli_and_http_give_the_same_results(api, library, page_libr
     like = page_library.search(SearchRequest("a yellow star", k=1, allow_paths=False))[0].id
     cases = [
         ({"text": "a yellow star", "k": 8}, SearchRequest("a yellow star", k=8), ["a yellow star", "-k", "8"]),
-        ({"like": like, "k": 5, "dedupe": True}, SearchRequest(like=like, k=5, dedupe=True),
-         ["--like", str(like), "-k", "5", "--dedupe"]),
-        ({"text": '"a square" - "green"', "k": 6, "filters": {"gps": False}, "min_score": 0.1},
-         SearchRequest('"a square" - "green"', k=6, filters=Filters(has_gps=False), min_score=0.1),
-         ['"a square" - "green"', "-k", "6", "--no-gps", "--min-score", "0.1"]),
+        (
+            {"like": like, "k": 5, "dedupe": True},
+            SearchRequest(like=like, k=5, dedupe=True),
+            ["--like", str(like), "-k", "5", "--dedupe"],
+        ),
+        (
+            {"text": '"a square" - "green"', "k": 6, "filters": {"gps": False}, "min_score": 0.1},
+            SearchRequest('"a square" - "green"', k=6, filters=Filters(has_gps=False), min_score=0.1),
+            ['"a square" - "green"', "-k", "6", "--no-gps", "--min-score", "0.1"],
+        ),
     ]
     for body, request, argv in cases:
         page = [(r.id, round(r.score, 4)) for r in page_library.search(request, allow_paths=False)]
@@ -317,36 +349,40 @@ def test_the_page_the_cli_and_http_give_the_same_results(api, library, page_libr
 
 
 # bad input ----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("body", "status", "words"), [
-    ({"text": "a cat", "k": 10**9}, 422, ["k"]),
-    ({"text": "a cat", "k": 0}, 422, ["k"]),
-    ({"text": "a cat", "offset": -1}, 422, ["offset"]),
-    ({"text": "a cat", "offset": 10**6}, 422, ["offset"]),
-    ({"text": "a cat", "filters": {"date_from": "2024-13-45"}}, 422, ["date_from"]),
-    ({"text": "a cat", "filters": {"date_to": "yesterday"}}, 422, ["date_to"]),
-    ({"text": "a cat", "filters": {"date_from": "2024-02-01", "date_to": "2024-01-01"}}, 422, ["after"]),
-    ({"text": "a cat", "filters": {"tag": "beach"}}, 400, ["tagged"]),
-    ({"text": "a cat", "sort": "random"}, 422, ["sort"]),
-    ({"text": "a cat", "min_score": 7}, 422, ["min_score"]),
-    ({"text": "a cat", "limit": 5}, 422, ["limit"]),  # unknown fields are refused, not ignored
-    ({"text": "x" * 1001}, 422, ["text"]),
-    ({"text": " + ".join(f'"t{i}"' for i in range(17))}, 400, ["terms"]),
-    ({"text": '"unbalanced'}, 400, ["quotes"]),
-    ({"text": "   "}, 400, ["empty"]),
-    ({"k": 5}, 422, ["nothing to search for"]),
-    ({"like": 999999}, 404, ["999999"]),
-    ({"like": "/etc/passwd"}, 422, ["like"]),
-    ({"image": "not base64!"}, 422, ["base64"]),
-    ({"image": base64.b64encode(b"just some text, not a picture").decode()}, 415, ["image"]),
-    ({"image": base64.b64encode(b"\xff\xd8\xff\xe0" + b"\x00" * 200).decode()}, 415, ["image"]),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"text": "a cat", "k": 10**9}, 422, ["k"]),
+        ({"text": "a cat", "k": 0}, 422, ["k"]),
+        ({"text": "a cat", "offset": -1}, 422, ["offset"]),
+        ({"text": "a cat", "offset": 10**6}, 422, ["offset"]),
+        ({"text": "a cat", "filters": {"date_from": "2024-13-45"}}, 422, ["date_from"]),
+        ({"text": "a cat", "filters": {"date_to": "yesterday"}}, 422, ["date_to"]),
+        ({"text": "a cat", "filters": {"date_from": "2024-02-01", "date_to": "2024-01-01"}}, 422, ["after"]),
+        ({"text": "a cat", "filters": {"tag": "beach"}}, 400, ["tagged"]),
+        ({"text": "a cat", "sort": "random"}, 422, ["sort"]),
+        ({"text": "a cat", "min_score": 7}, 422, ["min_score"]),
+        ({"text": "a cat", "limit": 5}, 422, ["limit"]),  # unknown fields are refused, not ignored
+        ({"text": "x" * 1001}, 422, ["text"]),
+        ({"text": " + ".join(f'"t{i}"' for i in range(17))}, 400, ["terms"]),
+        ({"text": '"unbalanced'}, 400, ["quotes"]),
+        ({"text": "   "}, 400, ["empty"]),
+        ({"k": 5}, 422, ["nothing to search for"]),
+        ({"like": 999999}, 404, ["999999"]),
+        ({"like": "/etc/passwd"}, 422, ["like"]),
+        ({"image": "not base64!"}, 422, ["base64"]),
+        ({"image": base64.b64encode(b"just some text, not a picture").decode()}, 415, ["image"]),
+        ({"image": base64.b64encode(b"\xff\xd8\xff\xe0" + b"\x00" * 200).decode()}, 415, ["image"]),
+    ],
+)
 def test_bad_search_requests_get_a_json_error_with_the_right_status(api, body, status, words):
     assert_error(api.post("/api/search", json=body), status, *words)
 
 
 def test_malformed_json_wrong_content_type_and_bad_params_are_refused(api):
-    assert_error(api.post("/api/search", content=b'{"text": "a', headers={"content-type": "application/json"}), 400,
-                 "JSON")
+    assert_error(
+        api.post("/api/search", content=b'{"text": "a', headers={"content-type": "application/json"}), 400, "JSON"
+    )
     assert_error(api.post("/api/search", content=b'{"text": "a cat"}', headers={"content-type": "text/plain"}), 415)
     assert_error(api.post("/api/search/upload", json={"text": "a cat"}), 415, "multipart")
     tiny = {"image": ("a.jpg", b"x")}
@@ -407,8 +443,11 @@ def test_a_query_naming_a_photo_by_path_is_read_as_text_not_opened(api, gallery)
 
 def test_raw_dot_dot_paths_are_not_normalised_into_files(servers):
     # httpx would normalise "../" away; a raw request reaches the server as written.
-    for path in ("/api/images/../../../../etc/passwd", "/api/images/1/../../../../etc/passwd/file",
-                 "/api/images/%2e%2e/%2e%2e/etc/passwd/file"):
+    for path in (
+        "/api/images/../../../../etc/passwd",
+        "/api/images/1/../../../../etc/passwd/file",
+        "/api/images/%2e%2e/%2e%2e/etc/passwd/file",
+    ):
         with socket.create_connection(("127.0.0.1", servers["open"].port), timeout=30) as sock:
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
             reply = b""
@@ -450,8 +489,10 @@ def test_cors_is_off_unless_an_origin_is_configured(servers):
         assert "access-control-allow-origin" not in client.get("/api/info").headers
     with servers["token"].client(headers={"origin": CORS_ORIGIN}) as client:
         assert client.get("/api/info").headers["access-control-allow-origin"] == CORS_ORIGIN
-        preflight = client.options("/api/search", headers={"access-control-request-method": "POST",
-                                                           "access-control-request-headers": "authorization"})
+        preflight = client.options(
+            "/api/search",
+            headers={"access-control-request-method": "POST", "access-control-request-headers": "authorization"},
+        )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == CORS_ORIGIN
     with servers["token"].client(headers={"origin": "http://elsewhere.example"}) as client:
@@ -489,8 +530,10 @@ def test_searches_keep_working_while_an_index_run_adds_photos(servers, tmp_path)
                     statuses.append(client.get(hit["links"]["self"]).status_code)  # every id returned resolves
                 counts.append(client.get("/api/info").json()["images"])
 
-        threads = [threading.Thread(target=keep_searching, args=(body,)) for body in
-                   ({"text": "a green square", "k": 10}, {"like": 3, "k": 10})]
+        threads = [
+            threading.Thread(target=keep_searching, args=(body,))
+            for body in ({"text": "a green square", "k": 10}, {"like": 3, "k": 10})
+        ]
         for thread in threads:
             thread.start()
         try:
@@ -512,21 +555,32 @@ def test_searches_keep_working_while_an_index_run_adds_photos(servers, tmp_path)
 @pytest.mark.slow
 def test_api_load_smoke_prints_every_figure_with_no_errors(tmp_path):
     need_shared(CALTECH)
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "api_load.py"), "--smoke"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600,
-                          env={**server_env(), "PIXSEEK_BENCH_CACHE": str(tmp_path)})
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "api_load.py"), "--smoke"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**server_env(), "PIXSEEK_BENCH_CACHE": str(tmp_path)},
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     runs = re.findall(r"^== (\d+) clients?, (no index run|index run adding photos), [\d.]+ s ==$", done.stdout, re.M)
-    assert [(int(n), kind) for n, kind in runs] == [(1, "no index run"), (4, "no index run"),
-                                                    (1, "index run adding photos"), (4, "index run adding photos")]
-    rows = re.findall(r"^(text|image|like|all)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)$",
-                      done.stdout, re.M)
+    assert [(int(n), kind) for n, kind in runs] == [
+        (1, "no index run"),
+        (4, "no index run"),
+        (1, "index run adding photos"),
+        (4, "index run adding photos"),
+    ]
+    rows = re.findall(
+        r"^(text|image|like|all)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)$", done.stdout, re.M
+    )
     assert len(rows) == 4 * 4
     for kind, n, rps, p50, p95, p99, errors in rows:
         assert int(n) > 0 and float(rps) > 0 and 0 < float(p50) <= float(p95) <= float(p99), (kind, n, p50, p99)
         assert int(errors) == 0
-    libraries = [int(n) for n in re.findall(r"^photos added during the load\s+\d+ \(library now (\d+)\)$",
-                                            done.stdout, re.M)]
+    libraries = [
+        int(n) for n in re.findall(r"^photos added during the load\s+\d+ \(library now (\d+)\)$", done.stdout, re.M)
+    ]
     assert len(libraries) == 2
     # The index runs started before the timed runs, and what they added was searchable.
     assert re.search(r"^index runs while serving\s+[1-9]", done.stdout, re.M)

@@ -23,8 +23,13 @@ THROUGHPUT_FIGURES = {"images", "seconds", "end-to-end", "steady", "model-only",
 
 
 def run_benchmark(script: str, *args: str, **env: str) -> str:
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, **env})
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return done.stdout
 
@@ -36,14 +41,21 @@ def figures(block: str) -> dict[str, float]:
 
 def test_index_throughput_smoke_prints_every_figure_for_every_photo_set(tmp_path, demo_spec):
     need_shared(CALTECH)
-    out = run_benchmark("index_throughput.py", "--smoke", "--repeat", "2",
-                        "--model", f"local-dir:{demo_spec.local_dir}",
-                        PIXSEEK_BENCH_CACHE=str(tmp_path))  # the 12 MP photos are made afresh
+    out = run_benchmark(
+        "index_throughput.py",
+        "--smoke",
+        "--repeat",
+        "2",
+        "--model",
+        f"local-dir:{demo_spec.local_dir}",
+        PIXSEEK_BENCH_CACHE=str(tmp_path),
+    )  # the 12 MP photos are made afresh
     *blocks, summary = out.split("\n== ")[1:]
     titles = [b.split(" ==")[0] for b in blocks]
     sets = [f"{CALTECH.name} ({SMOKE_FILES} files)"] + [
         f"12 MP JPEGs, {kind} ({SMOKE_BIG} files, 4000x3000, {size} MB each)"
-        for kind, size in zip(("plain upscaling", "grain 4"), re.findall(r"4000x3000, ([\d.]+) MB each", out)[:2])]
+        for kind, size in zip(("plain upscaling", "grain 4"), re.findall(r"4000x3000, ([\d.]+) MB each", out)[:2])
+    ]
     assert titles == [f"{s}, round {r} of 2" for r in (1, 2) for s in sets]  # round after round over all sets
     for block, count in zip(blocks, (SMOKE_FILES, SMOKE_BIG, SMOKE_BIG) * 2):
         found = figures(block)
@@ -56,8 +68,9 @@ def test_index_throughput_smoke_prints_every_figure_for_every_photo_set(tmp_path
         assert found["steady"] == found["end-to-end"] and "too few images" in block
     assert summary.startswith("ratio (steady / model-only), median of 2 rounds ==")
     for label in sets:
-        median, first, second = map(float, re.search(re.escape(label) + r": ([\d.]+)\s+\(([\d.]+) / ([\d.]+)\)",
-                                                     summary).groups())
+        median, first, second = map(
+            float, re.search(re.escape(label) + r": ([\d.]+)\s+\(([\d.]+) / ([\d.]+)\)", summary).groups()
+        )
         assert abs(median - (first + second) / 2) < 0.0015
         assert [first, second] == [figures(b)["ratio"] for b in blocks if b.startswith(label)]
         stages = re.search(r"^stages\s+(.*)$", block, re.M).group(1)
@@ -97,7 +110,8 @@ def test_ui_latency_smoke_times_both_libraries_cold_and_warm(tmp_path):
     libraries = re.findall(r"^(.+): library (\S+) \((\d+) added", out, re.M)
     assert [(label, int(added)) for label, _, added in libraries] == [
         (f"caltech ({len(list(CALTECH.rglob('*.jpg')))} JPEGs)", len(list(CALTECH.rglob("*.jpg")))),
-        ("12 MP JPEGs (3, grain 4)", 3)]
+        ("12 MP JPEGs (3, grain 4)", 3),
+    ]
     timings = re.findall(r"^  (cold|warm): first card ([\d.]+) s median.*whole page ([\d.]+) s median", out, re.M)
     assert [mode for mode, *_ in timings] == ["cold", "warm"] * 2
     assert all(0 < float(first) <= float(whole) for _, first, whole in timings)
@@ -118,8 +132,11 @@ def test_steady_window_leaves_a_read_ahead_window_out_at_both_ends(monkeypatch):
 def test_runtimes_smoke_prints_a_row_per_cpu_runtime_and_the_pick(demo_spec):
     need_shared(CALTECH)
     out = run_benchmark("runtimes.py", "--models", "demo", "--photos", "32", "--rounds", "1")
-    rows = {line.split()[0] + " " + line.split()[1]: line.split()[2:]
-            for line in out.splitlines() if line.startswith(("torch ", "onnx "))}
+    rows = {
+        line.split()[0] + " " + line.split()[1]: line.split()[2:]
+        for line in out.splitlines()
+        if line.startswith(("torch ", "onnx "))
+    }
     assert set(rows) == {"torch fp32", "onnx fp32", "onnx int8"}, out
     for values in rows.values():
         rate, _, cosine, recall, memory, query_ms = map(float, values)

@@ -19,8 +19,9 @@ def indexed(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     images = generate_gallery(root / "images", per_class=4, seed=21)
     env = {"PIXSEEK_LIBRARY": str(root / "library")}
-    report = json.loads(cli("index", str(root / "images"), "--model", "demo", "--json", "--workers", "0",
-                            env=env).stdout)
+    report = json.loads(
+        cli("index", str(root / "images"), "--model", "demo", "--json", "--workers", "0", env=env).stdout
+    )
     assert report["added"] == len(images)
     return env, {img.path.name: (img.colour, img.shape) for img in images}, root
 
@@ -75,8 +76,9 @@ def test_another_model_is_refused_with_a_rebuild_hint(indexed, tmp_path):
 def test_a_missing_folder_is_one_exact_line_and_exit_code_1(tmp_path):
     refused = cli("index", "/no/such/folder", "--library", str(tmp_path / "library"), code=1)
     assert refused.stdout == ""
-    assert refused.stderr == ("error: folder not found: /no/such/folder: "
-                              "check the path (and that the drive is mounted)\n")
+    assert refused.stderr == (
+        "error: folder not found: /no/such/folder: check the path (and that the drive is mounted)\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -86,8 +88,10 @@ def test_a_missing_folder_is_one_exact_line_and_exit_code_1(tmp_path):
         # Without a tag open_clip would build random weights: searches would rank noise.
         (["index", "{images}", "--model", "ViT-L-14"], ["'ViT-L-14' needs a weights tag", "--pretrained", "openai"]),
         (["index", "{images}", "--model", "convnext_tiny"], ["no published weights", "local-dir:"]),
-        (["index", "{images}", "--model", "ViT-B-32", "--pretrained", "nope"], ["no pretrained tag 'nope'",
-                                                                               "laion2b_s34b_b79k"]),
+        (
+            ["index", "{images}", "--model", "ViT-B-32", "--pretrained", "nope"],
+            ["no pretrained tag 'nope'", "laion2b_s34b_b79k"],
+        ),
         (["index", "{images}", "--model", "local-dir:/no/such/model"], ["open_clip_config.json"]),
         (["index", "{images}", "--index", "hnsw"], ["unknown index type"]),
         (["search", "a cat"], ["no library", "pixseek index"]),
@@ -153,8 +157,10 @@ def test_every_command_has_help():
 def test_a_user_error_in_a_real_process_is_one_line_and_exit_code_1(cli_env):
     proc = run(["search", "a cat"], cli_env, timeout=60)
     assert proc.returncode == 1
-    assert proc.stderr == f"error: no library at {cli_env['PIXSEEK_LIBRARY']}: " \
-                          "run `pixseek index FOLDER` first (or pass --library DIR)\n"
+    assert (
+        proc.stderr == f"error: no library at {cli_env['PIXSEEK_LIBRARY']}: "
+        "run `pixseek index FOLDER` first (or pass --library DIR)\n"
+    )
 
 
 def test_demo_runs_offline_and_finds_red_circles(tmp_path):

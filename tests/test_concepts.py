@@ -37,13 +37,17 @@ def precision_at_k(scores: np.ndarray, relevant: np.ndarray) -> float:
 
 def text_queries() -> list[str]:
     """Every single text query a fair user might try for "warm colours" in the shapes world."""
-    return ([f"{'an' if c[0] in 'aeiou' else 'a'} {c} shape" for c in COLOURS] + [f"a {s}" for s in SHAPES]
-            + ["a warm coloured shape", "a warm colour", "a red, orange or yellow shape", "red or orange or yellow"])
+    return (
+        [f"{'an' if c[0] in 'aeiou' else 'a'} {c} shape" for c in COLOURS]
+        + [f"a {s}" for s in SHAPES]
+        + ["a warm coloured shape", "a warm colour", "a red, orange or yellow shape", "red or orange or yellow"]
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_warm_colours_from_5_yes_and_5_no_reach_precision_at_20_and_match_the_best_text_query(
-        gallery, demo_encoder, seed):
+    gallery, demo_encoder, seed
+):
     shapes, vectors, warm = gallery
     yes, no = examples(warm, 5, 5, seed)
     concept = teach(vectors[yes], vectors[no], name="warm colours", yes_ids=yes, no_ids=no)
@@ -71,8 +75,9 @@ def test_scores_do_not_depend_on_the_length_of_the_stored_vectors(gallery):
     _, vectors, warm = gallery
     yes, no = examples(warm, 5, 5, seed=4)
     concept = teach(vectors[yes] * 3.0, vectors[no])
-    np.testing.assert_allclose(concept.score(vectors * 0.25), teach(vectors[yes], vectors[no]).score(vectors),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        concept.score(vectors * 0.25), teach(vectors[yes], vectors[no]).score(vectors), rtol=1e-5
+    )
 
 
 def test_too_few_examples_warn_per_side_and_leave_one_out_needs_two_per_side(gallery):

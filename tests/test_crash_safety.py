@@ -31,8 +31,18 @@ def gallery(tmp_path_factory):
 
 
 def _index_args(folder: Path, lib: Path, workers: int = 0) -> list[str]:
-    return ["index", str(folder), "--library", str(lib), "--model", "demo", "--workers", str(workers),
-            "--batch-size", str(COMMIT_EVERY)]
+    return [
+        "index",
+        str(folder),
+        "--library",
+        str(lib),
+        "--model",
+        "demo",
+        "--workers",
+        str(workers),
+        "--batch-size",
+        str(COMMIT_EVERY),
+    ]
 
 
 def _kept_vectors(lib: Path) -> dict[str, bytes]:
@@ -120,8 +130,9 @@ def test_sigkill_at_every_stage_loses_nothing_and_the_rerun_finishes(tmp_path, e
 
 
 @pytest.mark.parametrize("fault", ["flushed:2:kill", "ann-torn:1:kill"], ids=["mid-run", "before-the-index"])
-def test_a_killed_update_of_an_existing_library_reruns_only_what_was_missing(tmp_path, env, forker, gallery,
-                                                                             demo_spec, fault):
+def test_a_killed_update_of_an_existing_library_reruns_only_what_was_missing(
+    tmp_path, env, forker, gallery, demo_spec, fault
+):
     """Half the photos were indexed before; the run adding the rest is killed, then run again."""
     _, records = gallery
     photos = tmp_path / "photos"
@@ -194,8 +205,9 @@ def paused_run(tmp_path_factory, forker, gallery):
     folder, records = gallery
     lib = tmp_path_factory.mktemp("paused") / "lib"
     env = pixseek_env()
-    run = forker.start(_index_args(folder, lib, workers=1), env, fault=f"update:{COMMIT_EVERY + 3}:stop",
-                       commit_every=COMMIT_EVERY)
+    run = forker.start(
+        _index_args(folder, lib, workers=1), env, fault=f"update:{COMMIT_EVERY + 3}:stop", commit_every=COMMIT_EVERY
+    )
     run.wait_until_stopped()
     yield run, folder, lib, records, env
     if run.poll() is None:
@@ -208,8 +220,10 @@ def test_a_second_index_run_is_refused_while_one_is_running(paused_run, forker):
     run, folder, lib, _, env = paused_run
     second = forker.run(_index_args(folder, lib), env)
     assert second.returncode == 1
-    assert second.stderr == (f"error: another `pixseek index` (pid {run.pid}) is already updating {lib}: "
-                             "wait for it to finish, or stop it first\n")
+    assert second.stderr == (
+        f"error: another `pixseek index` (pid {run.pid}) is already updating {lib}: "
+        "wait for it to finish, or stop it first\n"
+    )
 
 
 def test_search_during_a_run_sees_exactly_the_committed_images(paused_run, forker, query):
@@ -230,16 +244,18 @@ def test_ctrl_c_in_a_terminal_stops_the_run_and_its_workers_with_one_line(paused
     assert run.wait() == 130
     saved = _kept_vectors(lib)
     assert len(saved) == 2 * COMMIT_EVERY  # the interrupted batch was committed on the way out
-    assert run.stderr == (f"error: interrupted: {len(saved)} images saved: "
-                          "run `pixseek index` again to continue where it stopped\n")
+    assert run.stderr == (
+        f"error: interrupted: {len(saved)} images saved: run `pixseek index` again to continue where it stopped\n"
+    )
 
     report = run_index(LibraryPaths.at(lib), [folder], workers=TEST_WORKERS)
     assert report.embedded == len(records) - len(saved)
     assert_consistent(lib, {str(r.path): "indexed" for r in records})
 
 
-def test_a_search_opening_the_library_during_its_first_migration_waits_and_works(tmp_path, env, forker, gallery,
-                                                                                  monkeypatch):
+def test_a_search_opening_the_library_during_its_first_migration_waits_and_works(
+    tmp_path, env, forker, gallery, monkeypatch
+):
     """The search reads schema version 0, then the index run commits its migration: the search
     must not run the same migration again."""
     import threading
@@ -298,8 +314,9 @@ def test_a_changed_file_gets_a_new_id_so_older_snapshots_keep_their_vector(tmp_p
     assert after.vectors[last_id].tobytes() == before.vectors[last_id].tobytes()
 
 
-def test_search_finds_everything_without_the_index_file_and_the_next_run_rebuilds_it(tmp_path, gallery, demo_spec,
-                                                                                      query):
+def test_search_finds_everything_without_the_index_file_and_the_next_run_rebuilds_it(
+    tmp_path, gallery, demo_spec, query
+):
     folder, records = gallery
     lib = LibraryPaths.at(tmp_path / "lib")
     run_index(lib, [folder], model=demo_spec, workers=TEST_WORKERS)

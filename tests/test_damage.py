@@ -134,7 +134,7 @@ def _damage_vectors(library: Path, how: str) -> tuple[set[int], set[int]]:
         return {i for i in indexed if (i + 1) * row > keep}, set()
     start, length = int(size * 0.3) // row * row, min(30_000, size // 3) // row * row
     data = bytearray(path.read_bytes())
-    data[start:start + length] = np.random.default_rng(16).bytes(length)
+    data[start : start + length] = np.random.default_rng(16).bytes(length)
     path.write_bytes(bytes(data))
     covered = {i for i in indexed if i * row >= start and (i + 1) * row <= start + length}
     touched = {i for i in indexed if i * row < start + length and (i + 1) * row > start}
@@ -220,7 +220,7 @@ def test_check_repair_without_the_photos_leaves_damaged_rows_pending(intact, lib
 def _garble_middle(path: Path) -> None:
     data = bytearray(path.read_bytes())
     middle = len(data) // 2 // 4096 * 4096
-    data[middle:middle + 8192] = np.random.default_rng(12).bytes(8192)
+    data[middle : middle + 8192] = np.random.default_rng(12).bytes(8192)
     path.write_bytes(bytes(data))
 
 

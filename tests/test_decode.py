@@ -43,8 +43,16 @@ SKIMAGE = LIBRARY / "skimage-0.26.0-data"
 
 T = Image.Transpose
 # Identity first, then the seven other symmetries of a rectangle.
-_DIHEDRAL = [None, T.FLIP_LEFT_RIGHT, T.ROTATE_180, T.FLIP_TOP_BOTTOM, T.TRANSPOSE, T.ROTATE_270, T.TRANSVERSE,
-             T.ROTATE_90]
+_DIHEDRAL = [
+    None,
+    T.FLIP_LEFT_RIGHT,
+    T.ROTATE_180,
+    T.FLIP_TOP_BOTTOM,
+    T.TRANSPOSE,
+    T.ROTATE_270,
+    T.TRANSVERSE,
+    T.ROTATE_90,
+]
 
 
 def _need(path: Path) -> Path:
@@ -64,8 +72,9 @@ def _signature(img: Image.Image) -> np.ndarray:
 def _assert_upright(decoded: Image.Image, reference: Image.Image, label: str) -> None:
     """decoded must match the upright reference far better than any rotation/flip of it."""
     sig = _signature(decoded)
-    dists = [1.0 - float((sig * _signature(reference if op is None else reference.transpose(op))).sum())
-             for op in _DIHEDRAL]
+    dists = [
+        1.0 - float((sig * _signature(reference if op is None else reference.transpose(op))).sum()) for op in _DIHEDRAL
+    ]
     assert dists[0] < 0.2 * min(dists[1:]), f"{label}: correlation distances to identity, then flips/rotations: {dists}"
 
 
@@ -554,8 +563,9 @@ def test_exotic_formats_are_not_sniffed(tmp_path: Path) -> None:
 
 
 def test_constants() -> None:
-    assert SUPPORTED_EXTENSIONS == frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "heic",
-                                              "heif"})
+    assert SUPPORTED_EXTENSIONS == frozenset(
+        {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif"}
+    )
     assert DEFAULT_MAX_PIXELS >= 100_000_000
 
 
@@ -613,8 +623,9 @@ def test_model_input_matches_plain_bicubic() -> None:
     # The reducing_gap shortcut must stay visually identical to what
     # torchvision's Resize(bicubic) + CenterCrop computes.
     rng = np.random.default_rng(1)
-    img = Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).resize((2400, 1800),
-                                                                                   Image.Resampling.BICUBIC)
+    img = Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).resize(
+        (2400, 1800), Image.Resampling.BICUBIC
+    )
     fast = to_model_input(img, 224).astype(np.int32)
     exact = img.resize((298, 224), Image.Resampling.BICUBIC)
     left = int(round((298 - 224) / 2.0))
@@ -668,8 +679,9 @@ def _mutate(data: bytes, mutations: list[tuple[str, int, object]]) -> bytes:
     max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(mutations=st.lists(_mutation, min_size=1, max_size=6), target_size=st.sampled_from([None, 32]))
-def test_fuzzed_jpeg_gives_image_or_decode_error(mutations: list[tuple[str, int, object]],
-                                                 target_size: int | None) -> None:
+def test_fuzzed_jpeg_gives_image_or_decode_error(
+    mutations: list[tuple[str, int, object]], target_size: int | None
+) -> None:
     data = _mutate(SEED_JPEG, mutations)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.jpg"
@@ -699,8 +711,9 @@ def test_decoding_in_threads_leaves_the_process_wide_warning_filters_alone(tmp_p
 
     monkeypatch.setattr(warnings, "catch_warnings", recording)
     decoded: list[int] = []
-    threads = [threading.Thread(target=lambda: decoded.append(decode_image(path).width), name=f"ui-{i}")
-               for i in range(4)]
+    threads = [
+        threading.Thread(target=lambda: decoded.append(decode_image(path).width), name=f"ui-{i}") for i in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:

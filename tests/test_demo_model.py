@@ -74,9 +74,7 @@ def test_text_query_precision_at_10(world, colour):
     feats, colours, shapes = world["feats"], world["colours"], world["shapes"]
     queries = world["text"]([caption(colour, s) for s in SHAPES])
     top = (queries @ feats.T).topk(10, dim=1).indices.numpy()
-    precisions = {
-        s: float(np.mean((colours[t] == colour) & (shapes[t] == s))) for s, t in zip(SHAPES, top)
-    }
+    precisions = {s: float(np.mean((colours[t] == colour) & (shapes[t] == s))) for s, t in zip(SHAPES, top)}
     assert min(precisions.values()) >= 0.9, precisions
 
 
@@ -105,9 +103,7 @@ def test_image_query_returns_red_circles(world):
     colours, shapes = world["colours"], world["shapes"]
     query = world["image"](draw_shape("red", "circle", random.Random(GALLERY_SEED + 1)))
     top5 = (world["feats"] @ query).topk(5).indices.numpy()
-    assert all(colours[top5] == "red") and all(shapes[top5] == "circle"), list(
-        zip(colours[top5], shapes[top5])
-    )
+    assert all(colours[top5] == "red") and all(shapes[top5] == "circle"), list(zip(colours[top5], shapes[top5]))
 
 
 def test_text_encoding_stops_at_the_longest_text_and_matches_the_full_computation(world, monkeypatch):

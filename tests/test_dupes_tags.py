@@ -26,7 +26,8 @@ def _resized_copy(src, dst, scale: float = 0.6, quality: int = 75) -> None:
     with Image.open(src) as img:
         img = img.convert("RGB")
         img.resize((int(img.width * scale), int(img.height * scale)), Image.Resampling.LANCZOS).save(
-            dst, "JPEG", quality=quality)
+            dst, "JPEG", quality=quality
+        )
 
 
 # finding near pairs ------------------------------------------------------------------------------
@@ -47,8 +48,14 @@ def test_phash_pairs_match_brute_force(seed, max_distance):
 
 # dupes on real photos ----------------------------------------------------------------------------
 # Three photos each from classes whose pictures are all distinct (checked by eye and by pHash).
-CALTECH_PICKS = ["accordion/image_0001.jpg", "accordion/image_0002.jpg", "butterfly/image_0001.jpg",
-                 "butterfly/image_0002.jpg", "dolphin/image_0001.jpg", "dolphin/image_0002.jpg"]
+CALTECH_PICKS = [
+    "accordion/image_0001.jpg",
+    "accordion/image_0002.jpg",
+    "butterfly/image_0001.jpg",
+    "butterfly/image_0002.jpg",
+    "dolphin/image_0001.jpg",
+    "dolphin/image_0002.jpg",
+]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +69,7 @@ def caltech_copies(tmp_path_factory, demo_spec):
         dst = images / name.replace("/", "-")
         shutil.copy(caltech / name, dst)
         originals.append(dst.resolve())
-    resized = (images / "copies" / "smaller.jpg")
+    resized = images / "copies" / "smaller.jpg"
     resized.parent.mkdir()
     _resized_copy(originals[2], resized, scale=0.5, quality=70)
     exact = images / "copies" / "same-bytes.jpg"
@@ -87,8 +94,9 @@ def test_dupes_command_prints_json_with_the_largest_copy_first(caltech_copies):
     assert data["images_without_phash"] == 0
     assert "2 groups" in cli("dupes", "--library", str(paths.root)).stdout
     refused = cli("dupes", "--library", str(paths.root), "--max-distance", "40", code=1)
-    assert refused.output == ("error: --max-distance must be between 0 and 32, not 40: "
-                              "16 finds resized and re-encoded copies\n")
+    assert refused.output == (
+        "error: --max-distance must be between 0 and 32, not 40: 16 finds resized and re-encoded copies\n"
+    )
 
 
 def test_embedding_similarity_finds_copies_without_a_phash(caltech_copies, tmp_path):
@@ -138,8 +146,9 @@ def tagged(tmp_path_factory, shapes_library, shapes_gallery):
 
 def _tags(lib: Library) -> dict[str, list[tuple[str, float]]]:
     out: dict[str, list[tuple[str, float]]] = {}
-    cur = lib.catalog.db.execute("SELECT i.path, t.label, t.score FROM tags t JOIN images i ON i.id = t.image_id "
-                                 "ORDER BY t.score DESC")
+    cur = lib.catalog.db.execute(
+        "SELECT i.path, t.label, t.score FROM tags t JOIN images i ON i.id = t.image_id ORDER BY t.score DESC"
+    )
     for path, label, score in cur:
         out.setdefault(path, []).append((label, score))
     return out

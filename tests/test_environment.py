@@ -39,8 +39,12 @@ QUERY = caption("red", "circle")
 def gallery(tmp_path_factory):
     """Two folders of 24 shapes each: the library holds the first, runs under test add the second."""
     root = tmp_path_factory.mktemp("env-gallery")
-    return (root / "a", generate_gallery(root / "a", per_class=1, seed=31),
-            root / "b", generate_gallery(root / "b", per_class=1, seed=32))
+    return (
+        root / "a",
+        generate_gallery(root / "a", per_class=1, seed=31),
+        root / "b",
+        generate_gallery(root / "b", per_class=1, seed=32),
+    )
 
 
 def _fingerprints(lib: Path) -> dict[str, str]:
@@ -174,8 +178,9 @@ def _fill_when(monkeypatch, owner, name: str, disk: Path) -> None:
 
 
 @pytest.mark.parametrize("fills_up", ["before the run", "before vectors are written", "before the index is saved"])
-def test_full_disk_stops_in_one_line_and_the_next_run_completes(small_disk, gallery, demo_library, monkeypatch,
-                                                                fills_up):
+def test_full_disk_stops_in_one_line_and_the_next_run_completes(
+    small_disk, gallery, demo_library, monkeypatch, fills_up
+):
     folder_a, records_a, folder_b, records_b = gallery
     lib = LibraryPaths.at(small_disk / "lib")
     shutil.copytree(demo_library, lib.root)
@@ -192,8 +197,10 @@ def test_full_disk_stops_in_one_line_and_the_next_run_completes(small_disk, gall
 
     with pytest.raises(PixseekError) as err:
         run_index(lib, [folder_a, folder_b], workers=TEST_WORKERS)
-    assert str(err.value) == (f"the disk holding the library {lib.root} is full: free some space, then run "
-                              "`pixseek index` again (what was indexed so far is kept)")
+    assert str(err.value) == (
+        f"the disk holding the library {lib.root} is full: free some space, then run "
+        "`pixseek index` again (what was indexed so far is kept)"
+    )
     monkeypatch.undo()
 
     now = _indexed_vectors(lib.root)
@@ -218,8 +225,10 @@ def test_newer_schema_is_refused_with_an_upgrade_hint_and_left_untouched(built, 
     conn.commit()
     conn.close()
     before = _fingerprints(lib)
-    message = (f"error: this library was written by a newer pixseek (schema {SCHEMA_VERSION + 1}, this one knows "
-               f"{SCHEMA_VERSION}): upgrade pixseek (pip install -U pixseek) to open it\n")
+    message = (
+        f"error: this library was written by a newer pixseek (schema {SCHEMA_VERSION + 1}, this one knows "
+        f"{SCHEMA_VERSION}): upgrade pixseek (pip install -U pixseek) to open it\n"
+    )
     for args in (["info"], ["search", QUERY], ["index", str(folder_a)]):
         run = forker.run([*args, "--library", str(lib)], env)
         assert (run.returncode, run.stderr) == (1, message), args
@@ -273,8 +282,11 @@ def other_library(tmp_path, gallery, other_model_library):
 
 def test_opening_with_another_model_names_both_and_the_rebuild_option(other_library, demo_spec):
     lib, *_ = other_library
-    with pytest.raises(PixseekError, match=r"was built with model local-dir:.*other-model.*, not local-dir:.*"
-                                           r"demo-model: .*pixseek index --rebuild --model"):
+    with pytest.raises(
+        PixseekError,
+        match=r"was built with model local-dir:.*other-model.*, not local-dir:.*"
+        r"demo-model: .*pixseek index --rebuild --model",
+    ):
         Library.open(lib, model=demo_spec)
 
 
@@ -312,8 +324,9 @@ def test_an_open_library_that_was_empty_searches_once_indexed(tmp_path, gallery,
     assert {r.path for r in opened.search(QUERY, k=1)} <= _red_circles(records_a)
 
 
-def test_rebuild_interrupted_by_ctrl_c_continues_with_a_plain_index_run(other_library, demo_spec, demo_encoder,
-                                                                        monkeypatch):
+def test_rebuild_interrupted_by_ctrl_c_continues_with_a_plain_index_run(
+    other_library, demo_spec, demo_encoder, monkeypatch
+):
     lib, folder_a, records_a = other_library
     monkeypatch.setattr(Writer, "commit_every", 8)
     original_flush = Writer.flush
@@ -339,11 +352,26 @@ def test_rebuild_interrupted_by_ctrl_c_continues_with_a_plain_index_run(other_li
 
 
 @pytest.mark.parametrize("fault", ["rebuild-unlink:1:kill", "flushed:1:kill"])
-def test_rebuild_killed_at_any_point_continues_with_a_plain_index_run(other_library, env, forker, demo_encoder,
-                                                                      fault):
+def test_rebuild_killed_at_any_point_continues_with_a_plain_index_run(other_library, env, forker, demo_encoder, fault):
     lib, folder_a, records_a = other_library
-    killed = forker.run(["index", str(folder_a), "--library", str(lib), "--model", "demo", "--rebuild",
-                         "--workers", "0", "--batch-size", "8"], env, fault=fault, commit_every=8)
+    killed = forker.run(
+        [
+            "index",
+            str(folder_a),
+            "--library",
+            str(lib),
+            "--model",
+            "demo",
+            "--rebuild",
+            "--workers",
+            "0",
+            "--batch-size",
+            "8",
+        ],
+        env,
+        fault=fault,
+        commit_every=8,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     run_index(LibraryPaths.at(lib), [folder_a], workers=TEST_WORKERS)
     assert_consistent(lib, {str(r.path): "indexed" for r in records_a})

@@ -25,9 +25,15 @@ def test_contributions_add_up_to_the_engines_score_for_every_result(library):
     results = library.search(QUERY, k=10, allow_paths=False)
     assert len(results) == 10
     for result in results:
-        why = explain([t.value for t in terms], [t.weight for t in terms], embeddings,
-                      library.stored_vector(result.id), matched_words=["TOTAL"], tags=["red"],
-                      concepts={"warm": 0.93})
+        why = explain(
+            [t.value for t in terms],
+            [t.weight for t in terms],
+            embeddings,
+            library.stored_vector(result.id),
+            matched_words=["TOTAL"],
+            tags=["red"],
+            concepts={"warm": 0.93},
+        )
         assert sum(t.contribution for t in why.terms) == pytest.approx(why.score, abs=1e-12)
         assert why.score == pytest.approx(result.score, abs=1e-4)
         assert [t.term for t in why.terms] == ["a red circle", "a square", "a blue shape"]

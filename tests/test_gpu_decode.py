@@ -83,9 +83,15 @@ def test_batch_matches_the_cpu_indexing_path(demo_encoder, size):
 def test_other_formats_and_broken_files_take_the_cpu_path(tmp_path):
     skimage = need_shared(PHOTO_LIBRARY / "skimage-0.26.0-data")
     broken = PHOTO_LIBRARY / "_synthetic_corrupt"
-    paths = [skimage / "astronaut.png", broken / "truncated_20KB.jpg", broken / "zero_bytes.jpg",
-             broken / "text_named.jpg", ORIENTATION / "Landscape_6.jpg", broken / "real_jpeg_with_png_ext.png",
-             tmp_path / "vanished.jpg"]
+    paths = [
+        skimage / "astronaut.png",
+        broken / "truncated_20KB.jpg",
+        broken / "zero_bytes.jpg",
+        broken / "text_named.jpg",
+        ORIENTATION / "Landscape_6.jpg",
+        broken / "real_jpeg_with_png_ext.png",
+        tmp_path / "vanished.jpg",
+    ]
     batch = GpuJpegDecoder(SIZE, "cpu").decode([str(p) for p in paths])
     by_name = {r.path.rsplit("/", 1)[1]: r for r in batch.files}
     assert not by_name["astronaut.png"].on_gpu and by_name["astronaut.png"].row is not None

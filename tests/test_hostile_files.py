@@ -74,10 +74,18 @@ def build_hostile_folder(folder: Path, can_deny_reads: bool) -> dict[str, tuple[
     put("notes.jpg", b"just some text, not a picture\n" * 20, "skipped", decode.REASON_NOT_IMAGE)
     put("really-a-jpeg.png", _encoded(_shape("green", "star", 3), "JPEG"))
     put("really-a-png.jpeg", _encoded(_shape("yellow", "triangle", 4), "PNG"))
-    put("bomb.png", _png_header_only(50_000, 50_000), "skipped",
-        "too large: 50000x50000 px exceeds the 178-megapixel limit")
-    put("wide-bomb.png", _png_header_only(400_000, 1_000), "skipped",
-        "too large: 400000x1000 px exceeds the 178-megapixel limit")
+    put(
+        "bomb.png",
+        _png_header_only(50_000, 50_000),
+        "skipped",
+        "too large: 50000x50000 px exceeds the 178-megapixel limit",
+    )
+    put(
+        "wide-bomb.png",
+        _png_header_only(400_000, 1_000),
+        "skipped",
+        "too large: 400000x1000 px exceeds the 178-megapixel limit",
+    )
     ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
     put("gray16.png", _encoded(Image.fromarray(ramp), "PNG"))
     put("cmyk.jpg", _encoded(_shape("purple", "circle", 5).convert("CMYK"), "JPEG"))
@@ -100,8 +108,9 @@ def build_hostile_folder(folder: Path, can_deny_reads: bool) -> dict[str, tuple[
     put("nested/deeper/inner.jpg", _encoded(_shape("blue", "circle", 16), "JPEG"))
     os.symlink("../..", folder / "nested" / "deeper" / "up")  # a directory loop: walked once
     if can_deny_reads:
-        put("unreadable.jpg", _encoded(_shape("yellow", "square", 17), "JPEG"), "skipped",
-            decode.REASON_PERMISSION).chmod(0)
+        put(
+            "unreadable.jpg", _encoded(_shape("yellow", "square", 17), "JPEG"), "skipped", decode.REASON_PERMISSION
+        ).chmod(0)
 
     os.symlink("does-not-exist.jpg", folder / "broken-link.jpg")
     expected[str(folder / "broken-link.jpg")] = ("skipped", BROKEN_LINK_REASON)
@@ -132,8 +141,9 @@ def test_every_hostile_file_is_indexed_or_skipped_with_its_reason(hostile_run):
     folder, lib, expected, run, _ = hostile_run
     assert run.returncode == 0, run.stderr
     state = assert_consistent(lib, {p: status for p, (status, _) in expected.items()})
-    assert {p: reason for p, (_, st, reason, _) in state.rows.items() if st == "skipped"} == \
-        {p: reason for p, (status, reason) in expected.items() if status == "skipped"}
+    assert {p: reason for p, (_, st, reason, _) in state.rows.items() if st == "skipped"} == {
+        p: reason for p, (status, reason) in expected.items() if status == "skipped"
+    }
     report = json.loads(run.stdout)
     assert len(report["skipped"]) == sum(status == "skipped" for status, _ in expected.values())
 
@@ -246,4 +256,3 @@ def test_files_that_vanish_or_change_during_a_run_settle_on_the_next_run(tmp_pat
     stored = state.vectors[state.rows[str(rewritten)][0]]
     with Image.open(rewritten) as img:
         assert float(demo_encoder.encode_images([img.convert("RGB")])[0] @ stored) > 0.99  # its new content
-

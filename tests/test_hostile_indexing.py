@@ -31,8 +31,18 @@ def _gallery(folder: Path, per_class: int = 1, seed: int = 16) -> list[str]:
 
 def _args(folder: Path | list[Path], lib: Path, workers: int = TEST_WORKERS, *extra: str) -> list[str]:
     folders = folder if isinstance(folder, list) else [folder]
-    return ["index", *map(str, folders), "--library", str(lib), "--model", MODEL, "--workers", str(workers),
-            "--json", *extra]
+    return [
+        "index",
+        *map(str, folders),
+        "--library",
+        str(lib),
+        "--model",
+        MODEL,
+        "--workers",
+        str(workers),
+        "--json",
+        *extra,
+    ]
 
 
 def _finish(run, deadline: float = DEADLINE) -> int:
@@ -98,8 +108,12 @@ def test_ctrl_c_ends_a_run_within_seconds_even_with_a_hung_decoder(tmp_path, env
     photos = _gallery(tmp_path / "photos", per_class=3)
     lib = tmp_path / "lib"
     hung = os.path.basename(photos[-1])  # reached after the first commit
-    run = forker.start(_args(tmp_path / "photos", lib, 2), {**env, DECODER_FAULT: f"{hung}:hang"},
-                       fault="flushed:1:stop", commit_every=4)
+    run = forker.start(
+        _args(tmp_path / "photos", lib, 2),
+        {**env, DECODER_FAULT: f"{hung}:hang"},
+        fault="flushed:1:stop",
+        commit_every=4,
+    )
     run.wait_until_stopped()
     os.kill(run.pid, signal.SIGCONT)
     time.sleep(0.5)  # the workers reach the hung file
@@ -127,6 +141,7 @@ def test_a_sigkilled_run_leaves_no_process_behind(tmp_path, env, forker):
 # High 6: decompression bombs and a dead decoder ---------------------------------------------------
 def _rgba_png(path: Path, side: int) -> None:
     """A real, valid all-transparent RGBA PNG: a few MB on disk, side x side x 4 bytes decoded."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
@@ -252,19 +267,22 @@ def test_a_first_index_whose_model_fails_leaves_nothing_pending(tmp_path, monkey
     assert report["added"] == len(photos) == report["embedded"]
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--like", "99999999999999999999999"], ["99999999999999999999999", "not in the library"]),
-    (["a cat", "--min-score", "nan"], ["--min-score"]),
-    (["a cat", "--min-z", "nan"], ["--min-z"]),
-    (["a cat", "--not", ""], ["--not"]),
-    (['1e309:"cat"'], ["bad weight", "1e309"]),
-    (['nan:"cat"'], ["bad weight"]),
-    (["--", '-0:"cat"'], ["bad weight"]),
-    (["9" * 400 + ':"cat"'], ["bad weight"]),
-    ([" + ".join(["cat"] * 17)], ["too many terms"]),
-    (["cat " * 300], ["query too long"]),
-    (["a cat", "--folder", "/nowhere/indexed"], ["no indexed photos in /nowhere/indexed"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--like", "99999999999999999999999"], ["99999999999999999999999", "not in the library"]),
+        (["a cat", "--min-score", "nan"], ["--min-score"]),
+        (["a cat", "--min-z", "nan"], ["--min-z"]),
+        (["a cat", "--not", ""], ["--not"]),
+        (['1e309:"cat"'], ["bad weight", "1e309"]),
+        (['nan:"cat"'], ["bad weight"]),
+        (["--", '-0:"cat"'], ["bad weight"]),
+        (["9" * 400 + ':"cat"'], ["bad weight"]),
+        ([" + ".join(["cat"] * 17)], ["too many terms"]),
+        (["cat " * 300], ["query too long"]),
+        (["a cat", "--folder", "/nowhere/indexed"], ["no indexed photos in /nowhere/indexed"]),
+    ],
+)
 def test_bad_search_input_is_refused_in_one_line(small, args, words):
     _, lib, _ = small
     refused = cli("search", "-L", str(lib), *args, code=1)

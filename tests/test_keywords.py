@@ -92,8 +92,13 @@ def test_quotes_and_like_wildcards_in_terms_are_literal(conn):
 def test_bm25_ranks_the_document_where_the_word_weighs_more_first():
     db = sqlite3.connect(":memory:")
     ensure_table(db)
-    upsert(db, [(1, KeywordDoc(ocr="menu of the day: soup, bread, salad, coffee, cake and more")),
-                (2, KeywordDoc(ocr="coffee coffee"))])
+    upsert(
+        db,
+        [
+            (1, KeywordDoc(ocr="menu of the day: soup, bread, salad, coffee, cake and more")),
+            (2, KeywordDoc(ocr="coffee coffee")),
+        ],
+    )
     assert ids(db, "coffee") == [2, 1]
 
 
@@ -117,9 +122,14 @@ def test_a_missing_table_is_recreated_empty_for_a_rebuild(conn):
 
 def test_document_splits_file_and_folder_names_into_words(tmp_path):
     root = tmp_path / "Photos"
-    doc = document(root / "2023 Japan_trip" / "day-2" / "IMG_2041-beachSunset.jpg", root=root,
-                   ocr_text=" TOTAL 42.50 ", tags=["beach", "sea"], description="Sunset at Kamakura",
-                   keywords=["holiday"])
+    doc = document(
+        root / "2023 Japan_trip" / "day-2" / "IMG_2041-beachSunset.jpg",
+        root=root,
+        ocr_text=" TOTAL 42.50 ",
+        tags=["beach", "sea"],
+        description="Sunset at Kamakura",
+        keywords=["holiday"],
+    )
     assert doc.name == "IMG 2041 beach Sunset"
     assert doc.folders == "2023 Japan trip day 2"
     assert doc.ocr == "TOTAL 42.50" and doc.tags == "beach sea"
@@ -169,8 +179,10 @@ def test_hybrid_ranks_first_the_one_photo_whose_text_holds_the_query_words(tmp_p
     target = next(i for i, s in enumerate(shapes) if (s.colour, s.shape) == ("blue", "square"))
     db = sqlite3.connect(":memory:")
     ensure_table(db)
-    upsert(db, [(i, document(s.path, ocr_text="garden party tonight" if i == target else ""))
-                for i, s in enumerate(shapes)])
+    upsert(
+        db,
+        [(i, document(s.path, ocr_text="garden party tonight" if i == target else "")) for i, s in enumerate(shapes)],
+    )
     semantic_part, text = parse_text_terms('a red circle text:"garden party"')
     query = embed_texts(demo_encoder, [semantic_part])[0]
     semantic = [int(i) for i in np.argsort(-(vectors @ query), kind="stable")]

@@ -14,10 +14,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FIRST_PARTY = {"indexer", "search", "ui", "pixseek_data", "tests"}
 ALLOWED = {
-    "search": ("search", "indexer.library", "indexer.model", "indexer.decode", "indexer.regular_file",
-               "indexer.errors"),
-    "ui": ("ui", "search", "indexer.errors", "indexer.runner", "indexer.check", "indexer.model_choices",
-           "pixseek_data"),
+    "search": (
+        "search",
+        "indexer.library",
+        "indexer.model",
+        "indexer.decode",
+        "indexer.regular_file",
+        "indexer.errors",
+    ),
+    "ui": (
+        "ui",
+        "search",
+        "indexer.errors",
+        "indexer.runner",
+        "indexer.check",
+        "indexer.model_choices",
+        "pixseek_data",
+    ),
     "ui/api": ("ui.api", "ui.server", "ui.thumbs", "search", "indexer.errors"),
 }
 
@@ -54,14 +67,19 @@ def test_a_layer_imports_only_what_its_rule_allows(layer, path):
 
 def test_the_rule_reader_sees_imports_inside_functions_and_type_checking_blocks(tmp_path):
     source = tmp_path / "sample.py"
-    source.write_text("from typing import TYPE_CHECKING\nimport os\nif TYPE_CHECKING:\n    import indexer.walk\n"
-                      "def f():\n    from indexer.plan import Job\n    from . import sibling\n")
+    source.write_text(
+        "from typing import TYPE_CHECKING\nimport os\nif TYPE_CHECKING:\n    import indexer.walk\n"
+        "def f():\n    from indexer.plan import Job\n    from . import sibling\n"
+    )
     assert first_party_imports(source) == {"indexer.walk", "indexer.plan"}
 
 
 def test_every_package_folder_is_installed():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     setup = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
-    found = {".".join(init.parent.relative_to(REPO).parts) for layer in ("indexer", "search", "ui")
-             for init in (REPO / layer).rglob("__init__.py")}
+    found = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for layer in ("indexer", "search", "ui")
+        for init in (REPO / layer).rglob("__init__.py")
+    }
     assert found <= set(setup["packages"]), "a package a non-editable install would leave out"

@@ -29,8 +29,18 @@ def test_a_new_catalog_has_exactly_image_rows_columns(tmp_path):
 
 
 def test_a_result_is_the_rows_public_columns_and_the_score():
-    row = ImageRow(id=7, path="/p/a.jpg", folder="/p", width=3, height=2, size=99, hash="h", phash="f0",
-                   status="indexed", mtime_ns=5)
+    row = ImageRow(
+        id=7,
+        path="/p/a.jpg",
+        folder="/p",
+        width=3,
+        height=2,
+        size=99,
+        hash="h",
+        phash="f0",
+        status="indexed",
+        mtime_ns=5,
+    )
     out = Result.from_row(row, 0.123456).as_dict()
     assert out == {**{name: getattr(row, name) for name in API_FIELDS}, "score": 0.1235}
     assert "phash" not in out and "status" not in out
@@ -51,11 +61,14 @@ def test_a_request_and_its_fields_by_name_search_alike(shapes_library):
             lib.get(0)
 
 
-@pytest.mark.parametrize(("fields_", "words"), [
-    ({"text": "a cat", "k": 0}, "-k must be at least 1"),
-    ({"text": "a cat", "sort": "size"}, "unknown sort 'size'"),
-    ({}, "nothing to search for"),
-])
+@pytest.mark.parametrize(
+    ("fields_", "words"),
+    [
+        ({"text": "a cat", "k": 0}, "-k must be at least 1"),
+        ({"text": "a cat", "sort": "size"}, "unknown sort 'size'"),
+        ({}, "nothing to search for"),
+    ],
+)
 def test_a_bad_request_is_refused_when_made(fields_, words):
     with pytest.raises(PixseekError, match=words):
         SearchRequest(**fields_)

@@ -182,8 +182,9 @@ def test_gps_ifd_without_coordinates_gives_none() -> None:
 # --- synthetic EXIF written with Pillow ---
 
 
-def _jpeg_with_exif(ifd0: dict[int, object], exif_ifd: dict[int, object] | None = None,
-                    gps: dict[int, object] | None = None) -> Image.Image:
+def _jpeg_with_exif(
+    ifd0: dict[int, object], exif_ifd: dict[int, object] | None = None, gps: dict[int, object] | None = None
+) -> Image.Image:
     exif = Image.Exif()
     for tag, value in ifd0.items():
         exif[tag] = value
@@ -203,8 +204,9 @@ def test_date_precedence_original_then_digitized_then_datetime() -> None:
         {0x9003: "2018:05:06 07:08:09", 0x9004: "2019:01:01 00:00:00"},
     )
     assert read_metadata(img).taken_at == "2018-05-06T07:08:09"
-    img = _jpeg_with_exif({0x0132: "2020:01:01 00:00:01"},
-                          {0x9003: "0000:00:00 00:00:00", 0x9004: "2019:02:03 04:05:06"})
+    img = _jpeg_with_exif(
+        {0x0132: "2020:01:01 00:00:01"}, {0x9003: "0000:00:00 00:00:00", 0x9004: "2019:02:03 04:05:06"}
+    )
     assert read_metadata(img).taken_at == "2019-02-03T04:05:06"
     img = _jpeg_with_exif({0x0132: "2020:01:01 00:00:01"}, {0x9003: "    :  :     :  :  "})
     assert read_metadata(img).taken_at == "2020-01-01T00:00:01"

@@ -36,7 +36,9 @@ def test_models_all_adds_every_builtin_pair_after_the_table():
     import open_clip
 
     lines = _models("--all").stdout.splitlines()
-    listed = {tuple(line.split()) for line in lines[lines.index("Every open_clip built-in model and pretrained tag:"):]}
+    listed = {
+        tuple(line.split()) for line in lines[lines.index("Every open_clip built-in model and pretrained tag:") :]
+    }
     assert set(open_clip.list_pretrained()) <= listed
 
 

@@ -130,7 +130,8 @@ def test_batch_in_worker_processes_keeps_order_and_reports_undecodable_files(tmp
     assert "STATION" in out[1].text.upper() and out[1].seconds > 0
 
 
-@pytest.mark.parametrize("size, mode", [((1, 1), "RGB"), ((10, 10), "L"), ((3000, 15), "RGBA"), ((15, 3000), "P"),
-                                        ((40, 40), "1")])
+@pytest.mark.parametrize(
+    "size, mode", [((1, 1), "RGB"), ((10, 10), "L"), ((3000, 15), "RGBA"), ((15, 3000), "P"), ((40, 40), "1")]
+)
 def test_tiny_and_sliver_images_give_no_text_and_no_error(size, mode):
     assert read_text(Image.new(mode, size)) == []

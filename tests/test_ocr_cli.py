@@ -78,8 +78,9 @@ def test_a_second_run_reads_nothing_and_a_changed_photo_is_read_again(read_libra
 def test_ocr_text_and_boxes_are_stored_in_the_catalog(read_library):
     env, _, _, _ = read_library
     with sqlite3.connect(Path(env["PIXSEEK_LIBRARY"]) / "catalog.db") as db:
-        rows = db.execute("SELECT o.text, o.boxes_json FROM ocr o JOIN images i ON i.id = o.image_id "
-                          "WHERE i.hash = o.hash").fetchall()
+        rows = db.execute(
+            "SELECT o.text, o.boxes_json FROM ocr o JOIN images i ON i.id = o.image_id WHERE i.hash = o.hash"
+        ).fetchall()
     assert len(rows) == 3
     boxes = [json.loads(b) for text, b in rows if text]
     assert all(box and {"text", "box", "confidence"} <= set(box[0]) for box in boxes)
@@ -92,8 +93,9 @@ def test_index_ocr_is_remembered_and_reads_new_photos(tmp_path):
     folder.mkdir()
     plain_photo(source_photos(caltech, 2, offset=2)[1], folder / "plain.jpg")
     env = {"PIXSEEK_LIBRARY": str(tmp_path / "library")}
-    first = json.loads(cli("index", str(folder), "--model", "demo", "--workers", "0", "--ocr", "--json",
-                           env=env).stdout)
+    first = json.loads(
+        cli("index", str(folder), "--model", "demo", "--workers", "0", "--ocr", "--json", env=env).stdout
+    )
     assert first["ocr"]["read"] == 1
     shutil.copy(photo.path, folder / "sign.jpg")
     second = json.loads(cli("index", str(folder), "--workers", "0", "--json", env=env).stdout)
@@ -108,8 +110,9 @@ def test_ocr_without_rapidocr_says_how_to_install_it(tmp_path, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rapidocr_onnxruntime"
-                        else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "rapidocr_onnxruntime" else real(name, *a)
+    )
     from pixseek_data.shapes import generate_gallery
 
     generate_gallery(tmp_path / "images", per_class=1, seed=2)

@@ -21,9 +21,18 @@ from search.prompts import embed_texts
 from tests.conftest import CALTECH, REPO, need_shared
 
 TEXTS = [
-    "a photo of a dog", "red circle", "A BIG Blue Square!!", "it's the cat's toy, isn't it?",
-    "Straße café naïve façade", "東京の夜景", "кошка на диване", "🐶 at the beach 🌊", "&amp; &lt;b&gt; html",
-    "  lots   of\twhite\nspace  ", "42 apples and 7 pears", "x" * 300,
+    "a photo of a dog",
+    "red circle",
+    "A BIG Blue Square!!",
+    "it's the cat's toy, isn't it?",
+    "Straße café naïve façade",
+    "東京の夜景",
+    "кошка на диване",
+    "🐶 at the beach 🌊",
+    "&amp; &lt;b&gt; html",
+    "  lots   of\twhite\nspace  ",
+    "42 apples and 7 pears",
+    "x" * 300,
     "a very long description of a sunny afternoon with a green triangle next to a small yellow star on the grass",
 ]
 
@@ -279,8 +288,17 @@ def auto_library(tmp_path_factory, shapes_gallery, demo_spec, demo_export):
 
     lib = tmp_path_factory.mktemp("auto-lib")
     folder, _ = shapes_gallery
-    out = cli("index", str(folder), "--library", str(lib), "--model", f"local-dir:{demo_spec.local_dir}",
-              "--workers", "0", "--json").stdout
+    out = cli(
+        "index",
+        str(folder),
+        "--library",
+        str(lib),
+        "--model",
+        f"local-dir:{demo_spec.local_dir}",
+        "--workers",
+        "0",
+        "--json",
+    ).stdout
     return lib, json.loads(out)
 
 
@@ -293,8 +311,10 @@ def test_index_auto_checks_its_first_photos_records_the_pick_and_says_it(auto_li
         check = opened.settings.recorded_runtime()
         info = opened.info().runtime_check
     assert check is not None and check.fingerprint == demo_spec.fingerprint() and check.photos == SAMPLE_SIZE
-    assert report["runtime"] == f"{check.picked}: fastest with equal results, checked on {SAMPLE_SIZE} of this " \
+    assert (
+        report["runtime"] == f"{check.picked}: fastest with equal results, checked on {SAMPLE_SIZE} of this "
         "library's photos"
+    )
     assert info["picked"] == check.picked and info["rates"] == check.rates
 
 
@@ -315,8 +335,10 @@ def test_queries_follow_the_recorded_check_and_later_runs_do_not_check_again(aut
     shutil.copytree(lib, copy)
     generate_gallery(tmp_path / "more", per_class=1, seed=99)
     report = run_index(copy, [tmp_path / "more"], model=demo_spec, workers=0, runtime="auto")
-    assert report.embedded > 0 and report.runtime == f"{recorded.picked}: fastest with equal results, checked on " \
-        "this library's photos"
+    assert (
+        report.embedded > 0
+        and report.runtime == f"{recorded.picked}: fastest with equal results, checked on this library's photos"
+    )
     with Library.open(copy) as opened:
         assert opened.settings.recorded_runtime() == recorded
 
@@ -325,14 +347,29 @@ def test_cli_runtime_and_precision_reach_the_run_and_bad_names_are_one_line(auto
     from tests.harness import assert_one_line_error, cli
 
     folder, _ = shapes_gallery
-    out = cli("index", str(folder), "--library", str(tmp_path / "lib"), "--model", "demo", "--workers", "0",
-              "--runtime", "onnx", "--precision", "int8").stdout
+    out = cli(
+        "index",
+        str(folder),
+        "--library",
+        str(tmp_path / "lib"),
+        "--model",
+        "demo",
+        "--workers",
+        "0",
+        "--runtime",
+        "onnx",
+        "--precision",
+        "int8",
+    ).stdout
     assert "runtime: onnx int8 (asked for)" in out
     lib, _ = auto_library
-    assert_one_line_error(cli("search", "a red circle", "--library", str(lib), "--runtime", "tensorflow", code=1),
-                          "unknown runtime 'tensorflow'")
-    assert_one_line_error(cli("search", "a red circle", "--library", str(lib), "--precision", "int4", code=1),
-                          "unknown precision 'int4'")
+    assert_one_line_error(
+        cli("search", "a red circle", "--library", str(lib), "--runtime", "tensorflow", code=1),
+        "unknown runtime 'tensorflow'",
+    )
+    assert_one_line_error(
+        cli("search", "a red circle", "--library", str(lib), "--precision", "int4", code=1), "unknown precision 'int4'"
+    )
     assert "runtime     auto picks" in cli("info", "--library", str(lib)).stdout
 
 
@@ -360,8 +397,11 @@ def test_ui_hands_runtime_and_precision_to_the_page_whose_library_follows_them(a
     lib, _ = auto_library
     handed = {}
     # The page process's environment is this one's at serve() time (ui/server.py copies os.environ).
-    monkeypatch.setattr(ui.server, "serve", lambda *args: handed.update(
-        {key: os.environ.get(key) for key in (ENV_RUNTIME, ENV_PRECISION)}))
+    monkeypatch.setattr(
+        ui.server,
+        "serve",
+        lambda *args: handed.update({key: os.environ.get(key) for key in (ENV_RUNTIME, ENV_PRECISION)}),
+    )
     monkeypatch.delenv(ENV_RUNTIME, raising=False)
     cli("ui", "--library", str(lib), "--runtime", "onnx", "--precision", "int8")
     assert handed == {ENV_RUNTIME: "onnx", ENV_PRECISION: "int8"}

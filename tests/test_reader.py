@@ -96,9 +96,11 @@ def test_verbose_run_logs_running_rates_per_stage(tmp_path, demo_spec, monkeypat
     monkeypatch.setattr(timing, "PROGRESS_EVERY", 0.0)  # a line after every file instead of every 5 s
     with caplog.at_level(logging.INFO, logger="indexer"):
         run_index(LibraryPaths.at(tmp_path / "lib"), [photos], model=demo_spec, workers=0, batch_size=8)
-    pattern = re.compile(rf"(\d+)/{n} decoded, (\d+) embedded, (\d+) written: [\d.]+ images/s \| "
-                         r"decode [\d.]+ images/s per worker, embed [\d.]+ images/s, write \d+ images/s, "
-                         r"[\d.]+s waiting for decoders")
+    pattern = re.compile(
+        rf"(\d+)/{n} decoded, (\d+) embedded, (\d+) written: [\d.]+ images/s \| "
+        r"decode [\d.]+ images/s per worker, embed [\d.]+ images/s, write \d+ images/s, "
+        r"[\d.]+s waiting for decoders"
+    )
     lines = [m for r in caplog.records if (m := pattern.search(r.getMessage()))]
     assert len(lines) == n
     decoded = [int(m.group(1)) for m in lines]

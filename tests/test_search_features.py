@@ -104,14 +104,17 @@ def test_not_option_is_the_same_as_a_minus_term(shapes_library):
     assert json.loads(by_option.stdout) != json.loads(cli("search", "circle", *common).stdout)
 
 
-@pytest.mark.parametrize(("query", "words"), [
-    ('"cat" + "snow', "unbalanced quotes"),
-    ('"cat" + ', "empty term"),
-    ('cat + + dog', "empty term"),
-    ('2:"" + dog', "empty term"),
-    ('"cat" "dog"', "stray quote"),
-    ('"cat" + 3:', "empty term"),
-])
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ('"cat" + "snow', "unbalanced quotes"),
+        ('"cat" + ', "empty term"),
+        ("cat + + dog", "empty term"),
+        ('2:"" + dog', "empty term"),
+        ('"cat" "dog"', "stray quote"),
+        ('"cat" + 3:', "empty term"),
+    ],
+)
 def test_malformed_queries_raise_a_clear_error(query, words):
     with pytest.raises(PixseekError, match=words):
         parse_query(query)
@@ -119,8 +122,9 @@ def test_malformed_queries_raise_a_clear_error(query, words):
 
 def test_negative_only_queries_are_refused(shapes_library):
     refused = cli("search", "--not", "red", "--library", str(shapes_library.root), code=1)
-    assert refused.output == ('error: the query has only negative terms: '
-                              'add something to look for, e.g. "beach" - "people"\n')
+    assert refused.output == (
+        'error: the query has only negative terms: add something to look for, e.g. "beach" - "people"\n'
+    )
 
 
 # more like this ----------------------------------------------------------------------------------
@@ -185,7 +189,8 @@ def _save_with_exif(path: Path, colour: str, shape: str, taken, make, model, gps
     if gps:
         lat, lon = gps
         exif.get_ifd(ExifTags.IFD.GPSInfo).update(
-            {1: "N" if lat >= 0 else "S", 2: _rational(lat), 3: "E" if lon >= 0 else "W", 4: _rational(lon)})
+            {1: "N" if lat >= 0 else "S", 2: _rational(lat), 3: "E" if lon >= 0 else "W", 4: _rational(lon)}
+        )
     draw_shape(colour, shape, random.Random(seed)).save(path, "JPEG", quality=92, exif=exif)
 
 
@@ -221,15 +226,20 @@ def test_sort_by_date_puts_the_newest_first_and_undated_last(photos):
         lib.search("a circle", sort="size")
 
 
-@pytest.mark.parametrize(("filters", "keep"), [
-    (Filters(camera="canon"), lambda c, s, t, make, m, g: make == "Canon"),
-    (Filters(camera="nikon corporation z6"), lambda c, s, t, make, m, g: m == "Z6"),
-    (Filters(has_gps=True), lambda c, s, t, make, m, g: g is not None),
-    (Filters(has_gps=False), lambda c, s, t, make, m, g: g is None),
-    (Filters(date_from="2019-03-01", date_to="2021-07-15"),
-     lambda c, s, t, make, m, g: t is not None and "2019:03:01" <= t[:10] <= "2021:07:15"),
-    (Filters(date_to="2020-01-09"), lambda c, s, t, make, m, g: t is not None and t[:10] <= "2020:01:09"),
-])
+@pytest.mark.parametrize(
+    ("filters", "keep"),
+    [
+        (Filters(camera="canon"), lambda c, s, t, make, m, g: make == "Canon"),
+        (Filters(camera="nikon corporation z6"), lambda c, s, t, make, m, g: m == "Z6"),
+        (Filters(has_gps=True), lambda c, s, t, make, m, g: g is not None),
+        (Filters(has_gps=False), lambda c, s, t, make, m, g: g is None),
+        (
+            Filters(date_from="2019-03-01", date_to="2021-07-15"),
+            lambda c, s, t, make, m, g: t is not None and "2019:03:01" <= t[:10] <= "2021:07:15",
+        ),
+        (Filters(date_to="2020-01-09"), lambda c, s, t, make, m, g: t is not None and t[:10] <= "2020:01:09"),
+    ],
+)
 def test_metadata_filters_select_the_right_photos(photos, filters, keep):
     lib, files, _ = photos
     results = lib.search("a shape", k=len(files), filters=filters)

@@ -13,8 +13,11 @@ def test_ocr_cost_smoke_prints_cost_recall_top3_batch_and_lookup_figures():
     out = run_benchmark("ocr_cost.py", "--smoke")
     cost = r"^(.+?)\s+3 photos\s+wall s/photo median ([\d.]+) mean ([\d.]+)\s+CPU s/photo ([\d.]+)"
     costs = re.findall(cost, out, re.M)
-    assert [name.strip() for name, *_ in costs] == ["with rendered text (640 px)", "same photos, no text",
-                                                    "Caltech files as they are"]
+    assert [name.strip() for name, *_ in costs] == [
+        "with rendered text (640 px)",
+        "same photos, no text",
+        "Caltech files as they are",
+    ]
     assert all(float(v) > 0 for _, *values in costs for v in values)
     rates = re.findall(r"word recall ([\d.]+)\s+keyword top-3 rate ([\d.]+)", out)
     assert rates and all(0 <= float(v) <= 1 for pair in rates for v in pair)
@@ -24,8 +27,12 @@ def test_ocr_cost_smoke_prints_cost_recall_top3_batch_and_lookup_figures():
 
 def test_concept_quality_smoke_prints_the_concept_and_every_text_query():
     out = run_benchmark("concept_quality.py", "--smoke")
-    rows = re.findall(r"^(concept, regularisation \S+|text \".+?\").*precision@20 mean ([\d.]+) worst ([\d.]+)\s+"
-                      r"AP mean ([\d.]+) worst ([\d.]+)", out, re.M)
+    rows = re.findall(
+        r"^(concept, regularisation \S+|text \".+?\").*precision@20 mean ([\d.]+) worst ([\d.]+)\s+"
+        r"AP mean ([\d.]+) worst ([\d.]+)",
+        out,
+        re.M,
+    )
     assert sum(name.startswith("concept") for name, *_ in rows) == 5
     assert sum(name.startswith("text") for name, *_ in rows) == 14
     assert all(0 <= float(v) <= 1 for _, *values in rows for v in values)

@@ -174,8 +174,9 @@ def test_bad_text_and_concept_input_is_one_line(shapes):
     assert_one_line_error(cli("search", '"a cat" - text:dog', code=1, env=env), "cannot be subtracted")
     assert_one_line_error(cli("search", "--concept", "nope", code=1, env=env), "no concept named 'nope'")
     assert_one_line_error(cli("concept", "teach", "x", "--yes", "1", code=1, env=env), "both kinds")
-    assert_one_line_error(cli("concept", "teach", "x", "--yes", "/no/such.jpg", "--no", "2", code=1, env=env),
-                          "not in the library")
+    assert_one_line_error(
+        cli("concept", "teach", "x", "--yes", "/no/such.jpg", "--no", "2", code=1, env=env), "not in the library"
+    )
     teach(env, labels)
     catalog = Path(env["PIXSEEK_LIBRARY"]) / "catalog.db"
     with sqlite3.connect(catalog) as db:

@@ -278,10 +278,10 @@ def test_duplicates_are_reviewed_side_by_side_and_the_keep_mark_is_stored(tmp_pa
     rows = list(csv.reader(io.StringIO(duplicates_csv(page_lib.duplicates(), page_lib.kept()).decode())))
     assert rows[0] == ["group", "decision", "path"]
     assert sorted(r[1:] for r in rows[1:]) == sorted(
-        [["keep" if i == keep else "copy", p] for i, p in zip(ids, paths_of(lib, ids))])
+        [["keep" if i == keep else "copy", p] for i, p in zip(ids, paths_of(lib, ids))]
+    )
     assert original.exists() and copy.exists()  # reviewing never deletes or moves a file
     page_lib.close()
-
 
 
 def test_a_keep_mark_replaces_those_it_overlaps_and_is_refused_while_an_index_run_writes(tmp_path, demo_spec):

@@ -113,14 +113,18 @@ def test_search_is_fast_private_and_more_like_this_keeps_the_shape(gallery, url)
         assert chosen not in [t.get_attribute("data-id") for t in page.locator(TILE).all()]
         assert shapes[tile_names(page)[0]] == ("red", "circle")
     server = urlsplit(url).netloc
-    elsewhere = {u for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")
-                 and urlsplit(u).netloc != server}
+    elsewhere = {
+        u for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss") and urlsplit(u).netloc != server
+    }
     assert requests and not elsewhere, f"the page asked other hosts: {sorted(elsewhere)}"
 
 
 # (window, photos wholly above the fold at least, columns at least)
-SIZES = (({"width": 1440, "height": 1000}, 15, 6), ({"width": 820, "height": 1180}, 12, 3),
-         ({"width": 390, "height": 844}, 4, 2))
+SIZES = (
+    ({"width": 1440, "height": 1000}, 15, 6),
+    ({"width": 820, "height": 1180}, 12, 3),
+    ({"width": 390, "height": 844}, 4, 2),
+)
 
 
 def test_grid_fills_the_window_at_three_sizes(url):

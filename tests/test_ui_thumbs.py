@@ -27,8 +27,21 @@ def photo(path: Path, size: tuple[int, int], orientation: int | None = None, col
 
 
 def result(image_id: int, path: Path, content_hash: str) -> Result:
-    return Result(image_id, str(path), 0.5, str(path.parent), None, None, None, None, None, None, None,
-                  path.stat().st_size, content_hash)
+    return Result(
+        image_id,
+        str(path),
+        0.5,
+        str(path.parent),
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        path.stat().st_size,
+        content_hash,
+    )
 
 
 def test_thumbnail_is_made_once_and_then_read_from_disk(tmp_path):
@@ -73,7 +86,8 @@ def test_make_ahead_makes_both_sizes_of_every_photo_and_counts_the_unreadable(tm
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a photo")
     photos = [result(i, photo(tmp_path / f"p{i}.jpg", (300, 200)), f"h{i}") for i in (1, 2, 3)] + [
-        result(4, broken, "h4")]
+        result(4, broken, "h4")
+    ]
     assert make_ahead(tmp_path / "thumbs", photos) == {"ready": 3, "failed": 1}
     for p in photos[:3]:
         assert all(thumb_path(tmp_path / "thumbs", p.id, p.hash, size).is_file() for size in SIZES.values())
@@ -90,8 +104,10 @@ def test_pixseek_thumbs_makes_both_sizes_of_every_indexed_photo_and_counts_the_g
     out = json.loads(cli("thumbs", "--library", str(library.root), "--json").stdout)
     assert out == {"library": str(library.root), "ready": 2, "failed": 1}
     with Library.open(library.root) as lib:
-        made = {Path(r.path): [thumb_path(lib.thumbs_dir, r.id, r.hash, s).is_file() for s in SIZES.values()]
-                for r in lib.latest()}
+        made = {
+            Path(r.path): [thumb_path(lib.thumbs_dir, r.id, r.hash, s).is_file() for s in SIZES.values()]
+            for r in lib.latest()
+        }
     assert made == {p.resolve(): [p.exists()] * len(SIZES) for p in paths}
 
 
@@ -127,13 +143,16 @@ def test_route_serves_catalog_ids_only_and_refuses_foreign_hosts(shapes_library,
 
     monkeypatch.setenv("PIXSEEK_LIBRARY", str(shapes_library.root))
     first = shared_library(shapes_library.root).browse(Filters(), 1)[0]
+
     async def echo(socket):
         await socket.accept()
         await socket.send_text("hello")
         await socket.close()
 
-    app = Starlette(routes=[Route("/thumb/{size}/{name}.jpg", thumb), WebSocketRoute("/ws", echo)],
-                    middleware=[Middleware(HostCheck, hosts=frozenset({"127.0.0.1", "localhost"}))])
+    app = Starlette(
+        routes=[Route("/thumb/{size}/{name}.jpg", thumb), WebSocketRoute("/ws", echo)],
+        middleware=[Middleware(HostCheck, hosts=frozenset({"127.0.0.1", "localhost"}))],
+    )
     client = TestClient(app, base_url="http://127.0.0.1:8501")
     served = client.get(thumb_url(first, GRID))
     assert served.status_code == 200 and "immutable" in served.headers["cache-control"]

@@ -13,16 +13,65 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-ENGLISH = ("harbour", "coffee", "station", "market", "ticket", "garden", "museum", "bakery",
-           "library", "pharmacy", "parking", "theatre", "bicycle", "lantern", "orchard", "window",
-           "sunset", "quartz", "meadow", "festival")
-CHINESE = ("北京", "欢迎光临", "出口", "咖啡", "火车站", "图书馆", "停车场", "超市", "医院", "银行",
-           "博物馆", "面包", "花园", "电影院", "邮局", "市场", "学校", "公园", "药店", "书店")
-LATIN_FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "LiberationMono-Bold.ttf", "LiberationSans-Italic.ttf",
-               "DejaVuSansCondensed.ttf")
+ENGLISH = (
+    "harbour",
+    "coffee",
+    "station",
+    "market",
+    "ticket",
+    "garden",
+    "museum",
+    "bakery",
+    "library",
+    "pharmacy",
+    "parking",
+    "theatre",
+    "bicycle",
+    "lantern",
+    "orchard",
+    "window",
+    "sunset",
+    "quartz",
+    "meadow",
+    "festival",
+)
+CHINESE = (
+    "北京",
+    "欢迎光临",
+    "出口",
+    "咖啡",
+    "火车站",
+    "图书馆",
+    "停车场",
+    "超市",
+    "医院",
+    "银行",
+    "博物馆",
+    "面包",
+    "花园",
+    "电影院",
+    "邮局",
+    "市场",
+    "学校",
+    "公园",
+    "药店",
+    "书店",
+)
+LATIN_FONTS = (
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSerif.ttf",
+    "LiberationMono-Bold.ttf",
+    "LiberationSans-Italic.ttf",
+    "DejaVuSansCondensed.ttf",
+)
 # (fill, outline): light on dark outline, dark on light outline, saturated colours.
-COLOURS = (((255, 255, 255), (0, 0, 0)), ((20, 20, 20), (255, 255, 255)), ((255, 220, 0), (40, 40, 40)),
-           ((220, 30, 30), (255, 255, 255)), ((40, 90, 230), (255, 255, 255)))
+COLOURS = (
+    ((255, 255, 255), (0, 0, 0)),
+    ((20, 20, 20), (255, 255, 255)),
+    ((255, 220, 0), (40, 40, 40)),
+    ((220, 30, 30), (255, 255, 255)),
+    ((40, 90, 230), (255, 255, 255)),
+)
 ANGLES = (0, 8, -12, 0, 18, -5)
 SIZES = (0.09, 0.12, 0.15, 0.07)  # text height as a fraction of the photo's width
 WIDTH = 640  # Caltech photos are about 300 px wide; a phone photo shown at this size
@@ -97,8 +146,9 @@ def _draw(img: Image.Image, word: str, font_path: Path, variant: int, top: bool)
     fill, outline = COLOURS[variant % len(COLOURS)]
     left, upper, right, lower = font.getbbox(word, stroke_width=2)
     layer = Image.new("RGBA", (right - left + 8, lower - upper + 8), (0, 0, 0, 0))
-    ImageDraw.Draw(layer).text((4 - left, 4 - upper), word, font=font, fill=fill + (255,), stroke_width=2,
-                               stroke_fill=outline + (255,))
+    ImageDraw.Draw(layer).text(
+        (4 - left, 4 - upper), word, font=font, fill=fill + (255,), stroke_width=2, stroke_fill=outline + (255,)
+    )
     layer = layer.rotate(ANGLES[variant % len(ANGLES)], expand=True, resample=Image.Resampling.BICUBIC)
     # Top or bottom half, so the two words of a photo never overlap.
     x = max(0, (img.width - layer.width) // 2 + (variant % 3 - 1) * img.width // 8)

@@ -102,8 +102,7 @@ def _on_text() -> None:
 
 def _on_upload() -> None:
     upload = st.session_state[f"upload-{st.session_state.upload_key}"]
-    st.session_state.query = (Query("image", shown(upload.name), image=upload.getvalue())
-                              if upload else None)
+    st.session_state.query = Query("image", shown(upload.name), image=upload.getvalue()) if upload else None
     st.session_state.q = ""
     _go_to_page(1)
 
@@ -138,8 +137,11 @@ def _pick_folder(index: int) -> None:
 # searching --------------------------------------------------------------------------------------
 def _checked_upload(query: Query) -> bytes:
     if len(query.image) > MAX_UPLOAD_MB * 1024 * 1024:
-        raise PixseekError(f"{query.label} is {len(query.image) / 1024 / 1024:.0f} MB, over the "
-                           f"{MAX_UPLOAD_MB} MB limit for example photos", "upload a smaller copy")
+        raise PixseekError(
+            f"{query.label} is {len(query.image) / 1024 / 1024:.0f} MB, over the "
+            f"{MAX_UPLOAD_MB} MB limit for example photos",
+            "upload a smaller copy",
+        )
     return query.image
 
 
@@ -168,24 +170,55 @@ def _sidebar(root: str, version: str, summary: LibraryInfo) -> tuple[Filters, in
     tags = _tags(root, version)
     first, last = _date_span(root, version)
     with st.sidebar:
-        view = st.segmented_control("View", ["Photos", "Duplicates"], key="view", label_visibility="collapsed",
-                                    width="stretch") or "Photos"
+        view = (
+            st.segmented_control(
+                "View", ["Photos", "Duplicates"], key="view", label_visibility="collapsed", width="stretch"
+            )
+            or "Photos"
+        )
         st.markdown("### Narrow down")
         # Choices are indices: a folder name need not be UTF-8, and only its displayable form is sent.
-        folder = st.selectbox("Folder", range(len(folders)), index=None, key="folder", placeholder="All folders",
-                              format_func=lambda i: f"{shown(folders[i][0])} ({folders[i][1]:,})",
-                              on_change=_go_to_page, args=(1,))
-        tag = st.selectbox("Tag", [label for label, _ in tags], index=None, key="tag", placeholder="Any tag",
-                           disabled=not tags, on_change=_go_to_page, args=(1,),
-                           help=None if tags else "Run `pixseek tag --labels labels.txt` to tag the photos.")
+        folder = st.selectbox(
+            "Folder",
+            range(len(folders)),
+            index=None,
+            key="folder",
+            placeholder="All folders",
+            format_func=lambda i: f"{shown(folders[i][0])} ({folders[i][1]:,})",
+            on_change=_go_to_page,
+            args=(1,),
+        )
+        tag = st.selectbox(
+            "Tag",
+            [label for label, _ in tags],
+            index=None,
+            key="tag",
+            placeholder="Any tag",
+            disabled=not tags,
+            on_change=_go_to_page,
+            args=(1,),
+            help=None if tags else "Run `pixseek tag --labels labels.txt` to tag the photos.",
+        )
         if first is None:
-            st.date_input("Taken between", value=(), key="dates", disabled=True,
-                          help="No photo in this library records the date it was taken.")
+            st.date_input(
+                "Taken between",
+                value=(),
+                key="dates",
+                disabled=True,
+                help="No photo in this library records the date it was taken.",
+            )
             dates: tuple[date, ...] = ()
         else:
-            dates = st.date_input("Taken between", value=(), min_value=date.fromisoformat(first),
-                                  max_value=date.fromisoformat(last), key="dates", format="YYYY-MM-DD",
-                                  on_change=_go_to_page, args=(1,))
+            dates = st.date_input(
+                "Taken between",
+                value=(),
+                min_value=date.fromisoformat(first),
+                max_value=date.fromisoformat(last),
+                key="dates",
+                format="YYYY-MM-DD",
+                on_change=_go_to_page,
+                args=(1,),
+            )
         per_page = st.selectbox("Photos per page", PAGE_SIZES, key="per_page", on_change=_go_to_page, args=(1,))
         _about(summary, root)
     filters = Filters(
@@ -199,9 +232,11 @@ def _sidebar(root: str, version: str, summary: LibraryInfo) -> tuple[Filters, in
 
 def _about(summary: LibraryInfo, root: str) -> None:
     st.markdown("### Library")
-    st.caption(f"**{summary.images:,}** photos · indexed {moment(summary.last_indexed_at)}  \n"
-               f"Model {literal(model_name(summary.model))} · index {literal(summary.index['type'])}  \n"
-               f"{literal(root)}")
+    st.caption(
+        f"**{summary.images:,}** photos · indexed {moment(summary.last_indexed_at)}  \n"
+        f"Model {literal(model_name(summary.model))} · index {literal(summary.index['type'])}  \n"
+        f"{literal(root)}"
+    )
     if summary.skipped:
         with st.expander(f"{summary.skipped:,} files skipped"):
             for reason, n in sorted(summary.skipped_reasons.items(), key=lambda kv: -kv[1]):
@@ -210,37 +245,63 @@ def _about(summary: LibraryInfo, root: str) -> None:
 
 def _search_bar() -> None:
     text_col, upload_col = st.columns([5, 1], vertical_alignment="bottom")
-    text_col.text_input("Search", key="q", on_change=_on_text, type="search", label_visibility="collapsed",
-                        max_chars=MAX_QUERY_CHARS,
-                        placeholder='Describe a photo: a dog on a beach, "cat" + "snow" - "indoor"')
+    text_col.text_input(
+        "Search",
+        key="q",
+        on_change=_on_text,
+        type="search",
+        label_visibility="collapsed",
+        max_chars=MAX_QUERY_CHARS,
+        placeholder='Describe a photo: a dog on a beach, "cat" + "snow" - "indoor"',
+    )
     with upload_col.popover("By photo", width="stretch", help="Search by an example photo"):
-        st.file_uploader(f"Find photos like this one (up to {MAX_UPLOAD_MB} MB)",
-                         type=sorted(SUPPORTED_EXTENSIONS), max_upload_size=MAX_UPLOAD_MB,
-                         key=f"upload-{st.session_state.upload_key}", on_change=_on_upload)
+        st.file_uploader(
+            f"Find photos like this one (up to {MAX_UPLOAD_MB} MB)",
+            type=sorted(SUPPORTED_EXTENSIONS),
+            max_upload_size=MAX_UPLOAD_MB,
+            key=f"upload-{st.session_state.upload_key}",
+            on_change=_on_upload,
+        )
 
 
 def _start_page(lib: PageLibrary, root: str, version: str) -> None:
     """Before the first query: the latest photos, the folders and the tags, each one click away."""
-    st.caption("Describe a photo to find it, e.g. " + ", ".join(literal(e) for e in EXAMPLES)
-               + ". Join ideas with **+**, leave things out with **-**, or search by an example photo.")
+    st.caption(
+        "Describe a photo to find it, e.g. "
+        + ", ".join(literal(e) for e in EXAMPLES)
+        + ". Join ideas with **+**, leave things out with **-**, or search by an example photo."
+    )
     folders = _folders(root, version)
     tags = _tags(root, version)
     if folders:
         with st.container(horizontal=True, gap="small", key="start-folders"):
             st.markdown("**Folders**", width="content")
             for i, (folder, n) in enumerate(folders[:START_CHOICES]):
-                st.button(f"{literal(Path(folder).name or folder)} · {n:,}", key=f"folder-{i}", type="tertiary",
-                          help=literal(folder), on_click=_pick_folder, args=(i,))
+                st.button(
+                    f"{literal(Path(folder).name or folder)} · {n:,}",
+                    key=f"folder-{i}",
+                    type="tertiary",
+                    help=literal(folder),
+                    on_click=_pick_folder,
+                    args=(i,),
+                )
     if tags:
         with st.container(horizontal=True, gap="small", key="start-tags"):
             st.markdown("**Tags**", width="content")
             for i, (label, n) in enumerate(tags[:START_CHOICES]):
-                st.button(f"{literal(label)} · {n:,}", key=f"tag-{i}", type="tertiary", on_click=_pick_tag,
-                          args=(label,))
+                st.button(
+                    f"{literal(label)} · {n:,}", key=f"tag-{i}", type="tertiary", on_click=_pick_tag, args=(label,)
+                )
     latest = _latest(root, version)
     st.markdown("#### Latest photos", help="By the date they were taken")
-    photo_grid(latest, lib.tags_of([p.id for p in latest]), scored=False, key=GRID_KEY, on_like=_on_grid_like,
-               on_tag=_on_grid_tag)
+    photo_grid(
+        latest,
+        lib.tags_of([p.id for p in latest]),
+        scored=False,
+        key=GRID_KEY,
+        on_like=_on_grid_like,
+        on_tag=_on_grid_tag,
+    )
 
 
 def _query_heading(query: Query | None, filters: Filters) -> None:
@@ -260,11 +321,26 @@ def _query_heading(query: Query | None, filters: Filters) -> None:
 
 def _pager(page: int, has_next: bool) -> None:
     prev, label, nxt = st.columns([1, 2, 1], vertical_alignment="center")
-    prev.button("Previous", key="previous", icon=":material/chevron_left:", disabled=page == 1, on_click=_go_to_page,
-                args=(page - 1,), width="stretch")
+    prev.button(
+        "Previous",
+        key="previous",
+        icon=":material/chevron_left:",
+        disabled=page == 1,
+        on_click=_go_to_page,
+        args=(page - 1,),
+        width="stretch",
+    )
     label.markdown(f"Page {page}", text_alignment="center")
-    nxt.button("Next", key="next", icon=":material/chevron_right:", icon_position="right", disabled=not has_next,
-               on_click=_go_to_page, args=(page + 1,), width="stretch")
+    nxt.button(
+        "Next",
+        key="next",
+        icon=":material/chevron_right:",
+        icon_position="right",
+        disabled=not has_next,
+        on_click=_go_to_page,
+        args=(page + 1,),
+        width="stretch",
+    )
 
 
 def _photos(lib: PageLibrary, root: str, version: str, filters: Filters, per_page: int, start: float) -> None:
@@ -281,7 +357,7 @@ def _photos(lib: PageLibrary, root: str, version: str, filters: Filters, per_pag
         (st.error if query is not None and query.kind == "image" else st.warning)(str(exc))
         return
     _query_heading(query, filters)
-    shown_now = results[(page - 1) * per_page:want]
+    shown_now = results[(page - 1) * per_page : want]
     if not shown_now:
         hint = " in this folder, tag or date range: widen the filters" if filters.active() else ""
         st.info(f"No photos found{hint}.")
@@ -289,8 +365,14 @@ def _photos(lib: PageLibrary, root: str, version: str, filters: Filters, per_pag
     first = (page - 1) * per_page + 1
     order = "Best matches first" if query is not None else "Latest first"
     st.caption(f"{order} · {first}–{first + len(shown_now) - 1} · {time.perf_counter() - start:.2f} s")
-    photo_grid(shown_now, lib.tags_of([p.id for p in shown_now]), scored=query is not None, key=GRID_KEY,
-               on_like=_on_grid_like, on_tag=_on_grid_tag)
+    photo_grid(
+        shown_now,
+        lib.tags_of([p.id for p in shown_now]),
+        scored=query is not None,
+        key=GRID_KEY,
+        on_like=_on_grid_like,
+        on_tag=_on_grid_tag,
+    )
     _pager(page, has_next=len(results) > want)
 
 
@@ -307,12 +389,19 @@ def _duplicates_view(lib: PageLibrary, root: str, version: str) -> None:
     kept = lib.kept()
     decided = {i for keep, others in kept.items() for i in (keep, *others)}
     left, right = st.columns([3, 1], vertical_alignment="center")
-    left.markdown(f"#### {len(groups):,} groups of duplicates · {sum(g.photos[0].id in decided for g in groups):,} "
-                  "decided")
-    right.download_button("Export the list", duplicates_csv(groups, kept), file_name="pixseek-duplicates.csv",
-                          mime="text/csv", icon=":material/download:", width="stretch",
-                          help="One row per file: its group, keep / copy / undecided, and its path. "
-                          "pixseek never deletes or moves a file.")
+    left.markdown(
+        f"#### {len(groups):,} groups of duplicates · {sum(g.photos[0].id in decided for g in groups):,} decided"
+    )
+    right.download_button(
+        "Export the list",
+        duplicates_csv(groups, kept),
+        file_name="pixseek-duplicates.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        width="stretch",
+        help="One row per file: its group, keep / copy / undecided, and its path. "
+        "pixseek never deletes or moves a file.",
+    )
     for n, group in enumerate(groups[:DUPE_GROUPS_SHOWN]):
         ids = [p.id for p in group.photos]
         keep = next((k for k in kept if k in ids), None)
@@ -324,10 +413,15 @@ def _duplicates_view(lib: PageLibrary, root: str, version: str) -> None:
                     photo_grid([photo], {}, scored=False, key=f"dupe-{photo.id}")
                     dims = f"{photo.width} × {photo.height} px · " if photo.width and photo.height else ""
                     st.caption(f"{literal(file_name(photo.path))}  \n{dims}{file_size(photo.size)}")
-                    st.button("Keep" if keep != photo.id else "Kept", key=f"keep-{photo.id}",
-                              type="primary" if keep == photo.id else "secondary", width="stretch",
-                              icon=":material/check:" if keep == photo.id else None,
-                              on_click=_mark_keep, args=(lib, photo.id, ids))
+                    st.button(
+                        "Keep" if keep != photo.id else "Kept",
+                        key=f"keep-{photo.id}",
+                        type="primary" if keep == photo.id else "secondary",
+                        width="stretch",
+                        icon=":material/check:" if keep == photo.id else None,
+                        on_click=_mark_keep,
+                        args=(lib, photo.id, ids),
+                    )
     if len(groups) > DUPE_GROUPS_SHOWN:
         st.caption(f"… and {len(groups) - DUPE_GROUPS_SHOWN:,} more groups in the exported list")
 
@@ -352,8 +446,9 @@ def main() -> None:
         version = lib.version()
         summary = _summary(str(root), version)
         if summary.images == 0:
-            raise PixseekError(f"the library at {root} has no photos yet",
-                               f"run `pixseek index FOLDER --library {root}` to add some")
+            raise PixseekError(
+                f"the library at {root} has no photos yet", f"run `pixseek index FOLDER --library {root}` to add some"
+            )
     except PixseekError as exc:
         st.info(str(exc))
         return

@@ -39,29 +39,57 @@ app = typer.Typer(
 
 LibraryOpt = Annotated[
     Optional[Path],
-    typer.Option("--library", "-L", envvar=ENV_LIBRARY, help="Library folder (catalog, vectors, index). "
-                 "Default: your user data folder, or $PIXSEEK_LIBRARY.", show_default=False),
+    typer.Option(
+        "--library",
+        "-L",
+        envvar=ENV_LIBRARY,
+        help="Library folder (catalog, vectors, index). Default: your user data folder, or $PIXSEEK_LIBRARY.",
+        show_default=False,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 ModelOpt = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="open_clip model: a built-in name (ViT-B-32), hf-hub:org/repo, "
-                 "local-dir:/path/to/folder (offline), or 'demo' for the bundled shapes model. "
-                 "Default: the library's own model, or ViT-B-32 for a new library.", show_default=False),
+    typer.Option(
+        "--model",
+        "-m",
+        help="open_clip model: a built-in name (ViT-B-32), hf-hub:org/repo, "
+        "local-dir:/path/to/folder (offline), or 'demo' for the bundled shapes model. "
+        "Default: the library's own model, or ViT-B-32 for a new library.",
+        show_default=False,
+    ),
 ]
 PretrainedOpt = Annotated[
     Optional[str],
-    typer.Option("--pretrained", help="Weights tag for a built-in model name (default for ViT-B-32: "
-                 "laion2b_s34b_b79k). Ignored for hf-hub: and local-dir:.", show_default=False),
+    typer.Option(
+        "--pretrained",
+        help="Weights tag for a built-in model name (default for ViT-B-32: "
+        "laion2b_s34b_b79k). Ignored for hf-hub: and local-dir:.",
+        show_default=False,
+    ),
 ]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda when present).",
-                                                  show_default=False)]
-RuntimeOpt = Annotated[str, typer.Option("--runtime", envvar=ENV_RUNTIME, help="torch, onnx (ONNX Runtime) "
-                      "or auto: ONNX where it keeps results equal, int8 weights only where the library's first "
-                      "index run checked them on its photos (see pixseek info).")]
-PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", envvar=ENV_PRECISION, help="fp32, int8 "
-                         "(CPU) or fp16 (GPU), with ONNX Runtime (default: what auto picks for the device).",
-                         show_default=False)]
+DeviceOpt = Annotated[
+    Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda when present).", show_default=False)
+]
+RuntimeOpt = Annotated[
+    str,
+    typer.Option(
+        "--runtime",
+        envvar=ENV_RUNTIME,
+        help="torch, onnx (ONNX Runtime) "
+        "or auto: ONNX where it keeps results equal, int8 weights only where the library's first "
+        "index run checked them on its photos (see pixseek info).",
+    ),
+]
+PrecisionOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--precision",
+        envvar=ENV_PRECISION,
+        help="fp32, int8 (CPU) or fp16 (GPU), with ONNX Runtime (default: what auto picks for the device).",
+        show_default=False,
+    ),
+]
 
 
 def _spec(model: str | None, pretrained: str | None):
@@ -102,18 +130,36 @@ def index(
     library: LibraryOpt = None,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
-    index_type: Annotated[Optional[str], typer.Option("--index", help="ANN index: auto (exact while small, "
-                          "IVF-PQ from 50,000 images), flat or ivfpq. Remembered by the library.",
-                          show_default=False)] = None,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Re-embed every image (e.g. with another --model).")
-                       ] = False,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding processes (default: one per core).",
-                       show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model batch "
-                          "(default: 32 on CPU, 256 on GPU).", show_default=False)] = None,
+    index_type: Annotated[
+        Optional[str],
+        typer.Option(
+            "--index",
+            help="ANN index: auto (exact while small, "
+            "IVF-PQ from 50,000 images), flat or ivfpq. Remembered by the library.",
+            show_default=False,
+        ),
+    ] = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Re-embed every image (e.g. with another --model).")
+    ] = False,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", help="Decoding processes (default: one per core).", show_default=False)
+    ] = None,
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--batch-size", help="Images per model batch (default: 32 on CPU, 256 on GPU).", show_default=False
+        ),
+    ] = None,
     device: DeviceOpt = None,
-    ocr: Annotated[Optional[bool], typer.Option("--ocr/--no-ocr", help="Also read the text in new photos "
-                   "(pixseek ocr) after embedding them. Remembered by the library.", show_default=False)] = None,
+    ocr: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--ocr/--no-ocr",
+            help="Also read the text in new photos (pixseek ocr) after embedding them. Remembered by the library.",
+            show_default=False,
+        ),
+    ] = None,
     runtime: RuntimeOpt = "auto",
     precision: PrecisionOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage while running.")] = False,
@@ -129,21 +175,34 @@ def index(
 
     if verbose:
         # Only pixseek's own stages at INFO: open_clip and FAISS log their loading steps there too.
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr,
-                            force=True)
+        logging.basicConfig(
+            level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr, force=True
+        )
         for package in ("indexer", "search", "ui"):
             logging.getLogger(package).setLevel(logging.INFO)
     paths = LibraryPaths.at(library)
     with _progress(as_json) as stage:
-        options = IndexOptions(model=_spec(model, pretrained), index_kind=index_type, rebuild=rebuild, workers=workers,
-                               batch_size=batch_size, device=device, runtime=runtime, precision=precision,
-                               on_progress=stage("embedding"), ocr=ocr, on_ocr_progress=stage("reading text"))
+        options = IndexOptions(
+            model=_spec(model, pretrained),
+            index_kind=index_type,
+            rebuild=rebuild,
+            workers=workers,
+            batch_size=batch_size,
+            device=device,
+            runtime=runtime,
+            precision=precision,
+            on_progress=stage("embedding"),
+            ocr=ocr,
+            on_ocr_progress=stage("reading text"),
+        )
         report = run_index(paths, folders, options)
     if as_json:
         _echo_json({"library": str(paths.root), **report.as_dict()})
         return
-    typer.echo(f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
-               f"unchanged {report.unchanged}, skipped {len(report.skipped)}")
+    typer.echo(
+        f"added {report.added}, updated {report.updated}, moved {report.moved}, removed {report.removed}, "
+        f"unchanged {report.unchanged}, skipped {len(report.skipped)}"
+    )
     if report.runtime:
         typer.echo(f"runtime: {report.runtime}")
     if report.repaired:
@@ -163,8 +222,10 @@ def index(
 
 
 def _echo_ocr(report: dict[str, Any]) -> None:
-    typer.echo(f"text read in {report['read']} photos ({report['with_text']} with text, "
-               f"{len(report['failed'])} unreadable) in {report['seconds']:.1f}s")
+    typer.echo(
+        f"text read in {report['read']} photos ({report['with_text']} with text, "
+        f"{len(report['failed'])} unreadable) in {report['seconds']:.1f}s"
+    )
     for item in report["failed"][:20]:
         typer.echo(f"  unreadable {item['path']}: {item['reason']}")
 
@@ -172,8 +233,12 @@ def _echo_ocr(report: dict[str, Any]) -> None:
 @app.command(name="ocr")
 def ocr_command(
     library: LibraryOpt = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="OCR processes (default: one per core; "
-                       "0 reads in this process).", show_default=False)] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            "--workers", help="OCR processes (default: one per core; 0 reads in this process).", show_default=False
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Read the text in every indexed photo not read yet (signs, receipts, screenshots; English and Chinese).
@@ -208,8 +273,13 @@ class _progress:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), transient=True)
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
             self._bar.start()
         return self.stage
 
@@ -233,53 +303,121 @@ class _progress:
 
 @app.command()
 def search(
-    query: Annotated[Optional[str], typer.Argument(
-        help='What to look for. Combine terms: "cat" + "snow" - "indoor"; weight them: 2:"cat"; '
-             "mix in image files by path.", show_default=False)] = None,
-    image: Annotated[Optional[Path], typer.Option("--image", "-i", help="Search by an example image file.",
-                     show_default=False)] = None,
-    like: Annotated[Optional[str], typer.Option("--like", help="More like this: an indexed image (path or id), "
-                    "using its stored vector.", show_default=False)] = None,
+    query: Annotated[
+        Optional[str],
+        typer.Argument(
+            help='What to look for. Combine terms: "cat" + "snow" - "indoor"; weight them: 2:"cat"; '
+            "mix in image files by path.",
+            show_default=False,
+        ),
+    ] = None,
+    image: Annotated[
+        Optional[Path], typer.Option("--image", "-i", help="Search by an example image file.", show_default=False)
+    ] = None,
+    like: Annotated[
+        Optional[str],
+        typer.Option(
+            "--like", help="More like this: an indexed image (path or id), using its stored vector.", show_default=False
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("-k", "--limit", help="How many results.")] = 20,
-    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop results below this cosine score.",
-                         show_default=False)] = None,
-    folder: Annotated[Optional[Path], typer.Option("--folder", help="Only photos in this folder or below.",
-                      show_default=False)] = None,
-    date_from: Annotated[Optional[str], typer.Option("--from", help="Taken on or after YYYY-MM-DD.",
-                         show_default=False)] = None,
-    date_to: Annotated[Optional[str], typer.Option("--to", help="Taken on or before YYYY-MM-DD.",
-                       show_default=False)] = None,
-    camera: Annotated[Optional[str], typer.Option("--camera", help="Camera make or model contains this text.",
-                      show_default=False)] = None,
-    not_: Annotated[Optional[list[str]], typer.Option("--not", help='Push results away from this text '
-                    '(repeatable); the same as adding - "TEXT" to the query.', show_default=False)] = None,
-    min_z: Annotated[Optional[float], typer.Option("--min-z", help="Adaptive cutoff: keep results scoring at "
-                     "least Z standard deviations above this query's median score over the whole library (the "
-                     "spread measured robustly, by the median absolute deviation). Unlike --min-score it means "
-                     "the same for every query: 2 to 3 keeps images that clearly stand out, and a query "
-                     "nothing matches returns little or nothing.", show_default=False)] = None,
-    ensemble: Annotated[bool, typer.Option("--ensemble/--no-ensemble", help='Embed text through several '
-                        'prompts ("a photo of ...") and average them, as in the CLIP paper; --no-ensemble '
-                        "embeds the text exactly as typed.")] = True,
-    dedupe: Annotated[bool, typer.Option("--dedupe", help="Show only the best match of each set of "
-                      "near-duplicate photos (see pixseek dupes).")] = False,
-    sort: Annotated[str, typer.Option("--sort", help="score: best match first; date: the same results, "
-                    "newest taken first (undated last).")] = "score",
-    gps: Annotated[Optional[bool], typer.Option("--gps/--no-gps", help="Only photos with (--gps) or without "
-                   "(--no-gps) a GPS position.", show_default=False)] = None,
-    tag: Annotated[Optional[str], typer.Option("--tag", help="Only photos auto-tagged with this label "
-                   "(see pixseek tag).", show_default=False)] = None,
-    text: Annotated[Optional[str], typer.Option("--text", help='Only photos whose words hold every one of '
-                    'these words or "quoted phrases" (the text read by pixseek ocr, file and folder names, '
-                    "tags), ranked by how well they match, fused with the query's ranking; the same as "
-                    'text:"..." in the query.', show_default=False)] = None,
-    concept: Annotated[Optional[str], typer.Option("--concept", help="A concept taught with pixseek concept "
-                       "teach: ranks by its probability, or with a query keeps photos at --min-prob or above.",
-                       show_default=False)] = None,
-    min_prob: Annotated[float, typer.Option("--min-prob", help="With --concept and a query: the probability "
-                        "a photo needs.")] = 0.5,
-    explain: Annotated[bool, typer.Option("--explain", help="Show why each photo matched: each term's part of "
-                       "the score, the words matched, its tags and concepts.")] = False,
+    min_score: Annotated[
+        Optional[float], typer.Option("--min-score", help="Drop results below this cosine score.", show_default=False)
+    ] = None,
+    folder: Annotated[
+        Optional[Path], typer.Option("--folder", help="Only photos in this folder or below.", show_default=False)
+    ] = None,
+    date_from: Annotated[
+        Optional[str], typer.Option("--from", help="Taken on or after YYYY-MM-DD.", show_default=False)
+    ] = None,
+    date_to: Annotated[
+        Optional[str], typer.Option("--to", help="Taken on or before YYYY-MM-DD.", show_default=False)
+    ] = None,
+    camera: Annotated[
+        Optional[str], typer.Option("--camera", help="Camera make or model contains this text.", show_default=False)
+    ] = None,
+    not_: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--not",
+            help='Push results away from this text (repeatable); the same as adding - "TEXT" to the query.',
+            show_default=False,
+        ),
+    ] = None,
+    min_z: Annotated[
+        Optional[float],
+        typer.Option(
+            "--min-z",
+            help="Adaptive cutoff: keep results scoring at "
+            "least Z standard deviations above this query's median score over the whole library (the "
+            "spread measured robustly, by the median absolute deviation). Unlike --min-score it means "
+            "the same for every query: 2 to 3 keeps images that clearly stand out, and a query "
+            "nothing matches returns little or nothing.",
+            show_default=False,
+        ),
+    ] = None,
+    ensemble: Annotated[
+        bool,
+        typer.Option(
+            "--ensemble/--no-ensemble",
+            help="Embed text through several "
+            'prompts ("a photo of ...") and average them, as in the CLIP paper; --no-ensemble '
+            "embeds the text exactly as typed.",
+        ),
+    ] = True,
+    dedupe: Annotated[
+        bool,
+        typer.Option(
+            "--dedupe", help="Show only the best match of each set of near-duplicate photos (see pixseek dupes)."
+        ),
+    ] = False,
+    sort: Annotated[
+        str,
+        typer.Option(
+            "--sort", help="score: best match first; date: the same results, newest taken first (undated last)."
+        ),
+    ] = "score",
+    gps: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--gps/--no-gps", help="Only photos with (--gps) or without (--no-gps) a GPS position.", show_default=False
+        ),
+    ] = None,
+    tag: Annotated[
+        Optional[str],
+        typer.Option("--tag", help="Only photos auto-tagged with this label (see pixseek tag).", show_default=False),
+    ] = None,
+    text: Annotated[
+        Optional[str],
+        typer.Option(
+            "--text",
+            help="Only photos whose words hold every one of "
+            'these words or "quoted phrases" (the text read by pixseek ocr, file and folder names, '
+            "tags), ranked by how well they match, fused with the query's ranking; the same as "
+            'text:"..." in the query.',
+            show_default=False,
+        ),
+    ] = None,
+    concept: Annotated[
+        Optional[str],
+        typer.Option(
+            "--concept",
+            help="A concept taught with pixseek concept "
+            "teach: ranks by its probability, or with a query keeps photos at --min-prob or above.",
+            show_default=False,
+        ),
+    ] = None,
+    min_prob: Annotated[
+        float, typer.Option("--min-prob", help="With --concept and a query: the probability a photo needs.")
+    ] = 0.5,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Show why each photo matched: each term's part of "
+            "the score, the words matched, its tags and concepts.",
+        ),
+    ] = False,
     library: LibraryOpt = None,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
@@ -293,9 +431,10 @@ def search(
     from search.keywords import text_terms
 
     if query is None and image is None and like is None and not not_ and text is None and concept is None:
-        raise PixseekError("nothing to search for",
-                           'give a query (pixseek search "a dog"), --image FILE, --like FILE, --text WORDS '
-                           "or --concept NAME")
+        raise PixseekError(
+            "nothing to search for",
+            'give a query (pixseek search "a dog"), --image FILE, --like FILE, --text WORDS or --concept NAME',
+        )
     words = text_terms(text) if text is not None else []
     if text is not None and not words:
         raise PixseekError("empty --text", "give the words the photos must hold, e.g. --text receipt")
@@ -308,14 +447,27 @@ def search(
     # --not TEXT is - "TEXT" in the query's own syntax (search/query.py).
     query = " ".join([query] * (query is not None) + [f'- "{t}"' for t in not_ or []]) or None
     folder_text = str(folder.expanduser().resolve()) if folder else None  # the catalog holds absolute paths
-    filters = Filters(folder=folder_text, date_from=date_from, date_to=date_to, camera=camera,
-                      has_gps=gps, tag=tag)
+    filters = Filters(folder=folder_text, date_from=date_from, date_to=date_to, camera=camera, has_gps=gps, tag=tag)
     like_ref: int | str | None = int(like) if like is not None and like.isdigit() else like
-    request = SearchRequest(text=query, image=image, like=like_ref, k=k, min_score=min_score, min_z=min_z,
-                            filters=filters, ensemble=ensemble, dedupe=dedupe, sort=sort, text_terms=tuple(words),
-                            concept=concept, min_prob=min_prob, explain=explain)
-    with Library.open(library, model=_spec(model, pretrained), device=device, runtime=runtime,
-                      precision=precision) as lib:
+    request = SearchRequest(
+        text=query,
+        image=image,
+        like=like_ref,
+        k=k,
+        min_score=min_score,
+        min_z=min_z,
+        filters=filters,
+        ensemble=ensemble,
+        dedupe=dedupe,
+        sort=sort,
+        text_terms=tuple(words),
+        concept=concept,
+        min_prob=min_prob,
+        explain=explain,
+    )
+    with Library.open(
+        library, model=_spec(model, pretrained), device=device, runtime=runtime, precision=precision
+    ) as lib:
         results = lib.search(request)
         damage = lib.damage()
     if damage is not None:
@@ -351,13 +503,26 @@ def _echo_explanation(why: dict[str, Any]) -> None:
 @app.command()
 def dupes(
     library: LibraryOpt = None,
-    max_distance: Annotated[Optional[int], typer.Option("--max-distance", help="Near duplicates: perceptual "
-                            "hashes differing in at most this many of 256 bits (default 16: resized and "
-                            "re-encoded copies; at most 32, where different photos start to match).",
-                            show_default=False)] = None,
-    similarity: Annotated[Optional[float], typer.Option("--similarity", help="Also pair photos whose embeddings "
-                          "have at least this cosine similarity, e.g. 0.95: finds crops and edits the hash misses. "
-                          "Compares every pair: minutes on 100,000 photos.", show_default=False)] = None,
+    max_distance: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-distance",
+            help="Near duplicates: perceptual "
+            "hashes differing in at most this many of 256 bits (default 16: resized and "
+            "re-encoded copies; at most 32, where different photos start to match).",
+            show_default=False,
+        ),
+    ] = None,
+    similarity: Annotated[
+        Optional[float],
+        typer.Option(
+            "--similarity",
+            help="Also pair photos whose embeddings "
+            "have at least this cosine similarity, e.g. 0.95: finds crops and edits the hash misses. "
+            "Compares every pair: minutes on 100,000 photos.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find duplicate photos: exact copies (same content) and near copies (resized, re-encoded, edited).
@@ -379,24 +544,44 @@ def dupes(
         for r in g.images:
             typer.echo(f"  {r.width or '?'}x{r.height or '?'}  {r.size / 1e6:7.2f} MB  {_shown(r.path)}")
     spare = sum(r.size for g in groups for r in g.images[1:])
-    typer.echo(f"{len(groups)} groups; keeping the first of each frees {spare / 1e6:.1f} MB" if groups
-               else "no duplicates found")
+    typer.echo(
+        f"{len(groups)} groups; keeping the first of each frees {spare / 1e6:.1f} MB"
+        if groups
+        else "no duplicates found"
+    )
     if unhashed:
-        typer.echo(f"note: {unhashed} images were indexed before perceptual hashes were stored; compare them "
-                   "with --similarity 0.95, or run `pixseek index --rebuild FOLDER`")
+        typer.echo(
+            f"note: {unhashed} images were indexed before perceptual hashes were stored; compare them "
+            "with --similarity 0.95, or run `pixseek index --rebuild FOLDER`"
+        )
 
 
 @app.command()
 def tag(
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="Text file, one label per line (beach, "
-                      "birthday, cat...). Default: the labels of the last run.", show_default=False)] = None,
-    top: Annotated[Optional[int], typer.Option("--top", help="At most this many tags per photo (default 3).",
-                   show_default=False)] = None,
-    min_prob: Annotated[Optional[float], typer.Option("--min-prob", help="Tag only labels at least this likely "
-                        "(0-1; default 0.2), so a photo that fits none of the labels gets no tag.",
-                        show_default=False)] = None,
-    ensemble: Annotated[bool, typer.Option("--ensemble/--no-ensemble", help="Average each label over several "
-                        'prompts ("a photo of ...").')] = True,
+    labels: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--labels",
+            help="Text file, one label per line (beach, birthday, cat...). Default: the labels of the last run.",
+            show_default=False,
+        ),
+    ] = None,
+    top: Annotated[
+        Optional[int], typer.Option("--top", help="At most this many tags per photo (default 3).", show_default=False)
+    ] = None,
+    min_prob: Annotated[
+        Optional[float],
+        typer.Option(
+            "--min-prob",
+            help="Tag only labels at least this likely "
+            "(0-1; default 0.2), so a photo that fits none of the labels gets no tag.",
+            show_default=False,
+        ),
+    ] = None,
+    ensemble: Annotated[
+        bool,
+        typer.Option("--ensemble/--no-ensemble", help='Average each label over several prompts ("a photo of ...").'),
+    ] = True,
     library: LibraryOpt = None,
     device: DeviceOpt = None,
     runtime: RuntimeOpt = "auto",
@@ -428,18 +613,25 @@ def _given(**options: object) -> dict[str, object]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-concept_app = typer.Typer(help="Concepts taught from a few examples: 'my dog Rex', 'our kitchen'.",
-                          no_args_is_help=True)
+concept_app = typer.Typer(
+    help="Concepts taught from a few examples: 'my dog Rex', 'our kitchen'.", no_args_is_help=True
+)
 app.add_typer(concept_app, name="concept")
 
 
 @concept_app.command("teach")
 def concept_teach(
     name: Annotated[str, typer.Argument(help="The concept's name.", show_default=False)],
-    yes: Annotated[Optional[list[str]], typer.Option("--yes", help="A photo that shows it (indexed; path or "
-                   "id); repeat for each photo.", show_default=False)] = None,
-    no: Annotated[Optional[list[str]], typer.Option("--no", help="A photo that does not show it; repeat for each.",
-                  show_default=False)] = None,
+    yes: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--yes", help="A photo that shows it (indexed; path or id); repeat for each photo.", show_default=False
+        ),
+    ] = None,
+    no: Annotated[
+        Optional[list[str]],
+        typer.Option("--no", help="A photo that does not show it; repeat for each.", show_default=False),
+    ] = None,
     library: LibraryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -457,15 +649,22 @@ def concept_teach(
         _echo_json(summary)
         return
     accuracy = "n/a (too few examples)" if concept.loo_accuracy is None else f"{concept.loo_accuracy:.2f}"
-    typer.echo(f"taught '{concept.name}' from {len(concept.yes_ids)} yes and {len(concept.no_ids)} no examples; "
-               f"held-out accuracy {accuracy}")
+    typer.echo(
+        f"taught '{concept.name}' from {len(concept.yes_ids)} yes and {len(concept.no_ids)} no examples; "
+        f"held-out accuracy {accuracy}"
+    )
     for warning in concept.warnings:
         typer.echo(f"warning: {warning}")
 
 
 def _concept_summary(concept: Any) -> dict[str, Any]:
-    return {"name": concept.name, "yes": concept.yes_ids, "no": concept.no_ids,
-            "held_out_accuracy": concept.loo_accuracy, "warnings": concept.warnings}
+    return {
+        "name": concept.name,
+        "yes": concept.yes_ids,
+        "no": concept.no_ids,
+        "held_out_accuracy": concept.loo_accuracy,
+        "warnings": concept.warnings,
+    }
 
 
 @concept_app.command("list")
@@ -487,8 +686,11 @@ def concept_list(library: LibraryOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @concept_app.command("show")
-def concept_show(name: Annotated[str, typer.Argument(help="The concept's name.", show_default=False)],
-                 library: LibraryOpt = None, as_json: JsonOpt = False) -> None:
+def concept_show(
+    name: Annotated[str, typer.Argument(help="The concept's name.", show_default=False)],
+    library: LibraryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """A concept's examples (paths) and held-out accuracy."""
     from search import Library
     from search.concepts import load_concept
@@ -499,8 +701,13 @@ def concept_show(name: Annotated[str, typer.Argument(help="The concept's name.",
         paths = {r.id: r.path for r in lib.catalog.rows_by_id(concept.yes_ids + concept.no_ids)}
         paths = {i: paths.get(i, "(gone)") for i in concept.yes_ids + concept.no_ids}
     if as_json:
-        _echo_json({**_concept_summary(concept), "yes_paths": [paths[i] for i in concept.yes_ids],
-                    "no_paths": [paths[i] for i in concept.no_ids]})
+        _echo_json(
+            {
+                **_concept_summary(concept),
+                "yes_paths": [paths[i] for i in concept.yes_ids],
+                "no_paths": [paths[i] for i in concept.no_ids],
+            }
+        )
         return
     accuracy = "n/a" if concept.loo_accuracy is None else f"{concept.loo_accuracy:.2f}"
     typer.echo(f"{concept.name}: held-out accuracy {accuracy}")
@@ -512,8 +719,9 @@ def concept_show(name: Annotated[str, typer.Argument(help="The concept's name.",
 
 
 @concept_app.command("forget")
-def concept_forget(name: Annotated[str, typer.Argument(help="The concept's name.", show_default=False)],
-                   library: LibraryOpt = None) -> None:
+def concept_forget(
+    name: Annotated[str, typer.Argument(help="The concept's name.", show_default=False)], library: LibraryOpt = None
+) -> None:
     """Delete a concept."""
     from search import Library
     from search.concepts import forget_concept
@@ -526,8 +734,9 @@ def concept_forget(name: Annotated[str, typer.Argument(help="The concept's name.
 @app.command()
 def info(
     library: LibraryOpt = None,
-    skipped: Annotated[bool, typer.Option("--skipped", help="List every file that could not be indexed, "
-                       "with the reason.")] = False,
+    skipped: Annotated[
+        bool, typer.Option("--skipped", help="List every file that could not be indexed, with the reason.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """What is in the library: image count, model, index type, skipped files."""
@@ -551,11 +760,15 @@ def info(
     check = data["runtime_check"]
     if check is not None:
         rates = ", ".join(f"{label} {rate:g}" for label, rate in check["rates"].items())
-        typer.echo(f"runtime     auto picks {check['picked']} (checked on {check['photos']} photos, "
-                   f"images/s: {rates}; int8 recall@10 {check['int8_recall']:.3f})")
+        typer.echo(
+            f"runtime     auto picks {check['picked']} (checked on {check['photos']} photos, "
+            f"images/s: {rates}; int8 recall@10 {check['int8_recall']:.3f})"
+        )
     typer.echo(f"indexed at  {data['last_indexed_at'] or 'never'}")
-    typer.echo(f"text        read in {data['text_read']} photos, {data['with_text']} with text"
-               f"{' (index --ocr is on)' if data['ocr_on_index'] else ''}")
+    typer.echo(
+        f"text        read in {data['text_read']} photos, {data['with_text']} with text"
+        f"{' (index --ocr is on)' if data['ocr_on_index'] else ''}"
+    )
     if data["concepts"]:
         typer.echo(f"concepts    {', '.join(data['concepts'])}")
     for problem in data["damage"]:
@@ -569,8 +782,14 @@ def info(
 @app.command()
 def check(
     library: LibraryOpt = None,
-    repair: Annotated[bool, typer.Option("--repair", help="Rebuild a damaged index file, drop orphan rows, and "
-                      "embed damaged vectors again (now if the model loads, else on the next index run).")] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Rebuild a damaged index file, drop orphan rows, and "
+            "embed damaged vectors again (now if the model loads, else on the next index run).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Check the library for damage: catalog integrity, every vector, the index file, orphan rows.
@@ -601,8 +820,12 @@ def check(
 
 
 @app.command()
-def models(as_json: JsonOpt = False, show_all: Annotated[bool, typer.Option(
-        "--all", help="Also list every open_clip built-in name and pretrained tag.")] = False) -> None:
+def models(
+    as_json: JsonOpt = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also list every open_clip built-in name and pretrained tag.")
+    ] = False,
+) -> None:
     """The recommended models (quality published by open_clip, cost measured here); --all: every built-in one."""
     from indexer.model_choices import choices_json, render_choices
 
@@ -623,8 +846,14 @@ def models(as_json: JsonOpt = False, show_all: Annotated[bool, typer.Option(
 
 @app.command()
 def demo(
-    folder: Annotated[Optional[Path], typer.Option("--dir", help="Where to put the demo images and library "
-                      "(default: a 'demo' folder in your user data folder).", show_default=False)] = None,
+    folder: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--dir",
+            help="Where to put the demo images and library (default: a 'demo' folder in your user data folder).",
+            show_default=False,
+        ),
+    ] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Images per colour and shape.")] = 5,
 ) -> None:
     """Offline tour: generate coloured shapes, index them with the bundled model, run example searches."""
@@ -637,8 +866,14 @@ def demo(
 def ui(
     library: LibraryOpt = None,
     port: Annotated[int, typer.Option("--port", help="Port for the page.")] = 8501,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on. The default keeps the page on "
-                    "this computer; 0.0.0.0 opens it (and your photos) to your network.")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            help="Address to listen on. The default keeps the page on "
+            "this computer; 0.0.0.0 opens it (and your photos) to your network.",
+        ),
+    ] = "127.0.0.1",
     runtime: RuntimeOpt = "auto",
     precision: PrecisionOpt = None,
 ) -> None:
@@ -678,25 +913,49 @@ def thumbs(library: LibraryOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         _echo_json({"library": str(lib.root), **counts})
         return
-    typer.echo(f"thumbnails ready for {counts['ready']} photos, {counts['failed']} could not be read; "
-               f"in {lib.thumbs_dir}")
+    typer.echo(
+        f"thumbnails ready for {counts['ready']} photos, {counts['failed']} could not be read; in {lib.thumbs_dir}"
+    )
 
 
 @app.command("serve")
 def serve_api(
     library: LibraryOpt = None,
     port: Annotated[int, typer.Option("--port", help="Port for the API.")] = 8700,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on. The default keeps the API on this "
-                    "computer; any other address needs a token (one is made and printed if none is given).")
-                    ] = "127.0.0.1",
-    token: Annotated[Optional[str], typer.Option("--token", envvar="PIXSEEK_TOKEN", help="API token: every "
-                     "request but /healthz must then send Authorization: Bearer TOKEN.", show_default=False)] = None,
-    cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", help="A web origin allowed to call "
-                           "the API from a browser, e.g. https://photos.example (repeatable; default: none).",
-                           show_default=False)] = None,
-    allowed_host: Annotated[Optional[list[str]], typer.Option("--allowed-host", help="A host name clients use to "
-                            "reach the server (repeatable); requests naming another host are refused.",
-                            show_default=False)] = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            help="Address to listen on. The default keeps the API on this "
+            "computer; any other address needs a token (one is made and printed if none is given).",
+        ),
+    ] = "127.0.0.1",
+    token: Annotated[
+        Optional[str],
+        typer.Option(
+            "--token",
+            envvar="PIXSEEK_TOKEN",
+            help="API token: every request but /healthz must then send Authorization: Bearer TOKEN.",
+            show_default=False,
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--cors-origin",
+            help="A web origin allowed to call "
+            "the API from a browser, e.g. https://photos.example (repeatable; default: none).",
+            show_default=False,
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--allowed-host",
+            help="A host name clients use to reach the server (repeatable); requests naming another host are refused.",
+            show_default=False,
+        ),
+    ] = None,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest query image accepted.")] = 20.0,
     device: DeviceOpt = None,
 ) -> None:
@@ -704,8 +963,19 @@ def serve_api(
     from search import LibraryPaths
     from ui.api.serve import ServeOptions, run
 
-    run(ServeOptions(LibraryPaths.at(library), host, port, token, tuple(cors_origin or ()), tuple(allowed_host or ()),
-                     max_upload_mb, device), typer.echo)
+    run(
+        ServeOptions(
+            LibraryPaths.at(library),
+            host,
+            port,
+            token,
+            tuple(cors_origin or ()),
+            tuple(allowed_host or ()),
+            max_upload_mb,
+            device,
+        ),
+        typer.echo,
+    )
 
 
 def main() -> None:

@@ -37,6 +37,6 @@ def run_demo(folder: Path | None, per_class: int, echo: Callable[[str], None]) -
         example = gallery[0].path
         names = [Path(r.path).name for r in lib.search(image=example, k=5)]
         echo(f"\npixseek search --image {example.name}\n  " + "\n  ".join(names))
-    echo(f"\nTry your own: pixseek search \"a yellow square\" --library {library}")
+    echo(f'\nTry your own: pixseek search "a yellow square" --library {library}')
     echo(f"Or browse:    pixseek ui --library {library}")
     return library

@@ -37,15 +37,23 @@ def photo_data(photo: Result, tags: list[str], scored: bool) -> dict[str, Any]:
         "score": f"{photo.score:.2f}" if scored else "",
         "date": day(photo.taken_at),
         "camera": camera(photo.camera_make, photo.camera_model),
-        "dims": f"{photo.width} × {photo.height} px, {file_size(photo.size)}" if photo.width and photo.height
+        "dims": f"{photo.width} × {photo.height} px, {file_size(photo.size)}"
+        if photo.width and photo.height
         else file_size(photo.size),
         "place": f"{photo.lat:.5f}, {photo.lon:.5f}" if photo.lat is not None and photo.lon is not None else "",
         "tags": [shown(t) for t in tags],
     }
 
 
-def photo_grid(photos: list[Result], tags: dict[int, list[str]], *, scored: bool, key: str,
-               on_like: Callable[[], None] | None = None, on_tag: Callable[[], None] | None = None) -> None:
+def photo_grid(
+    photos: list[Result],
+    tags: dict[int, list[str]],
+    *,
+    scored: bool,
+    key: str,
+    on_like: Callable[[], None] | None = None,
+    on_tag: Callable[[], None] | None = None,
+) -> None:
     """Draw the grid; a click on "More like this" or on a tag calls on_like / on_tag, which read
     the choice with `picked(key, "like")` / `picked(key, "tag")`. Without on_like the photos
     offer no "More like this"."""

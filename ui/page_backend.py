@@ -37,12 +37,15 @@ _open: dict[Path, PageLibrary] = {}
 
 def check_query(text: str) -> None:
     if len(text) > MAX_QUERY_CHARS:
-        raise PixseekError(f"the query is {len(text):,} characters long, over the page's {MAX_QUERY_CHARS}",
-                           "describe the photo in fewer words")
+        raise PixseekError(
+            f"the query is {len(text):,} characters long, over the page's {MAX_QUERY_CHARS}",
+            "describe the photo in fewer words",
+        )
     terms = parse_query(text, allow_paths=False)
     if len(terms) > MAX_TERMS:
-        raise PixseekError(f"the query has {len(terms)} terms, over the page's {MAX_TERMS}",
-                           "combine fewer ideas with + and -")
+        raise PixseekError(
+            f"the query has {len(terms)} terms, over the page's {MAX_TERMS}", "combine fewer ideas with + and -"
+        )
 
 
 def library_root() -> Path:

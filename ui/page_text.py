@@ -82,7 +82,7 @@ def file_size(n: int) -> str:
 
 def model_name(spec: str | None) -> str:
     if spec and spec.startswith("local-dir:"):
-        return f"{Path(spec[len('local-dir:'):]).name} (local folder)"
+        return f"{Path(spec[len('local-dir:') :]).name} (local folder)"
     return spec or "none"
 
 

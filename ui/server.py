@@ -24,22 +24,36 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 def streamlit_command(host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "streamlit", "run", str(SERVER),
-        "--server.address", host,
-        "--server.port", str(port),
-        "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(SERVER),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
         # A photo app, not a dev tool: no deploy/rerun menu, no tracebacks in the browser, no
         # watching the source files for edits.
-        "--client.toolbarMode", "viewer",
-        "--client.showErrorDetails", "none",
-        "--server.fileWatcherType", "none",
+        "--client.toolbarMode",
+        "viewer",
+        "--client.showErrorDetails",
+        "none",
+        "--server.fileWatcherType",
+        "none",
         # A full garbage collection after every rerun walks the model's whole heap: the page would
         # show its results and then stay busy (and deaf to the next click) for as long again.
-        "--runner.postScriptGC", "false",
+        "--runner.postScriptGC",
+        "false",
         # The uploader's limit, enforced by the server too: a client can skip the widget.
-        "--server.maxUploadSize", str(MAX_UPLOAD_MB),
-        "--server.maxMessageSize", str(MAX_UPLOAD_MB + 5),
+        "--server.maxUploadSize",
+        str(MAX_UPLOAD_MB),
+        "--server.maxMessageSize",
+        str(MAX_UPLOAD_MB + 5),
     ]
 
 
@@ -61,11 +75,15 @@ def allowed_hosts(host: str) -> list[str]:
 def serve(library: LibraryPaths, host: str, port: int, echo: Callable[[str], None]) -> None:
     """Start the page, print its URL when it answers, and stop it on Ctrl-C or SIGTERM."""
     check_port_free(host, port)
-    env = {**os.environ, ENV_LIBRARY: str(library.root), ENV_HOSTS: ",".join(allowed_hosts(host)),
-           # A query is one small batch: a second torch thread mostly waits for the first, and on a
-           # machine that is also drawing the page it costs several times what it saves
-           # (benchmarks/README.md, ui_latency.py). OMP_NUM_THREADS set by the user wins.
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {
+        **os.environ,
+        ENV_LIBRARY: str(library.root),
+        ENV_HOSTS: ",".join(allowed_hosts(host)),
+        # A query is one small batch: a second torch thread mostly waits for the first, and on a
+        # machine that is also drawing the page it costs several times what it saves
+        # (benchmarks/README.md, ui_latency.py). OMP_NUM_THREADS set by the user wins.
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
     # Streamlit's own banner would repeat the URL; its warnings and errors still reach stderr.
     child = subprocess.Popen(streamlit_command(host, port), env=env, stdout=subprocess.DEVNULL)
     # Without this a plain `kill` of pixseek would leave the server running on its own.
@@ -101,8 +119,10 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise PixseekError(f"cannot serve on {host}:{port} ({exc.strerror})",
-                               "pass another --port (or stop what is using this one)") from None
+            raise PixseekError(
+                f"cannot serve on {host}:{port} ({exc.strerror})",
+                "pass another --port (or stop what is using this one)",
+            ) from None
 
 
 def _wait_until_serving(child: subprocess.Popen, host: str, port: int) -> None:
@@ -112,8 +132,9 @@ def _wait_until_serving(child: subprocess.Popen, host: str, port: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            raise PixseekError(f"the page server stopped while starting (exit {child.returncode})",
-                               "see the messages above")
+            raise PixseekError(
+                f"the page server stopped while starting (exit {child.returncode})", "see the messages above"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:

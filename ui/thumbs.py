@@ -73,8 +73,9 @@ def thumbnail(thumbs_dir: Path, result: Result, size: ThumbSize = GRID) -> Thumb
     return Thumb(str(target))
 
 
-def make_ahead(thumbs_dir: Path, photos: list[Result],
-               on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+def make_ahead(
+    thumbs_dir: Path, photos: list[Result], on_progress: Callable[[int, int], None] | None = None
+) -> dict[str, int]:
     """Both thumbnails of every photo, so no page waits for one: counts of 'ready' and 'failed' photos.
 
     on_progress(done, total) is called after each photo."""

@@ -56,8 +56,9 @@ def _connect(path: Path, create: bool) -> sqlite3.Connection:
 
 
 def damaged_catalog(path: Path, exc: sqlite3.DatabaseError) -> PixseekError:
-    return PixseekError(f"the catalog {path} is damaged ({exc})",
-                        "run `pixseek check` for what happened and how to recover")
+    return PixseekError(
+        f"the catalog {path} is damaged ({exc})", "run `pixseek check` for what happened and how to recover"
+    )
 
 
 def integrity_problems(path: Path) -> list[str]:
@@ -126,17 +127,24 @@ class Catalog:
     def _migrate(self, create: bool) -> None:
         if "settings" not in self.db.table_names():
             if create and self.db.table_names():  # another program's database: not ours to change
-                raise PixseekError(f"{self.path} is not a pixseek catalog",
-                                   "point --library at a pixseek library folder, or an empty one")
+                raise PixseekError(
+                    f"{self.path} is not a pixseek catalog",
+                    "point --library at a pixseek library folder, or an empty one",
+                )
             if not create:
                 if not self.db.table_names():
                     if lock.held(LibraryPaths(self.path.parent)):  # the first `pixseek index` has just created it
-                        raise PixseekError(f"the library at {self.path.parent} has no images yet",
-                                           "wait for `pixseek index` to save its first images")
-                    raise PixseekError(f"the catalog {self.path} is empty: it was never written, or was wiped",
-                                       "run `pixseek index FOLDER` to build it again (photos are embedded again)")
-                raise PixseekError(f"{self.path} is not a pixseek catalog",
-                                   "point --library at a pixseek library folder")
+                        raise PixseekError(
+                            f"the library at {self.path.parent} has no images yet",
+                            "wait for `pixseek index` to save its first images",
+                        )
+                    raise PixseekError(
+                        f"the catalog {self.path} is empty: it was never written, or was wiped",
+                        "run `pixseek index FOLDER` to build it again (photos are embedded again)",
+                    )
+                raise PixseekError(
+                    f"{self.path} is not a pixseek catalog", "point --library at a pixseek library folder"
+                )
             with self.transaction():
                 self.db["settings"].create({"key": str, "value": str}, pk="key")
                 self.db["settings"].insert({"key": "schema_version", "value": "0"})
@@ -203,8 +211,11 @@ class Catalog:
 
     def indexed_rows(self, ids: Sequence[int]) -> dict[int, ImageRow]:
         """The indexed rows among `ids`, by id (a row gone or re-queued since is left out)."""
-        return {row.id: row for chunk in _chunks(ids)
-                for row in self._rows(f"status = ? AND id IN ({_marks(chunk)})", [INDEXED, *chunk])}
+        return {
+            row.id: row
+            for chunk in _chunks(ids)
+            for row in self._rows(f"status = ? AND id IN ({_marks(chunk)})", [INDEXED, *chunk])
+        }
 
     def skipped(self) -> list[ImageRow]:
         return list(self._rows("status = ? ORDER BY path", [SKIPPED]))
@@ -216,8 +227,11 @@ class Catalog:
 
     def hashes(self, ids: Sequence[int]) -> dict[int, str | None]:
         """Content hash by id."""
-        return {i: h for chunk in _chunks(ids)
-                for i, h in self.db.execute(f"SELECT id, hash FROM images WHERE id IN ({_marks(chunk)})", chunk)}
+        return {
+            i: h
+            for chunk in _chunks(ids)
+            for i, h in self.db.execute(f"SELECT id, hash FROM images WHERE id IN ({_marks(chunk)})", chunk)
+        }
 
     def _ids(self, where: str = "", params: Sequence[Any] = ()) -> list[int]:
         sql = f"SELECT id FROM images WHERE status = ? {'AND ' + where if where else ''} ORDER BY id"
@@ -271,8 +285,11 @@ class Catalog:
 
     def ann_stale(self) -> bool:
         """Whether the ANN file may not hold exactly the indexed rows (a run stopped before its rebuild)."""
-        return bool(self.db.execute("SELECT EXISTS (SELECT 1 FROM images WHERE (status = ?) != (in_ann = 1))",
-                                    [INDEXED]).fetchone()[0])
+        return bool(
+            self.db.execute(
+                "SELECT EXISTS (SELECT 1 FROM images WHERE (status = ?) != (in_ann = 1))", [INDEXED]
+            ).fetchone()[0]
+        )
 
     def folders(self) -> list[str]:
         """Folders holding indexed images, sorted."""
@@ -281,8 +298,9 @@ class Catalog:
 
     def taken_span(self) -> tuple[str | None, str | None]:
         """Earliest and latest date taken among indexed images."""
-        return tuple(self.db.execute("SELECT MIN(taken_at), MAX(taken_at) FROM images WHERE status = ?",
-                                     [INDEXED]).fetchone())
+        return tuple(
+            self.db.execute("SELECT MIN(taken_at), MAX(taken_at) FROM images WHERE status = ?", [INDEXED]).fetchone()
+        )
 
     def duplicate_keys(self) -> list[tuple[int, str | None, str | None]]:
         """(id, content hash, pHash) of every indexed image, by id."""
@@ -291,8 +309,9 @@ class Catalog:
 
     def missing_phash(self) -> int:
         """Indexed images without a pHash (indexed by a pixseek before pHashes were stored)."""
-        return self.db.execute("SELECT COUNT(*) FROM images WHERE status = ? AND phash IS NULL",
-                               [INDEXED]).fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM images WHERE status = ? AND phash IS NULL", [INDEXED]).fetchone()[
+            0
+        ]
 
     # writing images ---------------------------------------------------------------------------
     def insert_pending(self, rows: list[ImageRow], first_id: int = 1) -> list[int]:
@@ -306,10 +325,20 @@ class Catalog:
         next_id = max(first_id, top + 1)
         ids = []
         for row in rows:
-            values = to_db({"path": row.path, "folder": row.folder, "size": row.size, "mtime_ns": row.mtime_ns,
-                            "hash": row.hash, "status": PENDING, "id": next_id})
-            self.db.execute(f"INSERT INTO images ({', '.join(values)}) VALUES ({_marks(values)})",
-                            list(values.values()))
+            values = to_db(
+                {
+                    "path": row.path,
+                    "folder": row.folder,
+                    "size": row.size,
+                    "mtime_ns": row.mtime_ns,
+                    "hash": row.hash,
+                    "status": PENDING,
+                    "id": next_id,
+                }
+            )
+            self.db.execute(
+                f"INSERT INTO images ({', '.join(values)}) VALUES ({_marks(values)})", list(values.values())
+            )
             ids.append(next_id)
             next_id += 1
         return ids
@@ -330,8 +359,9 @@ class Catalog:
         """These rows' vectors are damaged: embed them again (same ids) on the next index run."""
         with self.transaction():
             for chunk in _chunks(ids):
-                self.db.execute(f"UPDATE images SET status = ?, in_ann = 0 WHERE id IN ({_marks(chunk)})",
-                                [PENDING, *chunk])
+                self.db.execute(
+                    f"UPDATE images SET status = ?, in_ann = 0 WHERE id IN ({_marks(chunk)})", [PENDING, *chunk]
+                )
 
     def paths_outside(self, roots: Sequence[str], limit: int = 1) -> list[str]:
         """Up to `limit` catalogued paths under none of `roots`."""
@@ -377,8 +407,14 @@ class Catalog:
     def latest(self, k: int | None = None, filters: Filters | None = None) -> list[ImageRow]:
         """Indexed images passing `filters`, latest taken first (undated last, then newest id), at most k."""
         where, params = self._filter_where(filters or Filters())
-        return list(self._rows(f"status = ? {'AND ' + where if where else ''}", [INDEXED, *params],
-                               order_by="taken_at IS NULL, taken_at DESC, id DESC", limit=k))
+        return list(
+            self._rows(
+                f"status = ? {'AND ' + where if where else ''}",
+                [INDEXED, *params],
+                order_by="taken_at IS NULL, taken_at DESC, id DESC",
+                limit=k,
+            )
+        )
 
     def folder_counts(self) -> list[tuple[str, int]]:
         """(folder, indexed images directly in it), largest first."""
@@ -387,8 +423,10 @@ class Catalog:
 
     def tag_counts(self) -> list[tuple[str, int]]:
         """(tag, indexed images carrying it), most common first."""
-        sql = ("SELECT t.label, COUNT(*) FROM tags t JOIN images i ON i.id = t.image_id WHERE i.status = ? "
-               "GROUP BY t.label ORDER BY COUNT(*) DESC, t.label")
+        sql = (
+            "SELECT t.label, COUNT(*) FROM tags t JOIN images i ON i.id = t.image_id WHERE i.status = ? "
+            "GROUP BY t.label ORDER BY COUNT(*) DESC, t.label"
+        )
         return [(label, n) for label, n in self.db.execute(sql, [INDEXED])]
 
     def tags_of(self, ids: Sequence[int]) -> dict[int, list[str]]:
@@ -437,13 +475,16 @@ class Catalog:
         """The keyword documents of the indexed images among `ids`, made from their rows."""
         docs = {}
         for chunk in _chunks(ids):
-            sql = (f"SELECT i.id, i.path, COALESCE(o.text, ''), "
-                   f"(SELECT group_concat(label, ' ') FROM tags t WHERE t.image_id = i.id), i.description "
-                   f"FROM images i LEFT JOIN ocr o ON o.image_id = i.id "
-                   f"WHERE i.status = ? AND i.id IN ({_marks(chunk)})")
+            sql = (
+                f"SELECT i.id, i.path, COALESCE(o.text, ''), "
+                f"(SELECT group_concat(label, ' ') FROM tags t WHERE t.image_id = i.id), i.description "
+                f"FROM images i LEFT JOIN ocr o ON o.image_id = i.id "
+                f"WHERE i.status = ? AND i.id IN ({_marks(chunk)})"
+            )
             for image_id, path, text, tags, description in self.db.execute(sql, [INDEXED, *chunk]):
-                docs[image_id] = keywords.document(path_from_db(path), ocr_text=text, tags=(tags or "").split(),
-                                                   description=description)
+                docs[image_id] = keywords.document(
+                    path_from_db(path), ocr_text=text, tags=(tags or "").split(), description=description
+                )
         return docs
 
     def keyword_hits(self, terms: Sequence[str]) -> list[tuple[int, float]]:
@@ -453,34 +494,42 @@ class Catalog:
     # ocr ----------------------------------------------------------------------------------------
     def ocr_todo(self) -> list[tuple[int, str, str | None]]:
         """(id, path, hash) of the indexed images not read yet, or read when their content was another."""
-        sql = ("SELECT i.id, i.path, i.hash FROM images i LEFT JOIN ocr o ON o.image_id = i.id "
-               "WHERE i.status = ? AND (o.image_id IS NULL OR o.hash IS NOT i.hash) ORDER BY i.id")
+        sql = (
+            "SELECT i.id, i.path, i.hash FROM images i LEFT JOIN ocr o ON o.image_id = i.id "
+            "WHERE i.status = ? AND (o.image_id IS NULL OR o.hash IS NOT i.hash) ORDER BY i.id"
+        )
         return [(i, path_from_db(p), h) for i, p, h in self.db.execute(sql, [INDEXED])]
 
     def save_ocr(self, rows: list[dict[str, Any]]) -> None:
         """Store OCR results (the `ocr` table's columns) and the keyword documents they change, together."""
         with self.transaction():
             for row in rows:
-                self.db.execute(f"INSERT OR REPLACE INTO ocr ({', '.join(row)}) VALUES ({_marks(row)})",
-                                list(row.values()))
+                self.db.execute(
+                    f"INSERT OR REPLACE INTO ocr ({', '.join(row)}) VALUES ({_marks(row)})", list(row.values())
+                )
             self.refresh_keywords([row["image_id"] for row in rows])
 
     def ocr_counts(self) -> tuple[int, int]:
         """(indexed images read by OCR, those with any text)."""
-        sql = ("SELECT COUNT(*), COALESCE(SUM(o.text != ''), 0) FROM ocr o JOIN images i ON i.id = o.image_id "
-               "WHERE i.status = ? AND o.hash IS i.hash")
+        sql = (
+            "SELECT COUNT(*), COALESCE(SUM(o.text != ''), 0) FROM ocr o JOIN images i ON i.id = o.image_id "
+            "WHERE i.status = ? AND o.hash IS i.hash"
+        )
         return tuple(self.db.execute(sql, [INDEXED]).fetchone())
 
     # concepts -----------------------------------------------------------------------------------
     def save_concept(self, name: str, model_fingerprint: str | None, data: str, updated_at: str) -> None:
         with self.transaction():
-            self.db.execute("INSERT OR REPLACE INTO concepts (name, model_fingerprint, json, updated_at) "
-                            "VALUES (?, ?, ?, ?)", [name, model_fingerprint, data, updated_at])
+            self.db.execute(
+                "INSERT OR REPLACE INTO concepts (name, model_fingerprint, json, updated_at) VALUES (?, ?, ?, ?)",
+                [name, model_fingerprint, data, updated_at],
+            )
 
     def concept(self, name: str) -> tuple[str | None, str, str] | None:
         """(model fingerprint, JSON, updated at) of a concept, or None."""
-        row = self.db.execute("SELECT model_fingerprint, json, updated_at FROM concepts WHERE name = ?",
-                              [name]).fetchone()
+        row = self.db.execute(
+            "SELECT model_fingerprint, json, updated_at FROM concepts WHERE name = ?", [name]
+        ).fetchone()
         return tuple(row) if row else None
 
     def concept_names(self) -> list[str]:

@@ -15,7 +15,7 @@ def replace_file(path: Path, data: bytes | memoryview) -> None:
         try:
             view = memoryview(data).cast("B")
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -39,5 +39,6 @@ class Filters:
             set_(self, "tag", self.tag.strip())
 
     def active(self) -> bool:
-        return any(v is not None for v in (self.folder, self.date_from, self.date_to, self.camera, self.has_gps,
-                                           self.tag))
+        return any(
+            v is not None for v in (self.folder, self.date_from, self.date_to, self.camera, self.has_gps, self.tag)
+        )

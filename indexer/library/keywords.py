@@ -115,8 +115,10 @@ def document(
 def ddl() -> list[str]:
     """The statements that create both keyword tables."""
     columns = ", ".join(COLUMNS)
-    return [f"CREATE VIRTUAL TABLE IF NOT EXISTS {TABLE} USING fts5({columns}, tokenize='trigram')",
-            f"CREATE VIRTUAL TABLE IF NOT EXISTS {SHORT_TABLE} USING fts5({columns}, tokenize='unicode61')"]
+    return [
+        f"CREATE VIRTUAL TABLE IF NOT EXISTS {TABLE} USING fts5({columns}, tokenize='trigram')",
+        f"CREATE VIRTUAL TABLE IF NOT EXISTS {SHORT_TABLE} USING fts5({columns}, tokenize='unicode61')",
+    ]
 
 
 def has_tables(conn: sqlite3.Connection) -> bool:
@@ -145,8 +147,10 @@ def upsert(conn: sqlite3.Connection, docs: Iterable[tuple[int, KeywordDoc]]) -> 
     delete_documents(conn, [r[0] for r in rows])
     marks = ", ".join("?" * (len(COLUMNS) + 1))
     for table, transform in ((TABLE, str), (SHORT_TABLE, _spaced)):
-        conn.executemany(f"INSERT INTO {table} (rowid, {', '.join(COLUMNS)}) VALUES ({marks})",
-                         [(r[0], *map(transform, r[1:])) for r in rows])
+        conn.executemany(
+            f"INSERT INTO {table} (rowid, {', '.join(COLUMNS)}) VALUES ({marks})",
+            [(r[0], *map(transform, r[1:])) for r in rows],
+        )
 
 
 def delete_documents(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
@@ -171,9 +175,7 @@ def _fts_phrase(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
-def keyword_search(
-    conn: sqlite3.Connection, terms: Sequence[str], limit: int | None = None
-) -> list[tuple[int, float]]:
+def keyword_search(conn: sqlite3.Connection, terms: Sequence[str], limit: int | None = None) -> list[tuple[int, float]]:
     """(image id, score) of the images holding every term, best first.
 
     Terms of three or more characters match anywhere (trigrams); shorter ones match whole
@@ -199,5 +201,3 @@ def keyword_search(
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return [(int(i), float(score)) for i, score in conn.execute(sql, args)]
-
-

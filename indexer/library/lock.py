@@ -24,8 +24,10 @@ def write_lock(paths: LibraryPaths) -> Iterator[None]:
     except OSError as exc:
         if exc.errno in STORAGE_PROBLEMS:
             raise storage_error(paths.root, exc.errno) from exc
-        raise PixseekError(f"cannot write to the library folder {paths.root} ({exc.strerror})",
-                           "choose a writable folder with --library") from exc
+        raise PixseekError(
+            f"cannot write to the library folder {paths.root} ({exc.strerror})",
+            "choose a writable folder with --library",
+        ) from exc
     # The folder is locked too: index.lock can be deleted during a run (a clean-up script, a
     # user), and a second writer would then lock a new file of that name; the folder stays.
     folder_fd = os.open(paths.root, os.O_RDONLY | os.O_DIRECTORY)

@@ -1,10 +1,10 @@
 """Where a library's files live: one folder, named by --library, $PIXSEEK_LIBRARY or the user data folder.
 
-    catalog.db      SQLite catalog (the truth)
-    vectors.f16     float16 embeddings, row = catalog id
-    index.faiss     ANN index over the vectors (a cache, rebuilt from them)
-    index.lock      held by the one writer allowed at a time
-    thumbs/         thumbnails made by the UI
+catalog.db      SQLite catalog (the truth)
+vectors.f16     float16 embeddings, row = catalog id
+index.faiss     ANN index over the vectors (a cache, rebuilt from them)
+index.lock      held by the one writer allowed at a time
+thumbs/         thumbnails made by the UI
 """
 
 from __future__ import annotations

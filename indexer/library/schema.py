@@ -38,23 +38,29 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     db["tags"].create({"image_id": int, "label": str, "score": float}, pk=("image_id", "label"))
     db.execute("CREATE INDEX idx_tags_label ON tags (label COLLATE NOCASE)")  # --tag matches any case
     # A removed or changed file loses its row, and its tags go with it.
-    db.execute("CREATE TRIGGER tags_follow_images AFTER DELETE ON images "
-               "BEGIN DELETE FROM tags WHERE image_id = OLD.id; END")
+    db.execute(
+        "CREATE TRIGGER tags_follow_images AFTER DELETE ON images BEGIN DELETE FROM tags WHERE image_id = OLD.id; END"
+    )
 
 
 def _migrate_4(db: sqlite_utils.Database) -> None:
     _add_columns(db, 4)
     # ocr: what `pixseek ocr` read in each indexed image, and from which content (hash): a
     # changed file is read again. reason: why a file could not be read.
-    db["ocr"].create({"image_id": int, "hash": str, "text": str, "boxes_json": str, "reason": str, "seconds": float,
-                      "done_at": str}, pk="image_id", foreign_keys=[("image_id", "images", "id")])
+    db["ocr"].create(
+        {"image_id": int, "hash": str, "text": str, "boxes_json": str, "reason": str, "seconds": float, "done_at": str},
+        pk="image_id",
+        foreign_keys=[("image_id", "images", "id")],
+    )
     # concepts: probes taught from examples (search/concepts.py), for the model whose vectors taught them.
     db["concepts"].create({"name": str, "model_fingerprint": str, "json": str, "updated_at": str}, pk="name")
     # The keyword tables themselves are made (and filled) by the catalog when it finds them
     # missing (Catalog.ensure_keywords), as here; what a deleted image had goes with its row.
     drops = "".join(f"DELETE FROM {t} WHERE rowid = OLD.id; " for t in (keywords.TABLE, keywords.SHORT_TABLE))
-    db.execute(f"CREATE TRIGGER ocr_follows_images AFTER DELETE ON images "
-               f"BEGIN DELETE FROM ocr WHERE image_id = OLD.id; {drops}END")
+    db.execute(
+        f"CREATE TRIGGER ocr_follows_images AFTER DELETE ON images "
+        f"BEGIN DELETE FROM ocr WHERE image_id = OLD.id; {drops}END"
+    )
 
 
 MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}

@@ -97,5 +97,9 @@ SETTING_KEYS = frozenset(f.name for f in fields(Settings))
 
 def model_record(encoder: Encoder) -> dict[str, str]:
     """The settings that record `encoder` as the library's model."""
-    return {"model_name": encoder.spec.name, "model_pretrained": encoder.spec.pretrained or "",
-            "model_fingerprint": encoder.fingerprint(), "dim": str(encoder.dim)}
+    return {
+        "model_name": encoder.spec.name,
+        "model_pretrained": encoder.spec.pretrained or "",
+        "model_fingerprint": encoder.fingerprint(),
+        "dim": str(encoder.dim),
+    }

@@ -43,17 +43,23 @@ def storage_error(root: Path, code: int) -> PixseekError:
 
 
 _FREE_SPACE = "free some space, then run `pixseek index` again (what was indexed so far is kept)"
-_NO_PERMISSION = ("no permission to write the library {root}",
-                  "fix the folder's permissions or choose another with --library (searching still works)")
+_NO_PERMISSION = (
+    "no permission to write the library {root}",
+    "fix the folder's permissions or choose another with --library (searching still works)",
+)
 STORAGE_PROBLEMS = {
     errno.ENOSPC: ("the disk holding the library {root} is full", _FREE_SPACE),
     errno.EDQUOT: ("the disk quota for the library {root} is used up", _FREE_SPACE),
-    errno.EROFS: ("the library {root} is on read-only storage",
-                  "choose a writable folder with --library (searching this one still works)"),
+    errno.EROFS: (
+        "the library {root} is on read-only storage",
+        "choose a writable folder with --library (searching this one still works)",
+    ),
     errno.EACCES: _NO_PERMISSION,
     errno.EPERM: _NO_PERMISSION,
-    errno.EIO: ("the disk holding the library {root} reported an I/O error",
-                "check the drive, then run `pixseek index` again (what was indexed so far is kept)"),
+    errno.EIO: (
+        "the disk holding the library {root} reported an I/O error",
+        "check the drive, then run `pixseek index` again (what was indexed so far is kept)",
+    ),
 }
 # SQLite words the same problems instead of giving an errno. (Read-only media stop a run at the
 # lock file already, so a read-only database means its file's permissions.)

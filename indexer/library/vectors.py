@@ -99,7 +99,7 @@ class VectorStore:
         """The ids among `ids` whose rows are damaged, read in bounded chunks."""
         found: list[int] = []
         for start in range(0, len(ids), _SCAN_CHUNK):
-            chunk = np.asarray(ids[start:start + _SCAN_CHUNK], dtype=np.int64)
+            chunk = np.asarray(ids[start : start + _SCAN_CHUNK], dtype=np.int64)
             found += chunk[~valid_rows(self.get(chunk))].tolist()
         return found
 
@@ -123,4 +123,3 @@ class VectorStore:
                 self._map = np.memmap(fh, dtype=ROW_DTYPE, mode="r", shape=(rows, self.dim))
                 self._file_id = (st.st_dev, st.st_ino)
         return self._map
-

@@ -88,11 +88,21 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
         yield
         backend.close()
 
-    app = FastAPI(title="pixseek", version="0.1.0", lifespan=lifespan, redoc_url=None, responses=ERRORS,
-                  description="Semantic search over a pixseek photo library. Ids only: no request names a file.")
+    app = FastAPI(
+        title="pixseek",
+        version="0.1.0",
+        lifespan=lifespan,
+        redoc_url=None,
+        responses=ERRORS,
+        description="Semantic search over a pixseek photo library. Ids only: no request names a file.",
+    )
     if config.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(Guard, config=config.guard, metrics=metrics)
     _add_error_handlers(app)
 
@@ -119,18 +129,39 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
             raise PixseekError(f"the query has more than {MAX_TERMS} terms", "search for fewer things at once")
         window = params.offset + params.k
         f = params.filters
-        filters = Filters(folder=f.folder, date_from=_day(f.date_from), date_to=_day(f.date_to), camera=f.camera,
-                          has_gps=f.gps, tag=f.tag)
-        request = SearchRequest(text=params.text, image=image, like=params.like, k=window, min_score=params.min_score,
-                                min_z=params.min_z, filters=filters, sort=params.sort, dedupe=params.dedupe,
-                                ensemble=params.ensemble, allow_paths=False)
-        given = [kind for kind, value in (("text", params.text), ("image", image), ("like", params.like))
-                 if value is not None]
+        filters = Filters(
+            folder=f.folder,
+            date_from=_day(f.date_from),
+            date_to=_day(f.date_to),
+            camera=f.camera,
+            has_gps=f.gps,
+            tag=f.tag,
+        )
+        request = SearchRequest(
+            text=params.text,
+            image=image,
+            like=params.like,
+            k=window,
+            min_score=params.min_score,
+            min_z=params.min_z,
+            filters=filters,
+            sort=params.sort,
+            dedupe=params.dedupe,
+            ensemble=params.ensemble,
+            allow_paths=False,
+        )
+        given = [
+            kind
+            for kind, value in (("text", params.text), ("image", image), ("like", params.like))
+            if value is not None
+        ]
         started = time.perf_counter()
         results = await backend.call(backend.search, request)
         metrics.search.observe(time.perf_counter() - started, given[0] if len(given) == 1 else "mixed")
-        page = [Hit(rank=params.offset + i + 1, score=round(r.score, 4), **_photo_fields(r))
-                for i, r in enumerate(results[params.offset : window])]
+        page = [
+            Hit(rank=params.offset + i + 1, score=round(r.score, 4), **_photo_fields(r))
+            for i, r in enumerate(results[params.offset : window])
+        ]
         more = len(results) == window and window <= MAX_OFFSET
         return SearchResponse(results=page, offset=params.offset, k=params.k, next_offset=window if more else None)
 
@@ -155,16 +186,19 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
     async def readyz() -> dict[str, object]:
         if not await backend.call(backend.ready):
             backend_error = backend.model_error
-            return error_response(503, "the model is still loading" if backend_error is None else backend_error,
-                                  "retry shortly")
+            return error_response(
+                503, "the model is still loading" if backend_error is None else backend_error, "retry shortly"
+            )
         return {"ready": True}
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
     async def metrics_text() -> Response:
         info = await backend.call(backend.info)
-        gauges = {"pixseek_library_images": ("Indexed photos in the library.", info.images),
-                  "pixseek_library_pending": ("Photos found but not embedded yet.", info.pending),
-                  "pixseek_model_ready": ("1 once the model is loaded.", float(backend.model_loaded))}
+        gauges = {
+            "pixseek_library_images": ("Indexed photos in the library.", info.images),
+            "pixseek_library_pending": ("Photos found but not embedded yet.", info.pending),
+            "pixseek_model_ready": ("1 once the model is loaded.", float(backend.model_loaded)),
+        }
         return Response(metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/api/info", tags=["library"], summary="What is in the library")
@@ -176,10 +210,12 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
         return await run_search(body, upload_bytes(body.image))
 
     @app.post("/api/search/upload", tags=["search"], summary="Search by an uploaded image file (multipart)")
-    async def search_upload(image: UploadFile = File(description="The example image."),
-                            params: str = Form("{}", max_length=16_384,
-                                               description="Other search fields as JSON, as for POST /api/search.")
-                            ) -> SearchResponse:
+    async def search_upload(
+        image: UploadFile = File(description="The example image."),
+        params: str = Form(
+            "{}", max_length=16_384, description="Other search fields as JSON, as for POST /api/search."
+        ),
+    ) -> SearchResponse:
         try:
             parsed = SearchParams.model_validate_json(params)
         except ValidationError as exc:
@@ -198,11 +234,17 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
     async def image_info(image_id: int = ImageId) -> Photo:
         return Photo(**_photo_fields(await backend.call(backend.get, image_id)))
 
-    @app.get("/api/images/{image_id}/thumbnail", tags=["library"], summary="A photo's thumbnail (JPEG)",
-             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
-    async def image_thumbnail(image_id: int = ImageId,
-                        size: Literal["grid", "large"] = QueryParam("grid", description="grid: a square crop; "
-                                                                    "large: the whole photo")) -> Response:
+    @app.get(
+        "/api/images/{image_id}/thumbnail",
+        tags=["library"],
+        summary="A photo's thumbnail (JPEG)",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
+    async def image_thumbnail(
+        image_id: int = ImageId,
+        size: Literal["grid", "large"] = QueryParam("grid", description="grid: a square crop; large: the whole photo"),
+    ) -> Response:
         result = await backend.call(backend.get, image_id)
         # Decoding a photo for its thumbnail needs neither the model nor the catalog.
         thumb = await run_in_threadpool(thumbnail, backend.thumbs_dir, result, THUMB_SIZES[size])
@@ -213,8 +255,13 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
             return Response(thumb.image, media_type="image/jpeg", headers=headers)
         return FileResponse(thumb.image, media_type="image/jpeg", headers=headers)
 
-    @app.get("/api/images/{image_id}/file", tags=["library"], summary="The original photo file",
-             response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
+    @app.get(
+        "/api/images/{image_id}/file",
+        tags=["library"],
+        summary="The original photo file",
+        response_class=FileResponse,
+        responses={200: {"content": {"image/*": {}}}},
+    )
     async def image_file(image_id: int = ImageId) -> FileResponse:
         path = Path((await backend.call(backend.get, image_id)).path)
         # Linked photos are served as the indexer read them: through the link the catalog lists.
@@ -227,12 +274,26 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
 
 
 def _photo_fields(result) -> dict[str, object]:
-    links = Links(self=f"/api/images/{result.id}", thumbnail=f"/api/images/{result.id}/thumbnail",
-                  file=f"/api/images/{result.id}/file")
-    return dict(id=result.id, name=_printable(Path(result.path).name), path=_printable(result.path),
-                folder=_printable(result.folder), width=result.width, height=result.height, taken_at=result.taken_at,
-                camera_make=result.camera_make, camera_model=result.camera_model, lat=result.lat, lon=result.lon,
-                size=result.size, links=links)
+    links = Links(
+        self=f"/api/images/{result.id}",
+        thumbnail=f"/api/images/{result.id}/thumbnail",
+        file=f"/api/images/{result.id}/file",
+    )
+    return dict(
+        id=result.id,
+        name=_printable(Path(result.path).name),
+        path=_printable(result.path),
+        folder=_printable(result.folder),
+        width=result.width,
+        height=result.height,
+        taken_at=result.taken_at,
+        camera_make=result.camera_make,
+        camera_model=result.camera_model,
+        lat=result.lat,
+        lon=result.lon,
+        size=result.size,
+        links=links,
+    )
 
 
 def _day(day: date | None) -> str | None:
@@ -275,8 +336,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(400, "malformed JSON body", "send a JSON object, as in /docs")
-        where = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
-                          for e in errors[:5])
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}" for e in errors[:5]
+        )
         return error_response(422, f"invalid request: {where}", _HINTS[422])
 
     @app.exception_handler(Exception)

@@ -152,9 +152,12 @@ class Backend:
 
     def _need_model(self) -> None:
         if not self.ready():
-            raise ModelNotReady("the model is still loading" if self.model_error is None else
-                                f"the model could not be loaded: {self.model_error}",
-                                "retry shortly; GET /readyz answers 200 once it is loaded")
+            raise ModelNotReady(
+                "the model is still loading"
+                if self.model_error is None
+                else f"the model could not be loaded: {self.model_error}",
+                "retry shortly; GET /readyz answers 200 once it is loaded",
+            )
 
     def search(self, request: SearchRequest) -> list[Result]:
         self._need_model()

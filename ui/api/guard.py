@@ -92,8 +92,12 @@ class Guard:
             return None
         scheme, _, given = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            return (401, "missing or wrong API token", "send the header Authorization: Bearer TOKEN",
-                    [(b"www-authenticate", b"Bearer")])
+            return (
+                401,
+                "missing or wrong API token",
+                "send the header Authorization: Bearer TOKEN",
+                [(b"www-authenticate", b"Bearer")],
+            )
         return None
 
     def _limited(self, receive: Receive) -> Receive:
@@ -113,9 +117,17 @@ class Guard:
     @staticmethod
     async def _reply(send: Send, status: int, error: str, hint: str, extra: list) -> None:
         body = error_body(error, hint)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                *extra]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *extra,
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

@@ -32,8 +32,11 @@ class Counter:
     def render(self) -> list[str]:
         with self._lock:
             items = sorted(self._values.items())
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter",
-                *(f"{self.name}{_labels(self.label_names, k)} {v:g}" for k, v in items)]
+        return [
+            f"# HELP {self.name} {self.help}",
+            f"# TYPE {self.name} counter",
+            *(f"{self.name}{_labels(self.label_names, k)} {v:g}" for k, v in items),
+        ]
 
 
 class Histogram:
@@ -67,8 +70,9 @@ class Histogram:
 class Metrics:
     def __init__(self) -> None:
         self.requests = Counter("pixseek_http_requests_total", "HTTP requests answered.", ("route", "method", "status"))
-        self.latency = Histogram("pixseek_http_request_duration_seconds", "Time to answer an HTTP request.",
-                                 ("route", "method"))
+        self.latency = Histogram(
+            "pixseek_http_request_duration_seconds", "Time to answer an HTTP request.", ("route", "method")
+        )
         self.search = Histogram("pixseek_search_duration_seconds", "Time in the search layer per search.", ("kind",))
         self.embed = Histogram("pixseek_embed_duration_seconds", "Time in the model per embed request.", ("kind",))
 

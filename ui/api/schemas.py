@@ -19,8 +19,12 @@ class Strict(BaseModel):
 
 
 class SearchFilters(Strict):
-    folder: Optional[str] = Field(None, max_length=4096, description="Only photos in this folder or below "
-                                  "(a folder as returned in results; it is compared, never opened).")
+    folder: Optional[str] = Field(
+        None,
+        max_length=4096,
+        description="Only photos in this folder or below "
+        "(a folder as returned in results; it is compared, never opened).",
+    )
     date_from: Optional[date] = Field(None, description="Taken on or after (YYYY-MM-DD).")
     date_to: Optional[date] = Field(None, description="Taken on or before (YYYY-MM-DD).")
     camera: Optional[str] = Field(None, max_length=MAX_FILTER_CHARS, description="Camera make or model contains.")
@@ -37,9 +41,13 @@ class SearchFilters(Strict):
 class SearchParams(Strict):
     """Everything `pixseek search` takes, except the image, which comes as base64 or as a file part."""
 
-    text: Optional[str] = Field(None, max_length=MAX_QUERY_CHARS, examples=['"cat" + "snow" - "indoor"'],
-                                description='Query in pixseek\'s syntax: "cat" + "snow" - "indoor", 2:"cat". '
-                                "Every term is text: paths are not read.")
+    text: Optional[str] = Field(
+        None,
+        max_length=MAX_QUERY_CHARS,
+        examples=['"cat" + "snow" - "indoor"'],
+        description='Query in pixseek\'s syntax: "cat" + "snow" - "indoor", 2:"cat". '
+        "Every term is text: paths are not read.",
+    )
     like: Optional[int] = Field(None, ge=1, description="More like this: the id of an indexed photo.")
     k: int = Field(20, ge=1, le=MAX_K, description="Results per page.")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Results to skip (paging).")

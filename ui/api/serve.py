@@ -63,11 +63,20 @@ def run(options: ServeOptions, echo: Callable[[str], None]) -> None:
     check_port_free(options.host, options.port)
     backend = Backend(options.library, options.device)  # before the token is printed: a missing library fails first
     max_upload = int(options.max_upload_mb * 2**20)
-    guard = GuardConfig(token=api_token(options, echo), allowed_hosts=host_names(options),
-                        max_body=max_upload * 4 // 3 + JSON_OVERHEAD)
+    guard = GuardConfig(
+        token=api_token(options, echo), allowed_hosts=host_names(options), max_body=max_upload * 4 // 3 + JSON_OVERHEAD
+    )
     app = create_app(backend, ApiConfig(guard=guard, max_upload=max_upload, cors_origins=options.cors_origins))
     url = server_url(options.host, options.port)
     echo(f"pixseek API at {url} (docs {url}/docs, library {options.library.root}); press Ctrl-C to stop")
     # No Server header, no forwarded-for trust: a proxy in front is the deployment's business.
-    uvicorn.run(app, host=options.host, port=options.port, log_level="warning", access_log=False,
-                server_header=False, proxy_headers=False, timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=5,
+    )
