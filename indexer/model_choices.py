@@ -71,7 +71,8 @@ def render_choices() -> str:
             f"COCO R@5 en: {ENGLISH_SOURCE}.",
             f"COCO R@5 zh: {CHINESE_SOURCE}.",
             f"Both tables: {TABLES_AT}. img/s here: {COST_SOURCE}.",
-            "Index with: pixseek index FOLDER --model NAME --pretrained TAG  (all built-in names: pixseek models --all)",
+            "Index with: pixseek index FOLDER --model NAME --pretrained TAG"
+            "  (all built-in names: pixseek models --all)",
         ]
     )
 
