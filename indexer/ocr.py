@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing
+import signal
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -26,7 +27,7 @@ from PIL import Image
 
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from indexer.errors import PixseekError
-from indexer.reader import _ignore_ctrl_c, default_workers
+from indexer.reader import default_workers
 
 __all__ = [
     "OcrJob",
@@ -203,7 +204,8 @@ def _ocr_chunk(jobs: list[OcrJob], max_pixels: int) -> list[OcrResult]:
 
 
 def _start_worker(threads: int) -> None:
-    _ignore_ctrl_c()
+    # Ctrl-C reaches the whole process group; the parent alone handles it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _engine(threads)  # load the models while the first chunk is on its way
 
 
