@@ -79,6 +79,7 @@ def _ann_then_exact(
     if catalog.indexed_count() <= EXACT_MAX:
         # Scoring every vector is exact and, this few, about as fast as the index: a query
         # process need not load faiss at all.
+        index.check()
         return exact(vectors, vec, _ids(catalog.indexed_ids()), k)
     loaded = index.get()
     # Images indexed after the ANN file was written (a run in progress) are scored exactly;

@@ -76,7 +76,7 @@ RuntimeOpt = Annotated[
     typer.Option(
         "--runtime",
         envvar=ENV_RUNTIME,
-        help="torch, onnx (ONNX Runtime) "
+        help="torch (default), onnx (ONNX Runtime) "
         "or auto: ONNX where it keeps results equal, int8 weights only where the library's first "
         "index run checked them on its photos (see pixseek info).",
     ),
@@ -160,7 +160,7 @@ def index(
             show_default=False,
         ),
     ] = None,
-    runtime: RuntimeOpt = "auto",
+    runtime: RuntimeOpt = "torch",
     precision: PrecisionOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage while running.")] = False,
     as_json: JsonOpt = False,
@@ -422,7 +422,7 @@ def search(
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     device: DeviceOpt = None,
-    runtime: RuntimeOpt = "auto",
+    runtime: RuntimeOpt = "torch",
     precision: PrecisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -584,7 +584,7 @@ def tag(
     ] = True,
     library: LibraryOpt = None,
     device: DeviceOpt = None,
-    runtime: RuntimeOpt = "auto",
+    runtime: RuntimeOpt = "torch",
     precision: PrecisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -874,7 +874,7 @@ def ui(
             "this computer; 0.0.0.0 opens it (and your photos) to your network.",
         ),
     ] = "127.0.0.1",
-    runtime: RuntimeOpt = "auto",
+    runtime: RuntimeOpt = "torch",
     precision: PrecisionOpt = None,
 ) -> None:
     """Serve the search page and print its address: find photos by text or example, filter, page through."""

@@ -95,6 +95,7 @@ class CachedIndex:
         self.damage: str | None = None
         self._index = None
         self._key: tuple | None = None
+        self._checked: tuple | None = None
 
     def get(self):
         """The loaded, intact index, or None when the library has no usable index file."""
@@ -111,6 +112,23 @@ class CachedIndex:
             except (DamagedIndex, OSError) as exc:
                 self._index, self.damage = None, str(exc)
         return self._index
+
+    def check(self) -> None:
+        """Set `damage` from the file alone, without FAISS: for libraries small enough that
+        searches score every vector and never load the index, its damage is still reported."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return
+        key = (st.st_ino, st.st_size, st.st_mtime_ns, self.record)
+        if self.record is None or key == self._checked:
+            return
+        self._checked = key  # read again only once an index run has replaced the file
+        try:
+            _read_checked(self.path, self.record)
+            self.damage = None
+        except (DamagedIndex, OSError) as exc:
+            self.damage = str(exc)
 
 
 def matches(path: Path, record: tuple[int, str] | None) -> bool:
