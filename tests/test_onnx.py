@@ -283,7 +283,7 @@ def test_fp16_graph_for_gpus_agrees_with_torch(demo_spec, demo_encoder, caltech_
 
 @pytest.fixture(scope="module")
 def auto_library(tmp_path_factory, shapes_gallery, demo_spec, demo_export):
-    """The shapes gallery indexed through the CLI with its default runtime, auto."""
+    """The shapes gallery indexed through the CLI with --runtime auto."""
     from tests.harness import cli
 
     lib = tmp_path_factory.mktemp("auto-lib")
@@ -297,6 +297,8 @@ def auto_library(tmp_path_factory, shapes_gallery, demo_spec, demo_export):
         f"local-dir:{demo_spec.local_dir}",
         "--workers",
         "0",
+        "--runtime",
+        "auto",
         "--json",
     ).stdout
     return lib, json.loads(out)
