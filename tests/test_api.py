@@ -610,7 +610,10 @@ def test_a_library_without_images_is_not_ready_until_an_index_run_adds_some(tmp_
     paths = LibraryPaths.at(tmp_path)
     Catalog(paths.catalog, create=True).close()
     config = ApiConfig(GuardConfig(token=None, allowed_hosts=None, max_body=2**20), max_upload=2**20)
-    with TestClient(create_app(Backend(paths), config)) as client:
+    backend = Backend(paths)
+    with TestClient(create_app(backend, config)) as client:
+        # The app's own load runs beside it: until that attempt ends the answer is "still loading".
+        backend.load_model()
         assert_error(client.get("/readyz"), 503, "no images")
         assert_error(client.post("/api/search", json={"text": "a red circle"}), 503, "no images")
         assert client.get("/api/info").json()["images"] == 0
