@@ -33,7 +33,7 @@ import _common  # noqa: F401 (puts the repository on sys.path)
 from indexer.model_choices import CHOICES
 from indexer.preprocess import Preprocess
 from pixseek_data import DEMO_MODEL_DIR
-from tests.model_families import Family, agreement, copy_photos, write_family
+from tests.model_families import Family, Reference, agreement, copy_photos, write_family
 
 AGREE = ("ViT-B-32", "ViT-B-16-SigLIP")
 STAND_IN_TEXT = {"context_length": 77, "vocab_size": 1000, "width": 64, "heads": 1, "layers": 1}
@@ -96,7 +96,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="pixseek-agree-") as tmp:
             photos = copy_photos(Path(tmp) / "photos")
             for i, (label, folder) in enumerate(model_folders(Path(tmp), args.agree, args.smoke)):
-                figures = agreement(folder, photos, Path(tmp) / f"lib-{i}")
+                figures = agreement(f"local-dir:{folder}", Reference(folder), photos, Path(tmp) / f"lib-{i}")
                 print(f"{label}: " + ", ".join(f"min cosine {k} {v:.6f}" for k, v in figures.items()), flush=True)
     names = args.rates if args.rates is not None else list(dict.fromkeys(c.name for c in CHOICES))
     for name in names:

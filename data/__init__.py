@@ -9,3 +9,5 @@ from __future__ import annotations
 from pathlib import Path
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo-model"
+# The same world captioned in English and Chinese, as a transformers model (data/train_zh_model.py).
+DEMO_ZH_MODEL_DIR = Path(__file__).resolve().parent / "demo-model-zh"

@@ -26,6 +26,9 @@ __all__ = [
     "SHAPES",
     "ShapeImage",
     "caption",
+    "caption_zh",
+    "COLOURS_ZH",
+    "SHAPES_ZH",
     "draw_shape",
     "generate_gallery",
 ]
@@ -43,6 +46,17 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 
 #: The shapes of the world, in a fixed order.
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")
+
+#: Chinese names of the colours and shapes, for the bilingual demo model (data/train_zh_model.py).
+COLOURS_ZH: dict[str, str] = {
+    "red": "红色",
+    "green": "绿色",
+    "blue": "蓝色",
+    "yellow": "黄色",
+    "purple": "紫色",
+    "orange": "橙色",
+}
+SHAPES_ZH: dict[str, str] = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "star": "星形"}
 
 # Drawing is done at this multiple of the output size, then downsampled with a
 # good filter, which gives smooth (anti-aliased) edges.
@@ -70,6 +84,12 @@ def caption(colour: str, shape: str) -> str:
     _check(colour, shape)
     article = "an" if colour[0] in "aeiou" else "a"
     return f"{article} {colour} {shape}"
+
+
+def caption_zh(colour: str, shape: str) -> str:
+    """The Chinese caption of a class, e.g. ``"红色的圆形"`` (a red circle)."""
+    _check(colour, shape)
+    return f"{COLOURS_ZH[colour]}的{SHAPES_ZH[shape]}"
 
 
 def _check(colour: str, shape: str) -> None:

@@ -35,6 +35,7 @@ import math
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -188,8 +189,12 @@ def _texts(phrases: list[str], **kw: str) -> list[str]:
     return out
 
 
-def build_caption_bank(tokenizer) -> tuple[list[tuple[str | None, str | None]], list[torch.Tensor]]:
-    """Concepts (colour or None, shape or None) and, per concept, its tokenized texts."""
+def build_caption_bank(
+    tokenizer, more_texts: Callable[[str | None, str | None], list[str]] | None = None
+) -> tuple[list[tuple[str | None, str | None]], list[torch.Tensor]]:
+    """Concepts (colour or None, shape or None) and, per concept, its tokenized texts.
+
+    `more_texts(colour, shape)` adds captions in another language to each concept."""
     concepts: list[tuple[str | None, str | None]] = []
     texts: list[list[str]] = []
     for c in COLOURS:
@@ -202,6 +207,8 @@ def build_caption_bank(tokenizer) -> tuple[list[tuple[str | None, str | None]], 
     for s in SHAPES:
         concepts.append((None, s))
         texts.append(_texts(SHAPE_PHRASES, s=s))
+    if more_texts is not None:
+        texts = [t + more_texts(c, s) for t, (c, s) in zip(texts, concepts)]
     return concepts, [tokenizer(t) for t in texts]
 
 
@@ -252,34 +259,32 @@ def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, match: torch.Tenso
     return 0.5 * (loss_i2t + loss_t2i)
 
 
-def train(args) -> tuple[open_clip.CLIP, set[int], dict]:
+def seed_everything(args) -> None:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.set_num_threads(args.threads)
 
-    tokenizer = open_clip.SimpleTokenizer(context_length=MODEL_CFG["text_cfg"]["context_length"])
-    concepts, bank = build_caption_bank(tokenizer)
+
+def train(args, model, tokenizer, transform, more_texts=None) -> tuple[torch.nn.Module, set[int], dict]:
+    """Train `model` (encode_image / encode_text with normalize=, a logit_scale parameter) in place.
+
+    `tokenizer` turns a list of texts into a tensor of token ids, `transform` a PIL picture into
+    the model's input tensor; `more_texts` as in build_caption_bank. Returns the model, the token
+    ids that occur in the captions, and the run's figures.
+    """
+    concepts, bank = build_caption_bank(tokenizer, more_texts)
     used_tokens = set(torch.cat(bank).unique().tolist())
     n_full = len(COLOURS) * len(SHAPES)
     colour_names, shape_names = list(COLOURS), list(SHAPES)
     concept_colour = torch.tensor([-1 if c is None else colour_names.index(c) for c, _ in concepts])
     concept_shape = torch.tensor([-1 if s is None else shape_names.index(s) for _, s in concepts])
 
-    transform = open_clip.image_transform(
-        PREPROCESS_CFG["size"],
-        is_train=False,
-        mean=PREPROCESS_CFG["mean"],
-        std=PREPROCESS_CFG["std"],
-        resize_mode=PREPROCESS_CFG["resize_mode"],
-        interpolation=PREPROCESS_CFG["interpolation"],
-    )
     t0 = time.time()
     pool, pool_c, pool_s = build_pool(args.pool_per_class, args.seed, transform)
     gen_time = time.time() - t0
     print(f"generated {len(pool)} training pictures in {gen_time:.1f}s", flush=True)
 
-    model = open_clip.CLIP(**MODEL_CFG)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters", flush=True)
@@ -498,9 +503,10 @@ def evaluate(model_dir: Path, per_class: int = 10, seed: int = 777) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=DEMO_MODEL_DIR)
+def training_arguments(description: str, out: Path) -> argparse.ArgumentParser:
+    """The options every demo model's training takes (this script's and data/train_zh_model.py's)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", type=Path, default=out)
     ap.add_argument("--steps", type=int, default=500, help="number of training steps")
     ap.add_argument(
         "--seconds",
@@ -514,13 +520,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pool-per-class", type=int, default=250, help="training pictures per colour x shape")
     ap.add_argument("--concept-texts", type=int, default=1, help="add one caption per concept to every batch")
     ap.add_argument("--threads", type=int, default=2)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = training_arguments(__doc__.split("\n\n")[0], DEMO_MODEL_DIR)
     ap.add_argument("--vision-width", type=int, default=MODEL_CFG["vision_cfg"]["width"])
     ap.add_argument("--text-width", type=int, default=MODEL_CFG["text_cfg"]["width"])
     args = ap.parse_args(argv)
     MODEL_CFG["vision_cfg"].update(width=args.vision_width)
     MODEL_CFG["text_cfg"].update(width=args.text_width)
 
-    model, used_tokens, info = train(args)
+    seed_everything(args)
+    tokenizer = open_clip.SimpleTokenizer(context_length=MODEL_CFG["text_cfg"]["context_length"])
+    transform = open_clip.image_transform(
+        PREPROCESS_CFG["size"],
+        is_train=False,
+        mean=PREPROCESS_CFG["mean"],
+        std=PREPROCESS_CFG["std"],
+        resize_mode=PREPROCESS_CFG["resize_mode"],
+        interpolation=PREPROCESS_CFG["interpolation"],
+    )
+    model, used_tokens, info = train(args, open_clip.CLIP(**MODEL_CFG), tokenizer, transform)
     save(model, used_tokens, args.out)
     size = (args.out / "open_clip_model.safetensors").stat().st_size
     print(f"wrote {args.out} ({size / 1e6:.2f} MB weights)")

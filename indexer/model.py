@@ -31,9 +31,14 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
-from pixseek_data import DEMO_MODEL_DIR  # noqa: E402, I001  (data/, installed as pixseek_data)
+from pixseek_data import DEMO_MODEL_DIR, DEMO_ZH_MODEL_DIR  # noqa: E402, I001  (data/, installed as pixseek_data)
 
-OFFLINE_HINT = "copy a model folder (open_clip_config.json + weights) here and pass --model local-dir:/path/to/folder"
+OFFLINE_HINTS = {
+    "open_clip": "copy a model folder (open_clip_config.json + weights) here"
+    " and pass --model local-dir:/path/to/folder",
+    "hf": "copy the model's folder (config.json, weights, tokenizer, preprocessor_config.json) here"
+    " and pass --model hf-dir:/path/to/folder",
+}
 HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # what open_clip looks for
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
@@ -49,6 +54,7 @@ TOKENIZER_FILES = (
 # Text towers whose attention is causal and whose pooled token is found from the token ids: for
 # them the padding after a batch's longest text cannot change a result (see encode_tokens).
 EXACT_WHEN_TRUNCATED = ("argmax", "eos", "first")
+FOLDER_PREFIXES = ("local-dir:", "hf-dir:")
 
 log = logging.getLogger(__name__)
 
@@ -61,32 +67,49 @@ class ModelSpec:
     @classmethod
     def parse(cls, name: str, pretrained: str | None = None) -> ModelSpec:
         name = name.strip()
-        if name == "demo":
-            name = f"local-dir:{DEMO_MODEL_DIR}"
-        if name.startswith("local-dir:"):
-            # Absolute, so the spec recorded in a library still works from another directory.
-            name = "local-dir:" + str(Path(name[len("local-dir:") :]).expanduser().resolve())
-            pretrained = None
-        elif name.startswith("hf-hub:"):
-            pretrained = None
-        elif pretrained is None and name == DEFAULT_MODEL:
+        name = {"demo": f"local-dir:{DEMO_MODEL_DIR}", "demo-zh": f"hf-dir:{DEMO_ZH_MODEL_DIR}"}.get(name, name)
+        for prefix in FOLDER_PREFIXES:
+            if name.startswith(prefix):
+                # Absolute, so the spec recorded in a library still works from another directory.
+                folder = Path(name[len(prefix) :]).expanduser().resolve()
+                if prefix == "local-dir:" and _is_transformers_folder(folder):
+                    prefix = "hf-dir:"
+                return cls(prefix + str(folder))
+        if name.startswith(("hf-hub:", "hf:")):
+            return cls(name)
+        if pretrained is None and name == DEFAULT_MODEL:
             pretrained = DEFAULT_PRETRAINED
         return cls(name, pretrained)
 
     @property
+    def backend(self) -> str:
+        """`hf` for transformers models (indexer/hf_model.py), `open_clip` for the rest."""
+        return "hf" if self.name.startswith(("hf:", "hf-dir:")) else "open_clip"
+
+    @property
+    def folder(self) -> Path | None:
+        """The local model folder (local-dir: or hf-dir:), None for downloaded weights."""
+        for prefix in FOLDER_PREFIXES:
+            if self.name.startswith(prefix):
+                return Path(self.name[len(prefix) :])
+        return None
+
+    @property
     def local_dir(self) -> Path | None:
-        return Path(self.name[len("local-dir:") :]) if self.name.startswith("local-dir:") else None
+        """An open_clip model folder (local-dir:)."""
+        return self.folder if self.backend == "open_clip" else None
 
     def __str__(self) -> str:
         return f"{self.name} ({self.pretrained})" if self.pretrained else self.name
 
     def fingerprint(self) -> str:
         """Identity of the weights, not of where they were found: a moved model folder still matches."""
-        folder = self.local_dir
+        folder = self.folder
         if folder is None:
             return f"{self.name}/{self.pretrained or 'random'}"
-        digest = hashlib.sha256((folder / "open_clip_config.json").read_bytes())
-        weights = _weights_file(folder)
+        config = "config.json" if self.backend == "hf" else "open_clip_config.json"
+        digest = hashlib.sha256((folder / config).read_bytes())
+        weights = weights_file(folder)
         size = weights.stat().st_size
         digest.update(str(size).encode())
         with open(weights, "rb") as fh:
@@ -96,7 +119,12 @@ class ModelSpec:
         return f"local:{digest.hexdigest()[:16]}"
 
 
-def _weights_file(folder: Path) -> Path:
+def _is_transformers_folder(folder: Path) -> bool:
+    """A folder as transformers' save_pretrained writes it, passed as local-dir: by habit."""
+    return (folder / "config.json").is_file() and not (folder / "open_clip_config.json").is_file()
+
+
+def weights_file(folder: Path) -> Path:
     # open_clip's own names first: a folder may also hold an HF text tower's model.safetensors.
     found = [folder / n for n in HUB_WEIGHTS if (folder / n).is_file()] or sorted(
         p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES
@@ -104,7 +132,7 @@ def _weights_file(folder: Path) -> Path:
     if not found:
         raise PixseekError(
             f"the model folder {folder} has a config but no weights file",
-            "copy the *.safetensors or *.bin file next to open_clip_config.json",
+            "copy the model's *.safetensors or *.bin weights into the folder",
         )
     return found[0]
 
@@ -120,7 +148,7 @@ def _check_spec(spec: ModelSpec) -> None:
                 f"no open_clip_config.json in {folder}",
                 "a local model folder holds open_clip_config.json plus weights (the Hugging Face hub layout)",
             )
-        _weights_file(folder)
+        weights_file(folder)
         _check_hub_files(folder, _local_config(folder).get("text_cfg") or {})
         return
     if spec.name.startswith("hf-hub:"):
@@ -157,38 +185,42 @@ def pick_device(requested: str | None = None) -> str:
 
 
 class Encoder:
-    """Embeds images and texts into one L2-normalised space."""
+    """Embeds images and texts into one L2-normalised space; a backend supplies the two towers.
 
-    def __init__(self, spec: ModelSpec, device: str | None = None) -> None:
-        import open_clip
+    The backends (open_clip here, transformers in indexer/hf_model.py) load a model and say how it
+    wants its pixels (`preprocess`) and tokens; everything around the towers is shared, so each
+    backend runs the same fast indexing path: uint8 batches from the decode workers, normalised
+    on the device, submitted ahead on GPUs.
+    """
+
+    spec: ModelSpec
+    device: str
+    dtype: torch.dtype
+    model: torch.nn.Module
+    preprocess: Preprocess
+    dim: int
+
+    def _ready(self, spec: ModelSpec, device: str, model: torch.nn.Module, preprocess: Preprocess) -> None:
         import torch
 
-        _check_spec(spec)
-        _check_hub_reachable(spec)
-        self.spec = spec
-        self.device = pick_device(device)
-        # Half precision on GPUs doubles throughput at no measurable cost to ranking; CPUs lack
-        # fast fp16 kernels, so they stay in fp32.
-        self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
-        try:
-            model = open_clip.create_model(
-                spec.name,
-                pretrained=spec.pretrained,
-                device=self.device,
-                precision="fp16" if self.dtype == torch.float16 else "fp32",
-                **_local_text_tower(spec),
-            )
-            self.tokenizer = open_clip.get_tokenizer(spec.name)
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise _load_error(spec, exc) from exc
+        self.spec, self.device, self.model, self.preprocess = spec, device, model, preprocess
         model.eval()
-        self.model = model
-        # What open_clip's own `preprocess` would be built from (create_model_and_transforms).
-        self.preprocess = Preprocess.from_cfg(open_clip.get_model_preprocess_cfg(model))
-        self._mean = torch.tensor(self.preprocess.mean, device=self.device).view(1, 3, 1, 1) * 255
-        self._std = torch.tensor(self.preprocess.std, device=self.device).view(1, 3, 1, 1) * 255
-        with torch.no_grad():
-            self.dim = int(self.encode_texts(["a photo"]).shape[1])
+        self._mean = torch.tensor(preprocess.mean, device=device).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(preprocess.std, device=device).view(1, 3, 1, 1) * 255
+        self.dim = int(self.encode_texts(["a photo"]).shape[1])
+
+    def image_features(self, batch: torch.Tensor) -> torch.Tensor:
+        """Unnormalised embeddings of a normalised (N, 3, H, W) batch."""
+        raise NotImplementedError
+
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        """Unnormalised embeddings of texts, tokenised as the model's own code does."""
+        raise NotImplementedError
+
+    @property
+    def logit_scale(self) -> float:
+        """The softmax temperature the model was trained with (zero-shot tagging scales by it)."""
+        raise NotImplementedError
 
     def fingerprint(self) -> str:
         return self.spec.fingerprint()
@@ -219,7 +251,12 @@ class Encoder:
         import torch
 
         with torch.inference_mode():
-            feats = self.model.encode_image(self.pixels_to_tensor(pixels))
+            feats = self.image_features(self.pixels_to_tensor(pixels))
+            if feats.shape[-1] != self.dim:
+                raise PixseekError(
+                    f"model {self.spec} embeds images in {feats.shape[-1]} dimensions and texts in {self.dim}",
+                    "pass a model whose two towers share one embedding space",
+                )
             feats = torch.nn.functional.normalize(feats.float(), dim=-1)
             if not self.device.startswith("cuda"):
                 return PendingVectors(feats)
@@ -241,10 +278,59 @@ class Encoder:
         import torch
 
         with torch.inference_mode():
-            tokens = self.tokenizer(texts).to(self.device)
-            feats = encode_tokens(self.model, tokens)
-            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+            feats = torch.nn.functional.normalize(self.text_features(texts).float(), dim=-1)
         return feats.cpu().numpy()
+
+
+class OpenClipEncoder(Encoder):
+    """An open_clip model: built-in names, hf-hub: repos and local-dir: folders."""
+
+    def __init__(self, spec: ModelSpec, device: str | None = None) -> None:
+        import open_clip
+        import torch
+
+        _check_spec(spec)
+        check_hub_reachable(spec)
+        device = pick_device(device)
+        # Half precision on GPUs doubles throughput at no measurable cost to ranking; CPUs lack
+        # fast fp16 kernels, so they stay in fp32.
+        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        try:
+            model = open_clip.create_model(
+                spec.name,
+                pretrained=spec.pretrained,
+                device=device,
+                precision="fp16" if self.dtype == torch.float16 else "fp32",
+                **_local_text_tower(spec),
+            )
+            self.tokenizer = open_clip.get_tokenizer(spec.name)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise load_error(spec, exc) from exc
+        # What open_clip's own `preprocess` would be built from (create_model_and_transforms).
+        preprocess = Preprocess.from_cfg(open_clip.get_model_preprocess_cfg(model))
+        self._ready(spec, device, model, preprocess)
+
+    def image_features(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(batch)
+
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        return encode_tokens(self.model, self.tokenizer(texts).to(self.device))
+
+    @property
+    def logit_scale(self) -> float:
+        import torch
+
+        with torch.no_grad():
+            return float(self.model.logit_scale.exp())
+
+
+def open_encoder(spec: ModelSpec, device: str | None = None) -> Encoder:
+    """The torch encoder of `spec`'s backend."""
+    if spec.backend == "hf":
+        from indexer.hf_model import HFEncoder
+
+        return HFEncoder(spec, device)
+    return OpenClipEncoder(spec, device)
 
 
 def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -295,7 +381,7 @@ class PendingVectors:
         return self._host.numpy()
 
 
-def _check_hub_reachable(spec: ModelSpec) -> None:
+def check_hub_reachable(spec: ModelSpec) -> None:
     """Fail in seconds when weights must come from the Hugging Face hub and it cannot be reached.
 
     Without this, huggingface_hub retries each candidate file five times with backoff: a minute
@@ -304,7 +390,9 @@ def _check_hub_reachable(spec: ModelSpec) -> None:
     """
     if spec.name.startswith("hf-hub:"):
         repo, files = spec.name[len("hf-hub:") :], ("open_clip_config.json",)
-    elif spec.local_dir is None:  # a built-in name, whose tag _check_spec has made sure of
+    elif spec.name.startswith("hf:"):
+        repo, files = spec.name[len("hf:") :], ("config.json",)
+    elif spec.folder is None:  # a built-in name, whose tag _check_spec has made sure of
         import open_clip
 
         repo, filename = os.path.split(open_clip.get_pretrained_cfg(spec.name, spec.pretrained).get("hf_hub", ""))
@@ -323,14 +411,15 @@ def _check_hub_reachable(spec: ModelSpec) -> None:
         socket.create_connection((host, endpoint.port or (80 if endpoint.scheme == "http" else 443)), timeout=5).close()
     except OSError:
         raise PixseekError(
-            f"could not download the weights for {spec}: {host} cannot be reached (no internet?)", OFFLINE_HINT
+            f"could not download the weights for {spec}: {host} cannot be reached (no internet?)",
+            OFFLINE_HINTS[spec.backend],
         ) from None
 
 
-def _load_error(spec: ModelSpec, exc: Exception) -> PixseekError:
+def load_error(spec: ModelSpec, exc: Exception) -> PixseekError:
     text = str(exc)
-    if spec.local_dir is None and any(w in text.lower() for w in ("download", "connect", "offline", "resolve", "hub")):
-        return PixseekError(f"could not download the weights for {spec} (no internet?)", OFFLINE_HINT)
+    if spec.folder is None and any(w in text.lower() for w in ("download", "connect", "offline", "resolve", "hub")):
+        return PixseekError(f"could not download the weights for {spec} (no internet?)", OFFLINE_HINTS[spec.backend])
     return PixseekError(f"could not load model {spec}: {text.splitlines()[0] if text else type(exc).__name__}")
 
 
@@ -342,6 +431,10 @@ def preprocess_for(spec: ModelSpec) -> Preprocess | None:
     with (`vision_cfg.image_size`, 224 when absent). None when only loading the model would
     tell (hf-hub, or a folder without a readable config).
     """
+    if spec.backend == "hf":
+        from indexer.hf_model import folder_preprocess
+
+        return folder_preprocess(spec)
     if spec.name.startswith("hf-hub:"):
         return None
     if spec.local_dir is not None:

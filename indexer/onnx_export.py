@@ -141,10 +141,12 @@ def _export(spec: ModelSpec, fingerprint: str, folder: Path) -> Export:
     import open_clip
 
     from indexer import onnx_graphs
-    from indexer.model import Encoder
+    from indexer.model import OpenClipEncoder
 
+    if spec.backend != "open_clip":
+        raise NotExportable("the ONNX exporter covers open_clip models; transformers models run on torch")
     log.info("exporting %s to ONNX in %s", spec, folder)
-    encoder = Encoder(spec, "cpu")  # the same checks, errors and weights as the torch runtime
+    encoder = OpenClipEncoder(spec, "cpu")  # the same checks, errors and weights as the torch runtime
     model = encoder.model
     tokenizer_meta = _tokenizer_meta(encoder.tokenizer)
     trim = onnx_graphs.trimmable(model)
@@ -188,9 +190,9 @@ def _add_variant(spec: ModelSpec, export: Export, precision: str) -> Export:
         quantize_int8(export.path("image", "fp32"), export.folder / name)
     else:
         from indexer import onnx_graphs
-        from indexer.model import Encoder
+        from indexer.model import OpenClipEncoder
 
-        encoder = Encoder(spec, "cpu")
+        encoder = OpenClipEncoder(spec, "cpu")
         sample = onnx_graphs.image_sample(encoder.preprocess.size)
         _trace(onnx_graphs.ImageTower(encoder.model.half()), sample, "pixels", export.folder / name)
         meta["files"]["text"][precision] = "text.onnx"

@@ -24,7 +24,14 @@ from PIL import Image
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 RESIZE_MODES = ("shortest", "longest", "squash")
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+# How a centre crop places its window: torchvision's CenterCrop rounds half the excess
+# (open_clip), transformers' image processors floor it.
+CROP_OFFSETS = ("round", "floor")
 
 
 @dataclass(frozen=True)
@@ -37,12 +44,22 @@ class Preprocess:
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
     fill_color: int = 0
+    # `squash` to this (height, width) first, then centre-crop to `size` (transformers' processors
+    # with both a resize and a crop size, such as ALIGN's); None: squash straight to `size`.
+    squash_to: tuple[int, int] | None = None
+    crop_offset: str = "round"
 
     def __post_init__(self) -> None:
-        if min(self.size) < 1:
+        if min(self.size) < 1 or (self.squash_to is not None and min(self.squash_to) < 1):
             raise ValueError("the model input size must be positive")
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"unknown resize mode {self.resize_mode!r}")
+        if self.squash_to is not None and self.resize_mode != "squash":
+            raise ValueError("squash_to needs resize_mode 'squash'")
+        if self.interpolation not in _RESAMPLE:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}")
+        if self.crop_offset not in CROP_OFFSETS:
+            raise ValueError(f"unknown crop offset {self.crop_offset!r}")
 
     @classmethod
     def square(cls, size: int) -> Preprocess:
@@ -66,14 +83,14 @@ class Preprocess:
             resize_mode=cfg.get("resize_mode") or "shortest",
             # open_clip's "random" is a training option; at inference it falls back to bicubic.
             interpolation="bilinear" if cfg.get("interpolation") == "bilinear" else "bicubic",
-            mean=_triple(mean),
-            std=_triple(std),
+            mean=per_channel(mean),
+            std=per_channel(std),
             fill_color=int(cfg.get("fill_color") or 0),
         )
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) the transform resizes a `width` x `height` image to, before crop or pad."""
-        target_h, target_w = self.size
+        target_h, target_w = self.squash_to or self.size
         if self.resize_mode == "squash":
             return target_w, target_h
         if self.resize_mode == "shortest" and target_h == target_w:
@@ -105,7 +122,8 @@ class Preprocess:
         # CenterCrop, and for `longest` center_crop_or_pad: a side longer than the target is
         # cropped at round(excess / 2), a shorter one padded with (missing // 2) before it.
         canvas = Image.new("RGB", (target_w, target_h), (self.fill_color,) * 3)
-        canvas.paste(image, (_offset(image.width, target_w), _offset(image.height, target_h)))
+        offset = _floor_offset if self.crop_offset == "floor" else _offset
+        canvas.paste(image, (offset(image.width, target_w), offset(image.height, target_h)))
         return np.asarray(canvas, dtype=np.uint8)
 
 
@@ -113,7 +131,12 @@ def _offset(have: int, want: int) -> int:
     return (want - have) // 2 if want > have else -int(round((have - want) / 2.0))
 
 
-def _triple(value: Any) -> tuple[float, float, float]:
+def _floor_offset(have: int, want: int) -> int:
+    return (want - have) // 2 if want > have else -((have - want) // 2)
+
+
+def per_channel(value: Any) -> tuple[float, float, float]:
+    """A mean or std as one value per RGB channel (a single number stands for all three)."""
     values = tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else (float(value),) * 3
     if len(values) != 3:
         raise ValueError("mean and std need one value per RGB channel")

@@ -131,11 +131,11 @@ def _from_check(check: RuntimeCheck, how: str, new: RuntimeCheck | None = None) 
 
 def cpu_encoders(spec: ModelSpec) -> dict[str, Any]:
     """The CPU runtimes `auto` chooses between, by label."""
-    from indexer.model import Encoder
+    from indexer.model import open_encoder
     from indexer.onnx_encoder import OnnxEncoder
 
     return {
-        "torch fp32": Encoder(spec, "cpu"),
+        "torch fp32": open_encoder(spec, "cpu"),
         "onnx fp32": OnnxEncoder(spec, "cpu", "fp32"),
         "onnx int8": OnnxEncoder(spec, "cpu", "int8"),
     }
@@ -186,15 +186,15 @@ def recall_at_k(reference: np.ndarray, candidate: np.ndarray, k: int = RECALL_K)
 def load_runtime_encoder(spec: ModelSpec, choice: Choice, device: str | None = None) -> Any:
     """The Encoder (torch) or OnnxEncoder for `choice`; both have the same surface.
 
-    Builds Encoder itself, so indexer.model.load_encoder can dispatch here without a loop.
+    Builds the torch encoder itself, so indexer.model.load_encoder can dispatch here without a loop.
     """
     if choice.runtime == "onnx":
         from indexer.onnx_encoder import OnnxEncoder
 
         return OnnxEncoder(spec, device, choice.precision)
-    from indexer.model import Encoder
+    from indexer.model import open_encoder
 
-    return Encoder(spec, device)
+    return open_encoder(spec, device)
 
 
 def _gpu_wanted(device: str | None) -> bool:

@@ -144,10 +144,10 @@ class Library:
         spec = self.model_spec
         if spec is None:
             raise PixseekError("this library has no images yet", "run `pixseek index FOLDER` first")
-        if spec.local_dir is not None and not spec.local_dir.is_dir():
+        if spec.folder is not None and not spec.folder.is_dir():
             raise PixseekError(
-                f"the library's model folder {spec.local_dir} is gone",
-                "pass --model local-dir:/new/place/of/that/folder",
+                f"the library's model folder {spec.folder} is gone",
+                f"pass --model {spec.name.split(':')[0]}:/new/place/of/that/folder",
             )
         # Weights replaced under the same name would embed queries into another space.
         self.settings.check_same_model(spec, self.paths.root)

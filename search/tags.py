@@ -20,7 +20,6 @@ from indexer.regular_file import open_regular
 from search.prompts import embed_texts
 
 if TYPE_CHECKING:
-    from indexer.model import Encoder
     from search.library import Library
 
 DEFAULT_TOP = 3
@@ -75,7 +74,7 @@ def tag_images(
         ids = np.array(library.catalog.indexed_ids(), dtype=np.int64)
         encoder = library.encoder
         label_vecs = embed_texts(encoder, labels, ensemble)
-        scale = _logit_scale(encoder)
+        scale = encoder.logit_scale
         top = min(top, len(labels))
         rows = []
         for start in range(0, len(ids), _CHUNK):
@@ -106,14 +105,3 @@ def check_tag(catalog: Catalog, label: str) -> None:
             f"no image is tagged '{label}': this library has no tags yet", "run `pixseek tag --labels labels.txt` first"
         )
     raise PixseekError(f"no image is tagged '{label}'", f"tags in this library: {', '.join(known[:20])}")
-
-
-def _logit_scale(encoder: Encoder) -> float:
-    """CLIP's softmax temperature: the torch model's parameter, or the one the ONNX export recorded."""
-    model = getattr(encoder, "model", None)
-    if model is None:
-        return encoder.logit_scale
-    import torch
-
-    with torch.no_grad():
-        return float(model.logit_scale.exp())

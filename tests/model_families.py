@@ -190,19 +190,19 @@ def copy_photos(folder: Path) -> Path:
     return folder
 
 
-def agreement(model_folder: Path, photo_folder: Path, library_root: Path) -> dict[str, float]:
-    """Minimum cosines between pixseek's embeddings and open_clip's own, per path.
+def agreement(model: str, reference, photo_folder: Path, library_root: Path) -> dict[str, float]:
+    """Minimum cosines between pixseek's embeddings of `model` (a --model spec) and `reference`'s.
 
     "indexed": run_index's stored vectors; "query image": Library.embed_image; "text": the
-    Encoder's texts; "fast text path": encode_tokens against encode_text on the same tokens.
+    Encoder's texts; for open_clip's Reference also "fast text path": encode_tokens against
+    encode_text on the same tokens.
     """
     from indexer.library import LibraryPaths
     from indexer.model import ModelSpec, preprocess_for
     from indexer.runner import run_index
     from search.library import Library
 
-    spec = ModelSpec.parse(f"local-dir:{model_folder}")
-    reference = Reference(model_folder)
+    spec = ModelSpec.parse(model)
     paths = sorted(photo_folder.iterdir())
     expected = reference.images([upright_rgb(p) for p in paths])
     lib = LibraryPaths.at(library_root)
@@ -214,9 +214,11 @@ def agreement(model_folder: Path, photo_folder: Path, library_root: Path) -> dic
             raise AssertionError("the preprocessing read from the config differs from the loaded model's")
         texts = library.encoder.encode_texts(list(TEXTS))
     reference_texts = reference.texts(list(TEXTS))
-    return {
+    figures = {
         "indexed": min_cosine(indexed, expected),
         "query image": min_cosine(queried, expected[list(QUERY_PHOTOS)]),
         "text": min_cosine(texts, reference_texts),
-        "fast text path": min_cosine(reference.fast_texts(list(TEXTS)), reference_texts),
     }
+    if hasattr(reference, "fast_texts"):
+        figures["fast text path"] = min_cosine(reference.fast_texts(list(TEXTS)), reference_texts)
+    return figures

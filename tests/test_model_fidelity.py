@@ -29,6 +29,7 @@ from tests.model_families import (
     SIGLIP_PREPROCESS,
     TEXT_BOUND,
     Family,
+    Reference,
     agreement,
     copy_photos,
     write_family,
@@ -228,7 +229,8 @@ def family_folder(tmp_path_factory):
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_family_embeds_images_and_texts_as_open_clip_does(name, photo_folder, family_folder, tmp_path):
-    figures = agreement(family_folder(name), photo_folder, tmp_path / "lib")
+    folder = family_folder(name)
+    figures = agreement(f"local-dir:{folder}", Reference(folder), photo_folder, tmp_path / "lib")
     print(f"{name}: " + ", ".join(f"min cosine {k} {v:.6f}" for k, v in figures.items()))
     assert figures["indexed"] >= IMAGE_BOUND
     assert figures["query image"] >= IMAGE_BOUND

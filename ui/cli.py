@@ -53,8 +53,9 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="open_clip model: a built-in name (ViT-B-32), hf-hub:org/repo, "
-        "local-dir:/path/to/folder (offline), or 'demo' for the bundled shapes model. "
+        help="open_clip model: a built-in name (ViT-B-32), hf-hub:org/repo or local-dir:/path/to/folder "
+        "(offline); a transformers model (CLIP, SigLIP, ALIGN, Chinese-CLIP, ...): hf:org/repo or "
+        "hf-dir:/path/to/folder (offline); or 'demo' / 'demo-zh' for the bundled shapes models. "
         "Default: the library's own model, or ViT-B-32 for a new library.",
         show_default=False,
     ),
@@ -64,7 +65,7 @@ PretrainedOpt = Annotated[
     typer.Option(
         "--pretrained",
         help="Weights tag for a built-in model name (default for ViT-B-32: "
-        "laion2b_s34b_b79k). Ignored for hf-hub: and local-dir:.",
+        "laion2b_s34b_b79k). Ignored for hf-hub:, local-dir:, hf: and hf-dir:.",
         show_default=False,
     ),
 ]
@@ -855,11 +856,21 @@ def demo(
         ),
     ] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Images per colour and shape.")] = 5,
+    lang: Annotated[
+        str,
+        typer.Option(
+            "--lang",
+            help="en: the English demo model (open_clip); zh: the bilingual one (transformers' ALIGN), searched"
+            " in Chinese or English. zh needs the hf extra: pip install 'pixseek[hf]'.",
+        ),
+    ] = "en",
 ) -> None:
     """Offline tour: generate coloured shapes, index them with the bundled model, run example searches."""
-    from ui.demo import run_demo
+    from ui.demo import DEMOS, run_demo
 
-    run_demo(folder, per_class, typer.echo)
+    if lang not in DEMOS:
+        raise PixseekError(f"no demo in language '{lang}'", f"use one of: {', '.join(DEMOS)}")
+    run_demo(folder, per_class, typer.echo, lang)
 
 
 @app.command()
