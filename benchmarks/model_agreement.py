@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Full-size architectures against open_clip's own code, and what each curated model costs here.
 
-    python3 benchmarks/model_agreement.py [--agree NAME ...] [--rates NAME ...] [--batches N] [--batch-size N]
-                                          [--smoke]
+    python3 benchmarks/model_agreement.py [--agree NAME ...] [--agree-hf NAME ...] [--rates NAME ...]
+                                          [--batches N] [--batch-size N] [--smoke]
 
 Agreement (default ViT-B-32 and ViT-B-16-SigLIP): the architecture is built at full size with
 random weights, seeded, with its pretrained tag's real preprocess_cfg (and, where it needs a
@@ -10,7 +10,11 @@ Hugging Face tokenizer, one trained locally), saved as a local-dir folder, and c
 open_clip the way tests/test_model_fidelity.py compares the tiny variants: real photos of every
 shape through pixseek's indexing path and query-image path, texts through the Encoder and
 encode_tokens, against open_clip's `preprocess` + encode_image / encode_text. It prints the
-minimum cosine of each.
+minimum cosine of each. --agree-hf (default clip, chinese-clip) does the same for the transformers
+backend: the family's default configuration, which is its published base size (CLIPConfig() is
+openai/clip-vit-base-patch32, ChineseCLIPConfig() is OFA-Sys/chinese-clip-vit-base-patch16), with
+random weights and the published processor settings (tests/hf_families.py), against transformers'
+processor + get_image_features / get_text_features.
 
 Rates (default: every model of indexer/model_choices.py): images/s of `encode_image` alone on a
 ready fp32 batch (32 unless --batch-size) on this CPU (one small warm-up batch first), the architecture with random
@@ -33,9 +37,12 @@ import _common  # noqa: F401 (puts the repository on sys.path)
 from indexer.model_choices import CHOICES
 from indexer.preprocess import Preprocess
 from pixseek_data import DEMO_MODEL_DIR
+from tests.hf_families import FAMILIES as HF_FAMILIES
+from tests.hf_families import HFReference, write_hf_family
 from tests.model_families import Family, Reference, agreement, copy_photos, write_family
 
 AGREE = ("ViT-B-32", "ViT-B-16-SigLIP")
+AGREE_HF = ("clip", "chinese-clip")
 STAND_IN_TEXT = {"context_length": 77, "vocab_size": 1000, "width": 64, "heads": 1, "layers": 1}
 
 
@@ -54,13 +61,26 @@ def full_size_family(name: str) -> Family:
     return Family(model_cfg, preprocess, tokenizer="t5" if model_cfg["text_cfg"].get("hf_tokenizer_name") else None)
 
 
-def model_folders(tmp: Path, names: list[str], smoke: bool) -> Iterator[tuple[str, Path]]:
-    """(label, local-dir folder) of each model to compare, each written when its turn comes."""
+def full_size_hf_family(name: str):
+    """The tiny family of tests/hf_families.py at its published size: the configs' defaults."""
+    from dataclasses import replace
+
+    family = HF_FAMILIES[name]
+    return replace(family, text={}, vision={}, extra={})
+
+
+def model_folders(tmp: Path, names: list[str], hf_names: list[str], smoke: bool) -> Iterator[tuple[str, str, object]]:
+    """(label, --model spec, reference) of each model to compare, each written when its turn comes."""
     if smoke:
-        yield "demo model (trained, bundled)", DEMO_MODEL_DIR
+        yield "demo model (trained, bundled)", f"local-dir:{DEMO_MODEL_DIR}", Reference(DEMO_MODEL_DIR)
         return
     for name in names:
-        yield f"{name} (random weights, full size)", write_family(tmp / name, full_size_family(name))
+        folder = write_family(tmp / name, full_size_family(name))
+        yield f"{name} (random weights, full size)", f"local-dir:{folder}", Reference(folder)
+    for name in hf_names:
+        family = full_size_hf_family(name)
+        folder = write_hf_family(tmp / f"hf-{name}", family)
+        yield f"transformers {name} (random weights, full size)", f"hf-dir:{folder}", HFReference(folder, family)
 
 
 def image_rate(name: str, batches: int, batch_size: int) -> float:
@@ -84,6 +104,7 @@ def image_rate(name: str, batches: int, batch_size: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--agree", nargs="*", default=list(AGREE), help="architectures to compare with open_clip")
+    parser.add_argument("--agree-hf", nargs="*", default=list(AGREE_HF), help="transformers families to compare")
     parser.add_argument("--rates", nargs="*", default=None, help="architectures to time (default: the curated list)")
     parser.add_argument("--batches", type=int, default=2, help="timed batches per architecture")
     parser.add_argument("--batch-size", type=int, default=32, help="images per timed batch")
@@ -92,11 +113,12 @@ def main() -> None:
     import torch
 
     print(f"torch threads: {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    if args.smoke or args.agree:
+    if args.smoke or args.agree or args.agree_hf:
         with tempfile.TemporaryDirectory(prefix="pixseek-agree-") as tmp:
             photos = copy_photos(Path(tmp) / "photos")
-            for i, (label, folder) in enumerate(model_folders(Path(tmp), args.agree, args.smoke)):
-                figures = agreement(f"local-dir:{folder}", Reference(folder), photos, Path(tmp) / f"lib-{i}")
+            folders = model_folders(Path(tmp), args.agree, args.agree_hf, args.smoke)
+            for i, (label, model, reference) in enumerate(folders):
+                figures = agreement(model, reference, photos, Path(tmp) / f"lib-{i}")
                 print(f"{label}: " + ", ".join(f"min cosine {k} {v:.6f}" for k, v in figures.items()), flush=True)
     names = args.rates if args.rates is not None else list(dict.fromkeys(c.name for c in CHOICES))
     for name in names:
