@@ -396,7 +396,9 @@ def _query_heading(query: Query | None, words: str, concept: str | None, filters
         except DecodeError:
             pass
         right.markdown(f"#### Photos like your **{literal(query.label)}**")
-    also = [f"with the words **{literal(words)}**"] * bool(words) + [f"concept **{literal(concept)}**"] * bool(concept)
+    also = ([f"with the words **{literal(words)}**"] if words else []) + (
+        [f"concept **{literal(concept)}**"] if concept else []
+    )
     if also:
         st.caption(" · ".join(also))
 
@@ -472,9 +474,14 @@ def _photos(
     _teach_view(lib, shown_now)
 
 
+def _choice(photo: Result) -> str:
+    # Two folders may hold files of the same name, and a picker must tell its choices apart.
+    return f"{file_name(photo.path)} · #{photo.id}"
+
+
 def _explain_view(lib: PageLibrary, request: SearchRequest, photos: list[Result]) -> None:
     """Why a result matched: each term's part of its score, the words matched, its tags and concepts."""
-    names = {p.id: file_name(p.path) for p in photos}
+    names = {p.id: _choice(p) for p in photos}
     picked_one = st.session_state.get("explain_id") is not None
     with st.expander("Why did this match?", icon=":material/help:", expanded=picked_one):
         image_id = st.selectbox(
@@ -517,7 +524,7 @@ def _teach_view(lib: PageLibrary, photos: list[Result]) -> None:
     """Teach a concept from ticked results: those that show it and those that don't."""
     state = st.session_state
     names = state.setdefault("teach_names", {})
-    names.update({p.id: file_name(p.path) for p in photos})
+    names.update({p.id: _choice(p) for p in photos})
     ticked = [*state.get("teach_yes", []), *state.get("teach_no", [])]
     # Photos ticked on another page stay offered, so paging keeps the examples.
     options = list(dict.fromkeys([p.id for p in photos] + ticked))
