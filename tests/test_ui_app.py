@@ -408,3 +408,5 @@ def test_the_explain_view_splits_a_results_score_into_its_terms(library, labels,
     assert terms["Contribution"].sum() == pytest.approx(float(first["score"]), abs=0.006)  # the grid rounds
     assert f"Score **{terms['Contribution'].sum():.4f}**" in [m.value for m in at.markdown]
     assert "**Words matched** none" in [m.value for m in at.markdown]
+    search(at, "a blue star")  # another search: the choice goes unless that photo is among its results
+    assert at.selectbox(key="explain_id").value in [None, *result_ids(at)]

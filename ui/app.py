@@ -496,7 +496,7 @@ def _explain_view(lib: PageLibrary, request: SearchRequest, photos: list[Result]
         st.markdown(f"Score **{why['score']:.4f}**")
         if why["fusion"]:
             parts = " + ".join(f"{name} {part:.4f}" for name, part in why["fusion"].items())
-            st.caption(f"The sum of the rankings' parts, 1 / (60 + rank) each: {parts}")
+            st.caption(f"Rankings fused, each adding its reciprocal rank: {parts}")
         if why["terms"]:
             st.caption(f"Meaning: cosine {why['semantic_score']:.4f}, the sum of the terms' contributions")
             st.dataframe(

@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from search.concepts import MAX_NAME_CHARS
+from search.keywords import RRF_K
 
 MAX_K = 200  # results per page
 MAX_OFFSET = 1000  # how deep paging goes: a search ranks offset + k results
@@ -119,7 +120,7 @@ class Explanation(BaseModel):
         "(null: nothing was embedded)."
     )
     fusion: dict[str, float] = Field(
-        description="With words: each ranking's part 1 / (60 + rank) of the fused score; they add up to score."
+        description=f"With words: each ranking's part 1 / ({RRF_K} + rank) of the fused score; they add up to score."
     )
     matched_words: list[str]
     tags: list[str]
