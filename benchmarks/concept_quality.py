@@ -4,8 +4,10 @@
     python3 benchmarks/concept_quality.py [--per-class 3] [--draws 10] [--smoke]
 
 A generated shapes gallery (data/shapes.py, PER_CLASS pictures per colour x shape) embedded with
-the demo model; the concept is "warm colours" (red, orange, yellow). Each draw picks 5 warm and
-5 other pictures as examples and scores the rest. Printed per regularisation strength: the
+the demo model, and two concepts: "warm colours" (red, orange, yellow) in it, which the demo
+model's text side names perfectly, and "pink" (a colour it was never taught a word for,
+UNNAMED_COLOURS) over the gallery and 32 pink shapes. Each draw picks 5 relevant and 5 other
+pictures as examples and scores the rest. Printed per regularisation strength: the
 concept's precision@20 and average precision over the rest (mean and worst over the draws) and
 its leave-one-out accuracy; then the same for every single text query a fair user might try
 (each colour, each shape, and phrasings of "warm colours"), and which query is best.
@@ -48,29 +50,46 @@ def main() -> None:
     from PIL import Image
 
     from indexer.model import ModelSpec, load_encoder
-    from pixseek_data.shapes import COLOURS, SHAPES, generate_gallery
+    from pixseek_data.shapes import COLOURS, UNNAMED_COLOURS, generate_gallery, plain_queries
     from search.concepts import REGULARISATION, teach
     from search.prompts import embed_texts
 
     encoder = load_encoder(ModelSpec.parse("demo"), "cpu")
     with tempfile.TemporaryDirectory(prefix="pixseek-concepts-") as tmp:
-        shapes = generate_gallery(Path(tmp), per_class=args.per_class, seed=7)
-        vectors = encoder.encode_images([Image.open(s.path).convert("RGB") for s in shapes])
-    warm = np.array([s.colour in WARM for s in shapes])
-    queries = (
-        [f"{'an' if c[0] in 'aeiou' else 'a'} {c} shape" for c in COLOURS]
-        + [f"a {s}" for s in SHAPES]
-        + ["a warm coloured shape", "a warm colour", "a red, orange or yellow shape", "red or orange or yellow"]
-    )
-    query_vectors = embed_texts(encoder, queries)
-    print(f"machine: {machine()}; {len(shapes)} pictures, {int(warm.sum())} warm; {draws} draws of 5 + 5 examples")
+        shapes = generate_gallery(Path(tmp) / "named", per_class=args.per_class, seed=7)
+        pink = generate_gallery(Path(tmp) / "pink", per_class=8, seed=1, colours=tuple(UNNAMED_COLOURS))
+        vectors = encoder.encode_images([Image.open(s.path).convert("RGB") for s in shapes + pink])
+    named = np.arange(len(vectors)) < len(shapes)
+    warm = np.array([s.colour in WARM for s in shapes] + [False] * len(pink))
+    cases = [
+        (
+            "warm colours",
+            named,
+            warm,
+            plain_queries()
+            + ["a warm coloured shape", "a warm colour", "a red, orange or yellow shape", "red or orange or yellow"],
+        ),
+        (
+            "pink, a colour the model has no word for",
+            np.ones(len(vectors), bool),
+            ~named,
+            plain_queries([*COLOURS, *UNNAMED_COLOURS]) + ["pink", "a light red shape", "a red or purple shape"],
+        ),
+    ]
+    print(f"machine: {machine()}; {len(shapes)} named-colour pictures and {len(pink)} pink ones; {draws} draws")
+    for name, gallery, relevant, queries in cases:
+        print(f"\n== {name}: {int(gallery.sum())} pictures, {int(relevant[gallery].sum())} relevant ==")
+        query_vectors = embed_texts(encoder, queries)
+        report(vectors[gallery], relevant[gallery], query_vectors, queries, draws, teach, REGULARISATION)
 
+
+def report(vectors, relevant, query_vectors, queries, draws, teach, default_strength) -> None:
     splits = []
     for draw in range(draws):
         rng = random.Random(draw)
-        yes = rng.sample(list(np.flatnonzero(warm)), 5)
-        no = rng.sample(list(np.flatnonzero(~warm)), 5)
-        splits.append((yes, no, np.array([i for i in range(len(shapes)) if i not in yes + no])))
+        yes = rng.sample(list(np.flatnonzero(relevant)), 5)
+        no = rng.sample(list(np.flatnonzero(~relevant)), 5)
+        splits.append((yes, no, np.array([i for i in range(len(vectors)) if i not in yes + no])))
 
     def row(label: str, p20: list[float], ap: list[float], extra: str = "") -> None:
         print(
@@ -83,15 +102,15 @@ def main() -> None:
         for yes, no, rest in splits:
             concept = teach(vectors[yes], vectors[no], regularisation=strength)
             scores = concept.score(vectors[rest])
-            p20.append(precision_at_k(scores, warm[rest]))
-            ap.append(average_precision(scores, warm[rest]))
+            p20.append(precision_at_k(scores, relevant[rest]))
+            ap.append(average_precision(scores, relevant[rest]))
             loo.append(concept.loo_accuracy)
-        default = " (default)" if strength == REGULARISATION else ""
+        default = " (default)" if strength == default_strength else ""
         row(f"concept, regularisation {strength:g}{default}", p20, ap, f"   leave-one-out {statistics.mean(loo):.3f}")
     best = None
     for query, qv in zip(queries, query_vectors):
-        p20 = [precision_at_k(vectors[rest] @ qv, warm[rest]) for _, _, rest in splits]
-        ap = [average_precision(vectors[rest] @ qv, warm[rest]) for _, _, rest in splits]
+        p20 = [precision_at_k(vectors[rest] @ qv, relevant[rest]) for _, _, rest in splits]
+        ap = [average_precision(vectors[rest] @ qv, relevant[rest]) for _, _, rest in splits]
         row(f'text "{query}"', p20, ap)
         if best is None or (statistics.mean(p20), statistics.mean(ap)) > best[1:]:
             best = (query, statistics.mean(p20), statistics.mean(ap))

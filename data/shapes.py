@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from PIL import Image, ImageDraw
 __all__ = [
     "COLOURS",
     "SHAPES",
+    "UNNAMED_COLOURS",
     "ShapeImage",
     "caption",
     "caption_zh",
@@ -31,6 +33,7 @@ __all__ = [
     "SHAPES_ZH",
     "draw_shape",
     "generate_gallery",
+    "plain_queries",
 ]
 
 #: Colour name -> RGB. Saturated, far apart in hue, all clearly darker or more
@@ -43,6 +46,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (130, 40, 170),
     "orange": (250, 125, 10),
 }
+
+#: Colours the demo model never saw named (data/train_demo_model.py trains on COLOURS only): what
+#: a person can still teach it as a concept from examples, as "my dog Rex" to a real model.
+UNNAMED_COLOURS: dict[str, tuple[int, int, int]] = {"pink": (245, 120, 175)}
 
 #: The shapes of the world, in a fixed order.
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")
@@ -92,9 +99,16 @@ def caption_zh(colour: str, shape: str) -> str:
     return f"{COLOURS_ZH[colour]}的{SHAPES_ZH[shape]}"
 
 
+def plain_queries(colours: Sequence[str] = tuple(COLOURS)) -> list[str]:
+    """The plain single text queries of the shapes world for these colours: each colour ("a red
+    shape"), each shape ("a circle") and each class's caption ("a red circle")."""
+    by_colour = [f"{'an' if c[0] in 'aeiou' else 'a'} {c} shape" for c in colours]
+    return by_colour + [f"a {s}" for s in SHAPES] + [caption(c, s) for c in colours for s in SHAPES]
+
+
 def _check(colour: str, shape: str) -> None:
-    if colour not in COLOURS:
-        raise ValueError(f"unknown colour {colour!r}; expected one of {sorted(COLOURS)}")
+    if colour not in COLOURS and colour not in UNNAMED_COLOURS:
+        raise ValueError(f"unknown colour {colour!r}; expected one of {sorted(COLOURS | UNNAMED_COLOURS)}")
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; expected one of {list(SHAPES)}")
 
@@ -140,7 +154,8 @@ def draw_shape(colour: str, shape: str, rng: random.Random, size: int = 128) -> 
     cx = rng.uniform(r + margin, big - r - margin)
     cy = rng.uniform(r + margin, big - r - margin)
     angle = rng.uniform(0.0, 2 * math.pi)
-    fill = tuple(max(0, min(255, c + rng.randint(-_COLOUR_JITTER, _COLOUR_JITTER))) for c in COLOURS[colour])
+    rgb = COLOURS.get(colour) or UNNAMED_COLOURS[colour]
+    fill = tuple(max(0, min(255, c + rng.randint(-_COLOUR_JITTER, _COLOUR_JITTER))) for c in rgb)
     if shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     else:
@@ -166,8 +181,9 @@ def generate_gallery(
     seed: int,
     size: int = 128,
     fmt: str = "jpg",
+    colours: Sequence[str] = tuple(COLOURS),
 ) -> list[ShapeImage]:
-    """Write ``per_class`` pictures of every colour x shape class into ``out_dir``.
+    """Write ``per_class`` pictures of every colour (of ``colours``) x shape class into ``out_dir``.
 
     Files are named ``{colour}-{shape}-{index:03d}.{fmt}`` (e.g.
     ``red-circle-003.jpg``). The output is fully determined by ``seed``.
@@ -179,7 +195,7 @@ def generate_gallery(
     save_kwargs = {"quality": 92} if fmt in ("jpg", "jpeg") else {}
     rng = random.Random(seed)
     records: list[ShapeImage] = []
-    for colour in COLOURS:
+    for colour in colours:
         for shape in SHAPES:
             for i in range(per_class):
                 img = draw_shape(colour, shape, rng, size=size)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from indexer.model import ModelSpec
     from search.info import LibraryInfo
     from search.library import Library
-    from search.request import SearchRequest
+    from search.request import SearchRequest, build_request
     from search.result import Result
 
 # How `pixseek ui` hands its --runtime and --precision to the page it starts as a child process
@@ -32,6 +32,7 @@ ENV_PRECISION = "PIXSEEK_PRECISION"
 _WHERE = {
     "Library": "search.library",
     "SearchRequest": "search.request",
+    "build_request": "search.request",
     "Result": "search.result",
     "LibraryInfo": "search.info",
     "Filters": "indexer.library.filters",
@@ -58,6 +59,7 @@ __all__ = [
     "PixseekError",
     "Result",
     "SearchRequest",
+    "build_request",
     "decode_image",
 ]
 

@@ -14,20 +14,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from indexer.errors import PixseekError
+from indexer.errors import NotInLibrary, PixseekError
 from indexer.library import storage_errors, write_lock
 
 if TYPE_CHECKING:
     from search.library import Library
 
-__all__ = ["MIN_EXAMPLES", "Concept", "all_concepts", "forget_concept", "load_concept", "teach", "teach_concept"]
+__all__ = [
+    "MAX_NAME_CHARS",
+    "MIN_EXAMPLES",
+    "Concept",
+    "all_concepts",
+    "example_paths",
+    "forget_concept",
+    "load_concept",
+    "teach",
+    "teach_concept",
+]
 
 # Fewer examples per side than this and the probe mostly learns the examples' accidents.
 MIN_EXAMPLES = 5
+MAX_NAME_CHARS = 200  # a name is typed, shown and sent in URLs: a short label, not a text
 # Strength of the L2 penalty against the (class-balanced) summed loss, like 1/C in
 # scikit-learn's LogisticRegression, so the fit trusts the data more as examples are added.
 # Weak: it only has to keep the weights finite; a stronger pull towards zero blurs the probe
@@ -59,6 +70,16 @@ class Concept:
                     f"give at least {MIN_EXAMPLES} for a concept you can rely on"
                 )
         return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """What `concept teach/list/show --json`, the API and the page show of it."""
+        return {
+            "name": self.name,
+            "yes": self.yes_ids,
+            "no": self.no_ids,
+            "held_out_accuracy": self.loo_accuracy,
+            "warnings": self.warnings,
+        }
 
     def logits(self, vectors: np.ndarray) -> np.ndarray:
         # float32, like the library's vectors: scoring a whole library must not double its size.
@@ -188,7 +209,7 @@ def _photo_id(library: Library, ref: str | int | Path) -> int:
         return library.get(int(ref)).id
     found = library.find_id(ref)
     if found is None:
-        raise PixseekError(f"{ref} is not in the library", "give indexed photos, by path or by id")
+        raise NotInLibrary(f"{ref} is not in the library", "give indexed photos, by path or by id")
     return found
 
 
@@ -206,6 +227,8 @@ def teach_concept(
     name = " ".join(name.split())
     if not name:
         raise PixseekError("empty concept name", "give the concept a name, e.g. pixseek concept teach kitchen ...")
+    if len(name) > MAX_NAME_CHARS:
+        raise PixseekError(f"a concept name is at most {MAX_NAME_CHARS} characters", "give it a shorter name")
     library.check_not_empty()
     with storage_errors(library.paths.root), write_lock(library.paths):
         yes_ids, no_ids = [_photo_id(library, r) for r in yes], [_photo_id(library, r) for r in no]
@@ -248,7 +271,7 @@ def load_concept(library: Library, name: str) -> Concept:
     concept = _stored(library, name)
     if concept is None:
         known = library.catalog.concept_names()
-        raise PixseekError(
+        raise NotInLibrary(
             f"no concept named '{name}'",
             f"concepts in this library: {', '.join(known)}"
             if known
@@ -267,7 +290,15 @@ def all_concepts(library: Library) -> list[Concept]:
     return [c for c in (_stored(library, n) for n in library.catalog.concept_names()) if c is not None]
 
 
+def example_paths(library: Library, concept: Concept) -> dict[int, str]:
+    """The path of each of the concept's examples: "(gone)" for a photo that has left the library
+    since (teaching again drops it)."""
+    ids = concept.yes_ids + concept.no_ids
+    paths = {r.id: r.path for r in library.catalog.rows_by_id(ids)}
+    return {i: paths.get(i, "(gone)") for i in ids}
+
+
 def forget_concept(library: Library, name: str) -> None:
     with storage_errors(library.paths.root), write_lock(library.paths):
         if not library.catalog.forget_concept(name):
-            raise PixseekError(f"no concept named '{name}'", "pixseek concept list shows the concepts of this library")
+            raise NotInLibrary(f"no concept named '{name}'", "pixseek concept list shows the concepts of this library")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from indexer.errors import PixseekError
 from indexer.library.filters import Filters
+from search.keywords import text_terms
 from search.rank import check_sort
+
+__all__ = ["SearchRequest", "build_request"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +70,25 @@ class SearchRequest:
                 raise PixseekError(f"{name} must be a number, not {value}")
         if isinstance(self.like, int) and not 0 < self.like < 2**63:  # beyond SQLite's integers: no such id
             raise PixseekError(f"image {self.like} is not in the library", "pick an id from search results or info")
+
+
+def build_request(
+    query: str | None = None, *, words: str | None = None, avoid: Sequence[str] = (), **fields: Any
+) -> SearchRequest:
+    """A SearchRequest from what a person typed: the one way the CLI, the API and the page make one.
+
+    query: pixseek's query syntax (search/query.py, `text:"..."` terms included). words: the
+    words or "quoted phrases" every photo's text must hold (`--text`, the API's `words`, the
+    page's "Words in photo" box; search/keywords.py `text_terms`). avoid: texts to push the
+    results away from (`--not TEXT`), the same as - "TEXT" in the query. fields: the other
+    SearchRequest fields.
+    """
+    terms = text_terms(words) if words is not None else []
+    if words is not None and not terms:
+        raise PixseekError("empty --text: no words to look for", "give the words the photos must hold, e.g. receipt")
+    if any('"' in text for text in avoid):
+        raise PixseekError("--not takes plain text, without double quotes", 'or write - "TEXT" in the query')
+    if any(not text.strip() for text in avoid):
+        raise PixseekError("--not needs some text", 'e.g. --not "indoor"')
+    text = " ".join([query] * (query is not None) + [f'- "{t}"' for t in avoid]) or None
+    return SearchRequest(text=text, text_terms=tuple(terms), **fields)

@@ -290,7 +290,8 @@ def test_cutoffs_sort_and_dedupe_are_applied(api):
 def test_results_link_to_their_metadata_thumbnail_and_original(api, gallery):
     hit = search(api, text="an orange star", k=1)[0]
     meta = api.get(hit["links"]["self"]).json()
-    assert meta == {k: v for k, v in hit.items() if k not in ("rank", "score")}
+    assert meta == {k: v for k, v in hit.items() if k not in ("rank", "score", "matched_words", "explanation")}
+    assert hit["matched_words"] is None and hit["explanation"] is None  # only with words / explain
     for size, expected in (("grid", (360, 360)), ("large", (128, 128))):
         thumb = api.get(hit["links"]["thumbnail"], params={"size": size})
         assert thumb.headers["content-type"] == "image/jpeg"
@@ -347,6 +348,128 @@ def test_the_page_the_cli_and_http_give_the_same_results(api, library, page_libr
         from_cli = [(r["id"], r["score"]) for r in found]
         http = [(r["id"], r["score"]) for r in search(api, **body)]
         assert len(page) == body["k"] and page == from_cli == http, body
+
+
+# words, concepts and explanations, in this process -------------------------------------------
+@pytest.fixture(scope="module")
+def local_api(library, tmp_path_factory):
+    """The app in this process (FastAPI's TestClient) over a copy of the library, to teach concepts in."""
+    from fastapi.testclient import TestClient
+
+    from ui.api.app import ApiConfig, create_app
+    from ui.api.backend import Backend
+    from ui.api.guard import GuardConfig
+
+    copy = tmp_path_factory.mktemp("api-concepts") / "library"
+    shutil.copytree(library.root, copy)
+    config = ApiConfig(GuardConfig(token=None, allowed_hosts=None, max_body=2**20), max_upload=2**20)
+    backend = Backend(LibraryPaths.at(copy))
+    with TestClient(create_app(backend, config)) as client:
+        backend.load_model()
+        yield client
+
+
+@pytest.fixture(scope="module")
+def ids_by_label(local_api, gallery) -> dict[tuple[str, str], list[int]]:
+    """(colour, shape) -> the ids of its photos."""
+    out: dict[tuple[str, str], list[int]] = {}
+    for hit in search(local_api, text="a shape", k=len(gallery[1])):
+        out.setdefault(gallery[1][hit["name"]], []).append(hit["id"])
+    return out
+
+
+def test_words_keep_the_photos_whose_text_holds_them_and_say_what_matched(local_api, gallery):
+    stars = {name for name, (_, shape) in gallery[1].items() if shape == "star"}
+    alone = search(local_api, words="star", k=100)
+    assert {r["name"] for r in alone} == stars  # the file names are the only text these photos have
+    assert all(r["matched_words"] == ["star"] for r in alone)
+    fused = search(local_api, text="a red shape", words="star", k=100)
+    assert {r["name"] for r in fused} == stars and gallery[1][fused[0]["name"]] == ("red", "star")
+    in_query = search(local_api, text='"a red shape" + text:star', k=100)
+    assert [(r["id"], r["score"]) for r in in_query] == [(r["id"], r["score"]) for r in fused]
+
+
+def test_explanations_split_the_score_into_the_terms_and_the_fused_rankings(local_api):
+    for hit in search(local_api, text='"a red circle" - 0.5:"blue"', k=5, explain=True):
+        why = hit["explanation"]
+        assert [(t["term"], t["weight"]) for t in why["terms"]] == [("a red circle", 1.0), ("blue", -0.5)]
+        assert sum(t["contribution"] for t in why["terms"]) == pytest.approx(why["semantic_score"], abs=1e-5)
+        assert why["semantic_score"] == pytest.approx(hit["score"], abs=1e-4) and why["fusion"] == {}
+    for hit in search(local_api, text="a red shape", words="circle", k=5, explain=True):
+        why = hit["explanation"]
+        assert set(why["fusion"]) == {"semantic", "text"}
+        assert sum(why["fusion"].values()) == pytest.approx(hit["score"], abs=1e-4)
+        assert why["matched_words"] == hit["matched_words"] == ["circle"]
+
+
+def test_a_concept_is_taught_from_ids_and_paths_listed_shown_searched_and_forgotten(local_api, ids_by_label, gallery):
+    warm = [i for (colour, _), ids in ids_by_label.items() if colour in ("red", "orange", "yellow") for i in ids]
+    cool = [i for (colour, _), ids in ids_by_label.items() if colour not in ("red", "orange", "yellow") for i in ids]
+    paths = {i: local_api.get(f"/api/images/{i}").json()["path"] for i in cool[:5]}
+    taught = local_api.post("/api/concepts", json={"name": "warm", "yes": warm[:5], "no": list(paths.values())})
+    assert taught.status_code == 201, taught.text
+    body = taught.json()
+    assert (body["name"], body["yes"], body["no"], body["warnings"]) == ("warm", warm[:5], cool[:5], [])
+    assert 0 <= body["held_out_accuracy"] <= 1
+    assert local_api.get("/api/concepts").json() == [body]
+    shown = local_api.get("/api/concepts/warm").json()
+    assert shown["no_paths"] == list(paths.values()) and len(shown["yes_paths"]) == 5
+
+    ranked = search(local_api, concept="warm", k=len(gallery[1]), explain=True)
+    probability = {r["id"]: r["explanation"]["concepts"]["warm"] for r in ranked}
+    assert [r["score"] for r in ranked] == sorted((round(p, 4) for p in probability.values()), reverse=True)
+    assert {r["id"] for r in ranked[:10]} <= set(warm)
+    kept = search(local_api, text="a circle", concept="warm", k=len(gallery[1]))
+    assert {r["id"] for r in kept} == {i for i, p in probability.items() if p >= 0.5}
+    stricter = search(local_api, text="a circle", concept="warm", min_prob=0.9, k=len(gallery[1]))
+    assert {r["id"] for r in stricter} == {i for i, p in probability.items() if p >= 0.9}
+
+    again = local_api.post("/api/concepts", json={"name": "warm", "yes": warm[5:6], "no": []}).json()
+    assert again["yes"] == warm[:6] and again["no"] == cool[:5]  # teaching again adds examples
+    assert local_api.delete("/api/concepts/warm").status_code == 204
+    assert local_api.get("/api/concepts").json() == []
+    assert_error(local_api.get("/api/concepts/warm"), 404, "no concept named 'warm'")
+    assert_error(local_api.delete("/api/concepts/warm"), 404, "no concept named 'warm'")
+
+
+def test_too_few_examples_teach_with_a_warning_and_none_on_a_side_is_refused(local_api, ids_by_label):
+    red, blue = ids_by_label[("red", "circle")], ids_by_label[("blue", "square")]
+    few = local_api.post("/api/concepts", json={"name": "few", "yes": red[:2], "no": blue[:1]})
+    assert few.status_code == 201
+    assert few.json()["held_out_accuracy"] is None  # leaving out the only "no" leaves nothing to learn it from
+    assert [w.split(":")[0] for w in few.json()["warnings"]] == ["only 2 yes examples", "only 1 no example"]
+    assert all("give at least 5" in w for w in few.json()["warnings"])
+    assert_error(local_api.post("/api/concepts", json={"name": "x", "yes": red, "no": []}), 400, "both kinds")
+    local_api.delete("/api/concepts/few")
+
+
+@pytest.mark.parametrize(
+    ("method", "route", "body", "status", "words"),
+    [
+        ("post", "/api/search", {"concept": "nope"}, 404, ["no concept named 'nope'"]),
+        ("post", "/api/search", {"text": "a cat", "concept": "  "}, 400, ["empty concept name"]),
+        ("post", "/api/search", {"words": " "}, 400, ["no words"]),
+        ("post", "/api/search", {"words": "star", "min_score": 0.2}, 400, ["--min-score"]),
+        ("post", "/api/search", {"text": "a cat", "min_prob": 2}, 422, ["min_prob"]),
+        ("get", "/api/concepts/nope", None, 404, ["no concept named 'nope'"]),
+        ("delete", "/api/concepts/nope", None, 404, ["no concept named 'nope'"]),
+        ("post", "/api/concepts", {"name": "c", "yes": [], "no": [1]}, 400, ["both kinds"]),
+        ("post", "/api/concepts", {"name": "c", "yes": [1, 2], "no": [2]}, 400, ["both yes and no: 2"]),
+        ("post", "/api/concepts", {"name": "c", "yes": [999999], "no": [1]}, 404, ["999999"]),
+        ("post", "/api/concepts", {"name": "c", "yes": ["/etc/passwd"], "no": [1]}, 404, ["/etc/passwd"]),
+        ("post", "/api/concepts", {"name": "c", "yes": ["../x.jpg"], "no": [1]}, 404, ["../x.jpg"]),
+        ("post", "/api/concepts", {"name": "", "yes": [1], "no": [2]}, 422, ["name"]),
+        ("post", "/api/concepts", {"name": "c" * 201, "yes": [1], "no": [2]}, 422, ["name"]),
+        ("post", "/api/concepts", {"name": "c", "yes": [0], "no": [2]}, 422, ["yes"]),
+        ("post", "/api/concepts", {"name": "c", "yes": [1]}, 422, ["no"]),
+    ],
+)
+def test_bad_word_and_concept_requests_get_a_json_error_with_the_right_status(
+    local_api, method, route, body, status, words
+):
+    response = getattr(local_api, method)(route, **({} if body is None else {"json": body}))
+    assert_error(response, status, *words)
+    assert local_api.get("/api/concepts").json() == []  # nothing was taught
 
 
 # bad input ----------------------------------------------------------------------------------
@@ -521,15 +644,17 @@ def test_searches_keep_working_while_an_index_run_adds_photos(servers, tmp_path)
     new = generate_gallery(tmp_path / "new-shapes", per_class=1, seed=99)
     with server.client() as client:
         before = client.get("/api/info").json()["images"]
-        statuses, counts, stop = [], [], threading.Event()
+        statuses, counts, stop = [], {}, threading.Event()
 
         def keep_searching(body: dict) -> None:
+            # Each thread its own list: two threads' answers may be appended out of order.
+            seen = counts.setdefault(threading.get_ident(), [])
             while not stop.is_set():
                 response = client.post("/api/search", json=body)
                 statuses.append(response.status_code)
                 for hit in response.json().get("results", [])[:2]:
                     statuses.append(client.get(hit["links"]["self"]).status_code)  # every id returned resolves
-                counts.append(client.get("/api/info").json()["images"])
+                seen.append(client.get("/api/info").json()["images"])
 
         threads = [
             threading.Thread(target=keep_searching, args=(body,))
@@ -546,7 +671,7 @@ def test_searches_keep_working_while_an_index_run_adds_photos(servers, tmp_path)
                 thread.join()
         assert report.added == len(new)
         assert statuses and set(statuses) == {200}
-        assert counts == sorted(counts)  # photos only ever appear
+        assert all(seen == sorted(seen) for seen in counts.values())  # photos only ever appear
         assert client.get("/api/info").json()["images"] == before + len(new)
         query = base64.b64encode(new[5].path.read_bytes()).decode()
         assert search(client, image=query, k=1)[0]["path"] == str(new[5].path.resolve())

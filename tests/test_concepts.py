@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from indexer.errors import PixseekError
-from pixseek_data.shapes import COLOURS, SHAPES, generate_gallery
+from pixseek_data.shapes import COLOURS, UNNAMED_COLOURS, generate_gallery, plain_queries
 from search.concepts import MIN_EXAMPLES, Concept, teach
 from search.prompts import embed_texts
 
@@ -37,11 +37,23 @@ def precision_at_k(scores: np.ndarray, relevant: np.ndarray) -> float:
 
 def text_queries() -> list[str]:
     """Every single text query a fair user might try for "warm colours" in the shapes world."""
-    return (
-        [f"{'an' if c[0] in 'aeiou' else 'a'} {c} shape" for c in COLOURS]
-        + [f"a {s}" for s in SHAPES]
-        + ["a warm coloured shape", "a warm colour", "a red, orange or yellow shape", "red or orange or yellow"]
-    )
+    return plain_queries() + [
+        "a warm coloured shape",
+        "a warm colour",
+        "a red, orange or yellow shape",
+        "red or orange or yellow",
+    ]
+
+
+@pytest.fixture(scope="module")
+def pink_gallery(tmp_path_factory, demo_encoder, gallery):
+    """The gallery and 32 pink shapes (8 per shape): a colour the demo model was never taught a word
+    for. Returns (vectors, which are pink)."""
+    _, vectors, _ = gallery
+    folder = tmp_path_factory.mktemp("pink-shapes")
+    pink = generate_gallery(folder, per_class=8, seed=1, colours=tuple(UNNAMED_COLOURS))
+    pink_vectors = demo_encoder.encode_images([Image.open(s.path).convert("RGB") for s in pink])
+    return np.vstack([vectors, pink_vectors]), np.arange(len(vectors) + len(pink)) >= len(vectors)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -61,6 +73,22 @@ def test_warm_colours_from_5_yes_and_5_no_reach_precision_at_20_and_match_the_be
     assert concept_p >= best_text
     assert concept.loo_accuracy is not None and concept.loo_accuracy >= 0.7
     assert concept.warnings == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pink_a_colour_with_no_word_is_taught_from_5_yes_and_5_no_and_beats_every_text_query(
+    pink_gallery, demo_encoder, seed
+):
+    vectors, pink = pink_gallery
+    yes, no = examples(pink, 5, 5, seed)
+    concept = teach(vectors[yes], vectors[no], name="pink", yes_ids=yes, no_ids=no)
+    rest = np.array([i for i in range(len(pink)) if i not in yes + no])
+    concept_p = precision_at_k(concept.score(vectors[rest]), pink[rest])
+    # Its own name and the named colours nearest to it, as a person would try them.
+    queries = plain_queries([*COLOURS, *UNNAMED_COLOURS]) + ["pink", "a light red shape", "a red or purple shape"]
+    best_text = max(precision_at_k(vectors[rest] @ q, pink[rest]) for q in embed_texts(demo_encoder, queries))
+    assert concept_p >= 0.9
+    assert concept_p > best_text
 
 
 def test_the_probe_separates_the_examples_it_was_taught_with_probabilities(gallery):

@@ -25,15 +25,22 @@ def test_ocr_cost_smoke_prints_cost_recall_top3_batch_and_lookup_figures():
     assert len(re.findall(r"[\d.]+ ms per query", out)) == 8
 
 
-def test_concept_quality_smoke_prints_the_concept_and_every_text_query():
+def test_concept_quality_smoke_prints_both_concepts_and_every_text_query():
+    from pixseek_data.shapes import COLOURS, UNNAMED_COLOURS, plain_queries
+
     out = run_benchmark("concept_quality.py", "--smoke")
-    rows = re.findall(
-        r"^(concept, regularisation \S+|text \".+?\").*precision@20 mean ([\d.]+) worst ([\d.]+)\s+"
-        r"AP mean ([\d.]+) worst ([\d.]+)",
-        out,
-        re.M,
-    )
-    assert sum(name.startswith("concept") for name, *_ in rows) == 5
-    assert sum(name.startswith("text") for name, *_ in rows) == 14
-    assert all(0 <= float(v) <= 1 for _, *values in rows for v in values)
-    assert re.search(r'^best text query: ".+" \(precision@20 [\d.]+, AP [\d.]+\)$', out, re.M)
+    sections = re.split(r"^== (.+): \d+ pictures, \d+ relevant ==$", out, flags=re.M)[1:]
+    assert [name for name in sections[::2]] == ["warm colours", "pink, a colour the model has no word for"]
+    # Each concept's own phrasings besides the plain queries: 4 for warm colours, 3 for pink.
+    expected_texts = [len(plain_queries()) + 4, len(plain_queries([*COLOURS, *UNNAMED_COLOURS])) + 3]
+    for body, texts in zip(sections[1::2], expected_texts):
+        rows = re.findall(
+            r"^(concept, regularisation \S+|text \".+?\").*precision@20 mean ([\d.]+) worst ([\d.]+)\s+"
+            r"AP mean ([\d.]+) worst ([\d.]+)",
+            body,
+            re.M,
+        )
+        assert sum(name.startswith("concept") for name, *_ in rows) == 5
+        assert sum(name.startswith("text") for name, *_ in rows) == texts
+        assert all(0 <= float(v) <= 1 for _, *values in rows for v in values)
+        assert re.search(r'^best text query: ".+" \(precision@20 [\d.]+, AP [\d.]+\)$', body, re.M)

@@ -333,3 +333,80 @@ def test_camera_names_the_make_once():
     assert camera("NIKON CORPORATION", "NIKON D70") == "NIKON D70"
     assert camera("Apple", "iPhone 12") == "Apple iPhone 12"
     assert camera("Canon", None) == "Canon" and camera(None, None) == ""
+
+
+# words, concepts and explanations ----------------------------------------------------------------
+WARM = ("red", "orange", "yellow")
+
+
+def labels_by_id(library: LibraryPaths, labels: dict, ids: list[int]) -> list:
+    return [labels[p][1] for p in paths_of(library, ids)]
+
+
+def test_words_in_photo_keep_the_photos_whose_text_holds_them_and_rank_with_the_query(library, labels, monkeypatch):
+    at = open_page(library.root, monkeypatch)
+    at.text_input(key="words").input("star").run()
+    assert not at.exception
+    stars = sum(s.shape == "star" for _, s, _ in labels.values())
+    at.selectbox(key="per_page").set_value(100).run()
+    photos = grid(at)
+    assert len(photos) == stars
+    assert {s.shape for s in labels_by_id(library, labels, [p["id"] for p in photos])} == {"star"}
+    assert all(p["words"] == "star" for p in photos)  # the file names are all the text they have
+    search(at, "a red shape")
+    first = labels_by_id(library, labels, result_ids(at)[:1])[0]
+    assert (first.colour, first.shape) == ("red", "star") and len(result_ids(at)) == stars
+    assert any(c.value == "with the words **star**" for c in at.caption)
+
+
+def test_a_concept_taught_from_ticked_results_ranks_and_filters_the_results(library, labels, tmp_path, monkeypatch):
+    copy = tmp_path / "library"
+    shutil.copytree(library.root, copy)
+    at = search(open_page(copy, monkeypatch), "a shape")
+    at.selectbox(key="per_page").set_value(100).run()
+    shown_ids = result_ids(at)
+    colours = dict(zip(shown_ids, (s.colour for s in labels_by_id(library, labels, shown_ids))))
+    warm = [i for i in shown_ids if colours[i] in WARM]
+    cool = [i for i in shown_ids if colours[i] not in WARM]
+    assert at.selectbox(key="concept").disabled  # nothing taught yet
+    at.text_input(key="teach_name").input("warm colours")
+    yes, no = random.Random(0).sample(warm, 5), random.Random(0).sample(cool, 5)
+    at.multiselect(key="teach_yes").set_value(yes)
+    at.multiselect(key="teach_no").set_value(no).run()
+    at.button(key="teach").click().run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    assert "Taught **warm colours** from 5 yes and 5 no examples · held-out accuracy" in at.success[0].value
+    assert at.multiselect(key="teach_yes").value == [] and at.multiselect(key="teach_no").value == []
+
+    at.selectbox(key="concept").set_value("warm colours").run()
+    search(at, "")  # no query: ranked by the concept alone
+    ranked = result_ids(at)
+    assert len(ranked) == len(labels) and all(colours[i] in WARM for i in ranked[:20])
+    search(at, "a circle")  # with a query the concept keeps the likely photos
+    kept = labels_by_id(library, labels, result_ids(at))
+    assert 0 < len(kept) < len(labels) and kept[0].shape == "circle" and kept[0].colour in WARM
+
+    at.selectbox(key="concept").set_value(None).run()
+    search(at, "a shape")
+    at.multiselect(key="teach_yes").set_value([i for i in warm if i not in yes][:2]).run()
+    at.text_input(key="teach_name").input("few").run()
+    at.button(key="teach").click().run()
+    assert not at.success and "a concept needs examples of both kinds" in at.error[0].value  # none on one side
+    at.multiselect(key="teach_no").set_value([i for i in cool if i not in no][:1]).run()
+    at.button(key="teach").click().run()
+    assert "from 2 yes and 1 no examples · held-out accuracy n/a (too few examples)" in at.success[0].value
+    assert [w.value.split(":")[0] for w in at.warning] == ["only 2 yes examples", "only 1 no example"]
+
+
+def test_the_explain_view_splits_a_results_score_into_its_terms(library, labels, monkeypatch):
+    at = search(open_page(library.root, monkeypatch), '"a red circle" - 0.5:"blue"')
+    first = grid(at)[0]
+    at.selectbox(key="explain_id").set_value(first["id"]).run()
+    assert not at.exception
+    terms = at.dataframe[0].value
+    assert list(terms["Term"]) == ["a red circle", "blue"] and list(terms["Weight"]) == [1.0, -0.5]
+    assert terms["Contribution"].sum() == pytest.approx(float(first["score"]), abs=0.006)  # the grid rounds
+    assert f"Score **{terms['Contribution'].sum():.4f}**" in [m.value for m in at.markdown]
+    assert "**Words matched** none" in [m.value for m in at.markdown]
+    search(at, "a blue star")  # another search: the choice goes unless that photo is among its results
+    assert at.selectbox(key="explain_id").value in [None, *result_ids(at)]

@@ -189,3 +189,18 @@ def test_hostile_names_and_exif_are_shown_as_text(url):
         assert tile_names(page) == ["bad\\xff.jpg"]
         links = page.evaluate("() => [...document.querySelectorAll('a')].map((a) => a.href)")
     assert not [u for u in links + requests if "example" in u]
+
+
+def test_yes_and_no_in_the_large_view_tick_photos_as_a_concepts_examples(url):
+    with browser_page(url) as page:
+        press_search(page, "a red circle")
+        wait_for_new_grid(page)
+        for index, side, picker in ((0, "yes", "Shows it"), (1, "no", "Doesn't show it")):
+            tile = page.locator(TILE).nth(index)
+            choice = f"{tile.get_attribute('aria-label')} · #{tile.get_attribute('data-id')}"
+            tile.click()
+            page.locator(f".viewer .mark-{side}").click()
+            # The photo lands in its side's picker under "Teach a concept", which opens to show it.
+            page.get_by_test_id("stMultiSelect").filter(has_text=picker).get_by_text(choice).wait_for()
+            page.wait_for_function(RERUN_DONE, polling="raf")
+            page.keyboard.press("Escape")

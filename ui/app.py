@@ -18,7 +18,9 @@ import streamlit as st
 
 from ui.grid import photo_grid, picked
 from ui.page_backend import (
+    MAX_NAME_CHARS,
     MAX_QUERY_CHARS,
+    MIN_EXAMPLES,
     SUPPORTED_EXTENSIONS,
     DecodeError,
     DupeGroup,
@@ -27,6 +29,8 @@ from ui.page_backend import (
     PageLibrary,
     PixseekError,
     Result,
+    SearchRequest,
+    build_request,
     library_root,
     shared_library,
 )
@@ -42,6 +46,7 @@ START_CHOICES = 12  # folders and tags offered on the start page
 DUPE_GROUPS_SHOWN = 30
 EXAMPLES = ("a dog on a beach", "sunset over the sea", '"cat" + "snow" - "indoor"')
 GRID_KEY = "grid"
+SIDES = {"yes": "teach_yes", "no": "teach_no"}  # a side of a concept's examples -> its picker's key
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,33 @@ def _on_grid_tag() -> None:
     _pick_tag(picked(GRID_KEY, "tag"))
 
 
+def _on_grid_mark() -> None:
+    """A photo ticked as showing (yes) or not showing (no) the concept being taught: onto that
+    side, off the other."""
+    mark = picked(GRID_KEY, "mark")
+    image_id = int(mark["id"])
+    for side, key in SIDES.items():
+        others = [i for i in st.session_state.get(key, []) if i != image_id]
+        st.session_state[key] = [*others, image_id] if side == mark["side"] else others
+
+
+def _teach(lib: PageLibrary) -> None:
+    state = st.session_state
+    try:
+        concept = lib.teach(state.get("teach_name", ""), state.get("teach_yes", []), state.get("teach_no", []))
+    except PixseekError as exc:
+        state.taught = (st.error, str(exc), [])
+        return
+    accuracy = "n/a (too few examples)" if concept.loo_accuracy is None else f"{concept.loo_accuracy:.2f}"
+    state.taught = (
+        st.success,
+        f"Taught **{literal(concept.name)}** from {len(concept.yes_ids)} yes and {len(concept.no_ids)} no "
+        f"examples · held-out accuracy {accuracy}",
+        concept.warnings,
+    )
+    state.teach_yes, state.teach_no = [], []
+
+
 def _pick_folder(index: int) -> None:
     st.session_state.folder = index
     _go_to_page(1)
@@ -145,27 +177,47 @@ def _checked_upload(query: Query) -> bytes:
     return query.image
 
 
-def _results(lib: PageLibrary, query: Query | None, filters: Filters, k: int) -> list[Result]:
-    """Results for the query (or, without one, the filtered photos latest first), kept in the
+def _request(query: Query | None, words: str, concept: str | None, filters: Filters, k: int) -> SearchRequest | None:
+    """The search to show, made as the CLI and the API make theirs; None: browse the filtered photos."""
+    if query is None and not words and concept is None:
+        return None
+    kind = query.kind if query is not None else None
+    return build_request(
+        query.text if kind == "text" else None,
+        words=words or None,
+        image=_checked_upload(query) if kind == "image" else None,
+        like=query.like if kind == "like" else None,
+        k=k,
+        filters=filters,
+        concept=concept,
+        allow_paths=False,
+    )
+
+
+def _results(lib: PageLibrary, request: SearchRequest | None, filters: Filters, k: int) -> list[Result]:
+    """Results for the request (or, without one, the filtered photos latest first), kept in the
     session so reruns (paging back, another tab of the sidebar) are free."""
-    key = (query, filters, k)
+    key = (request, filters, k)
     cached = st.session_state.get("results")
     if cached is not None and cached[0] == key:
         return cached[1]
-    if query is None:
-        results = lib.browse(filters, k)
-    elif query.kind == "text":
-        results = lib.search_text(query.text, k, filters)
-    elif query.kind == "image":
-        results = lib.search_image(_checked_upload(query), k, filters)
-    else:
-        results = lib.search_like(query.like, k, filters)
+    results = lib.browse(filters, k) if request is None else lib.search(request)
     st.session_state.results = (key, results)
     return results
 
 
+def _explanation(lib: PageLibrary, request: SearchRequest, image_id: int) -> dict | None:
+    key = (request, image_id)
+    cached = st.session_state.get("explained")
+    if cached is None or cached[0] != key:
+        st.session_state.explained = cached = (key, lib.explain(request, image_id))
+    return cached[1]
+
+
 # presentation -----------------------------------------------------------------------------------
-def _sidebar(root: str, version: str, summary: LibraryInfo) -> tuple[Filters, int, str]:
+def _sidebar(
+    root: str, version: str, summary: LibraryInfo, concepts: list[str]
+) -> tuple[Filters, int, str, str | None]:
     folders = _folders(root, version)
     tags = _tags(root, version)
     first, last = _date_span(root, version)
@@ -219,6 +271,19 @@ def _sidebar(root: str, version: str, summary: LibraryInfo) -> tuple[Filters, in
                 on_change=_go_to_page,
                 args=(1,),
             )
+        concept = st.selectbox(
+            "Concept",
+            concepts,
+            index=None,
+            key="concept",
+            placeholder="No concept",
+            disabled=not concepts,
+            on_change=_go_to_page,
+            args=(1,),
+            help="Ranks by a concept you taught, or with a search keeps the photos likely to show it."
+            if concepts
+            else "Teach one below the results: tick photos that show it and photos that don't.",
+        )
         per_page = st.selectbox("Photos per page", PAGE_SIZES, key="per_page", on_change=_go_to_page, args=(1,))
         _about(summary, root)
     filters = Filters(
@@ -227,7 +292,7 @@ def _sidebar(root: str, version: str, summary: LibraryInfo) -> tuple[Filters, in
         date_from=dates[0].isoformat() if len(dates) > 0 else None,
         date_to=dates[1].isoformat() if len(dates) > 1 else None,
     )
-    return filters, per_page, view
+    return filters, per_page, view, concept
 
 
 def _about(summary: LibraryInfo, root: str) -> None:
@@ -244,7 +309,7 @@ def _about(summary: LibraryInfo, root: str) -> None:
 
 
 def _search_bar() -> None:
-    text_col, upload_col = st.columns([5, 1], vertical_alignment="bottom")
+    text_col, words_col, upload_col = st.columns([4, 2, 1], vertical_alignment="bottom")
     text_col.text_input(
         "Search",
         key="q",
@@ -253,6 +318,18 @@ def _search_bar() -> None:
         label_visibility="collapsed",
         max_chars=MAX_QUERY_CHARS,
         placeholder='Describe a photo: a dog on a beach, "cat" + "snow" - "indoor"',
+    )
+    words_col.text_input(
+        "Words in photo",
+        key="words",
+        on_change=_go_to_page,
+        args=(1,),
+        type="search",
+        label_visibility="collapsed",
+        max_chars=MAX_QUERY_CHARS,
+        placeholder='Words in photo: total "42.50"',
+        help='Only photos whose text holds every word or "quoted phrase" (the text read by pixseek ocr, '
+        "file and folder names, tags), ranked with the search.",
     )
     with upload_col.popover("By photo", width="stretch", help="Search by an example photo"):
         st.file_uploader(
@@ -304,9 +381,11 @@ def _start_page(lib: PageLibrary, root: str, version: str) -> None:
     )
 
 
-def _query_heading(query: Query | None, filters: Filters) -> None:
-    if query is None:
+def _query_heading(query: Query | None, words: str, concept: str | None, filters: Filters) -> None:
+    if query is None and not words and concept is None:
         st.markdown("#### " + literal(" · ".join(p for p in (filters.tag, filters.folder) if p) or "Photos"))
+    elif query is None:
+        st.markdown("#### Photos")
     elif query.kind == "like":
         st.markdown(f"#### Photos like **{literal(query.label)}**")
     elif query.kind == "image":
@@ -317,6 +396,11 @@ def _query_heading(query: Query | None, filters: Filters) -> None:
         except DecodeError:
             pass
         right.markdown(f"#### Photos like your **{literal(query.label)}**")
+    also = ([f"with the words **{literal(words)}**"] if words else []) + (
+        [f"concept **{literal(concept)}**"] if concept else []
+    )
+    if also:
+        st.caption(" · ".join(also))
 
 
 def _pager(page: int, has_next: bool) -> None:
@@ -343,37 +427,123 @@ def _pager(page: int, has_next: bool) -> None:
     )
 
 
-def _photos(lib: PageLibrary, root: str, version: str, filters: Filters, per_page: int, start: float) -> None:
+def _photos(
+    lib: PageLibrary,
+    root: str,
+    version: str,
+    filters: Filters,
+    per_page: int,
+    concept: str | None,
+    start: float,
+) -> None:
     query: Query | None = st.session_state.get("query")
-    if query is None and not filters.active():
+    words = st.session_state.get("words", "").strip()
+    if query is None and not words and concept is None and not filters.active():
         _start_page(lib, root, version)
         return
     page = st.session_state.page
     want = min(page * per_page, MAX_RESULTS)
     try:
         # One more than the page needs tells whether there is a next page.
-        results = _results(lib, query, filters, min(want + 1, MAX_RESULTS))
+        request = _request(query, words, concept, filters, min(want + 1, MAX_RESULTS))
+        results = _results(lib, request, filters, min(want + 1, MAX_RESULTS))
     except PixseekError as exc:
         (st.error if query is not None and query.kind == "image" else st.warning)(str(exc))
         return
-    _query_heading(query, filters)
+    _query_heading(query, words, concept, filters)
     shown_now = results[(page - 1) * per_page : want]
     if not shown_now:
         hint = " in this folder, tag or date range: widen the filters" if filters.active() else ""
         st.info(f"No photos found{hint}.")
         return
     first = (page - 1) * per_page + 1
-    order = "Best matches first" if query is not None else "Latest first"
+    order = "Best matches first" if request is not None else "Latest first"
     st.caption(f"{order} · {first}–{first + len(shown_now) - 1} · {time.perf_counter() - start:.2f} s")
     photo_grid(
         shown_now,
         lib.tags_of([p.id for p in shown_now]),
-        scored=query is not None,
+        scored=request is not None,
         key=GRID_KEY,
         on_like=_on_grid_like,
         on_tag=_on_grid_tag,
+        on_mark=_on_grid_mark,
     )
     _pager(page, has_next=len(results) > want)
+    if request is not None:
+        _explain_view(lib, request, shown_now)
+    _teach_view(lib, shown_now)
+
+
+def _choice(photo: Result) -> str:
+    # Two folders may hold files of the same name, and a picker must tell its choices apart.
+    return f"{file_name(photo.path)} · #{photo.id}"
+
+
+def _explain_view(lib: PageLibrary, request: SearchRequest, photos: list[Result]) -> None:
+    """Why a result matched: each term's part of its score, the words matched, its tags and concepts."""
+    names = {p.id: _choice(p) for p in photos}
+    picked_one = st.session_state.get("explain_id") is not None
+    with st.expander("Why did this match?", icon=":material/help:", expanded=picked_one):
+        image_id = st.selectbox(
+            "Result", list(names), index=None, key="explain_id", placeholder="Pick a result", format_func=names.get
+        )
+        if image_id is None:
+            return
+        why = _explanation(lib, request, image_id)
+        if why is None:
+            st.info("That photo is no longer among the results.")
+            return
+        st.markdown(f"Score **{why['score']:.4f}**")
+        if why["fusion"]:
+            parts = " + ".join(f"{name} {part:.4f}" for name, part in why["fusion"].items())
+            st.caption(f"Rankings fused, each adding its reciprocal rank: {parts}")
+        if why["terms"]:
+            st.caption(f"Meaning: cosine {why['semantic_score']:.4f}, the sum of the terms' contributions")
+            st.dataframe(
+                [
+                    {
+                        "Term": shown(t["term"]),
+                        "Weight": t["weight"],
+                        "Similarity": t["similarity"],
+                        "Contribution": t["contribution"],
+                    }
+                    for t in why["terms"]
+                ],
+                hide_index=True,
+                key="explain_terms",
+            )
+        for label, values in (
+            ("Words matched", why["matched_words"]),
+            ("Tags", why["tags"]),
+            ("Concepts", [f"{name} {p:.2f}" for name, p in why["concepts"].items()]),
+        ):
+            st.markdown(f"**{label}** " + (literal(", ".join(values)) if values else "none"))
+
+
+def _teach_view(lib: PageLibrary, photos: list[Result]) -> None:
+    """Teach a concept from ticked results: those that show it and those that don't."""
+    state = st.session_state
+    names = state.setdefault("teach_names", {})
+    names.update({p.id: _choice(p) for p in photos})
+    ticked = [*state.get("teach_yes", []), *state.get("teach_no", [])]
+    # Photos ticked on another page stay offered, so paging keeps the examples.
+    options = list(dict.fromkeys([p.id for p in photos] + ticked))
+    taught = state.pop("taught", None)
+    with st.expander("Teach a concept", icon=":material/school:", expanded=bool(ticked or taught)):
+        st.caption(
+            "Tick photos that show it and photos that don't (Yes / No in the large view, or here), "
+            f"at least {MIN_EXAMPLES} of each; then pick it under Concept. Teaching a name again adds examples."
+        )
+        st.text_input("Name", key="teach_name", max_chars=MAX_NAME_CHARS, placeholder="e.g. our kitchen")
+        yes_col, no_col = st.columns(2)
+        yes_col.multiselect("Shows it", options, key="teach_yes", format_func=names.get, placeholder="Yes photos")
+        no_col.multiselect("Doesn't show it", options, key="teach_no", format_func=names.get, placeholder="No photos")
+        st.button("Teach", key="teach", icon=":material/school:", on_click=_teach, args=(lib,))
+        if taught is not None:
+            say, message, warnings = taught
+            say(message)
+            for warning in warnings:
+                st.warning(warning)
 
 
 @st.fragment
@@ -452,7 +622,7 @@ def main() -> None:
     except PixseekError as exc:
         st.info(str(exc))
         return
-    filters, per_page, view = _sidebar(str(root), version, summary)
+    filters, per_page, view, concept = _sidebar(str(root), version, summary, lib.concepts())
     if view == "Duplicates":
         _duplicates_view(lib, str(root), version)
         return
@@ -463,7 +633,7 @@ def main() -> None:
     except PixseekError as exc:
         st.error(str(exc))
         return
-    _photos(lib, str(root), version, filters, per_page, start)
+    _photos(lib, str(root), version, filters, per_page, concept, start)
 
 
 main()

@@ -428,30 +428,18 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Find photos by text, by an example image, by an indexed photo, by the words in them, or a mix."""
-    from search import Filters, Library, SearchRequest
-    from search.keywords import text_terms
+    from search import Filters, Library
+    from search.request import build_request
 
-    if query is None and image is None and like is None and not not_ and text is None and concept is None:
-        raise PixseekError(
-            "nothing to search for",
-            'give a query (pixseek search "a dog"), --image FILE, --like FILE, --text WORDS or --concept NAME',
-        )
-    words = text_terms(text) if text is not None else []
-    if text is not None and not words:
-        raise PixseekError("empty --text", "give the words the photos must hold, e.g. --text receipt")
     if image is not None and not image.is_file():
         raise PixseekError(f"query image not found: {image}", "check the path")
-    if any('"' in text for text in not_ or []):
-        raise PixseekError("--not takes plain text, without double quotes", 'or write - "TEXT" in the query')
-    if any(not text.strip() for text in not_ or []):
-        raise PixseekError("--not needs some text", 'e.g. --not "indoor"')
-    # --not TEXT is - "TEXT" in the query's own syntax (search/query.py).
-    query = " ".join([query] * (query is not None) + [f'- "{t}"' for t in not_ or []]) or None
     folder_text = str(folder.expanduser().resolve()) if folder else None  # the catalog holds absolute paths
     filters = Filters(folder=folder_text, date_from=date_from, date_to=date_to, camera=camera, has_gps=gps, tag=tag)
     like_ref: int | str | None = int(like) if like is not None and like.isdigit() else like
-    request = SearchRequest(
-        text=query,
+    request = build_request(
+        query,
+        words=text,
+        avoid=not_ or (),
         image=image,
         like=like_ref,
         k=k,
@@ -461,7 +449,6 @@ def search(
         ensemble=ensemble,
         dedupe=dedupe,
         sort=sort,
-        text_terms=tuple(words),
         concept=concept,
         min_prob=min_prob,
         explain=explain,
@@ -645,7 +632,7 @@ def concept_teach(
 
     with Library.open(library) as lib:
         concept = teach_concept(lib, name, yes or [], no or [])
-    summary = _concept_summary(concept)
+    summary = concept.as_dict()
     if as_json:
         _echo_json(summary)
         return
@@ -658,16 +645,6 @@ def concept_teach(
         typer.echo(f"warning: {warning}")
 
 
-def _concept_summary(concept: Any) -> dict[str, Any]:
-    return {
-        "name": concept.name,
-        "yes": concept.yes_ids,
-        "no": concept.no_ids,
-        "held_out_accuracy": concept.loo_accuracy,
-        "warnings": concept.warnings,
-    }
-
-
 @concept_app.command("list")
 def concept_list(library: LibraryOpt = None, as_json: JsonOpt = False) -> None:
     """The library's concepts, with their examples and held-out accuracy."""
@@ -677,7 +654,7 @@ def concept_list(library: LibraryOpt = None, as_json: JsonOpt = False) -> None:
     with Library.open(library) as lib:
         concepts = all_concepts(lib)
     if as_json:
-        _echo_json([_concept_summary(c) for c in concepts])
+        _echo_json([c.as_dict() for c in concepts])
         return
     if not concepts:
         typer.echo("no concepts yet: pixseek concept teach NAME --yes PHOTO... --no PHOTO...")
@@ -694,17 +671,15 @@ def concept_show(
 ) -> None:
     """A concept's examples (paths) and held-out accuracy."""
     from search import Library
-    from search.concepts import load_concept
+    from search.concepts import example_paths, load_concept
 
     with Library.open(library) as lib:
         concept = load_concept(lib, name)
-        # An example whose photo has left the library since is shown as gone (teaching again drops it).
-        paths = {r.id: r.path for r in lib.catalog.rows_by_id(concept.yes_ids + concept.no_ids)}
-        paths = {i: paths.get(i, "(gone)") for i in concept.yes_ids + concept.no_ids}
+        paths = example_paths(lib, concept)
     if as_json:
         _echo_json(
             {
-                **_concept_summary(concept),
+                **concept.as_dict(),
                 "yes_paths": [paths[i] for i in concept.yes_ids],
                 "no_paths": [paths[i] for i in concept.no_ids],
             }

@@ -2,7 +2,8 @@
 
 One element instead of a card of widgets per photo: the browser draws it at once and fetches the
 thumbnails from the page server's /thumb route in parallel. Clicking a photo opens the large view
-in the browser, without a round trip; only "More like this" and a tag choice come back to Python.
+in the browser, without a round trip; only "More like this", a tag choice and a photo ticked as a
+concept's example (Yes / No) come back to Python.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def photo_data(photo: Result, tags: list[str], scored: bool) -> dict[str, Any]:
         else file_size(photo.size),
         "place": f"{photo.lat:.5f}, {photo.lon:.5f}" if photo.lat is not None and photo.lon is not None else "",
         "tags": [shown(t) for t in tags],
+        "words": ", ".join(shown(w) for w in photo.matched_words or []),
     }
 
 
@@ -53,14 +55,20 @@ def photo_grid(
     key: str,
     on_like: Callable[[], None] | None = None,
     on_tag: Callable[[], None] | None = None,
+    on_mark: Callable[[], None] | None = None,
 ) -> None:
-    """Draw the grid; a click on "More like this" or on a tag calls on_like / on_tag, which read
-    the choice with `picked(key, "like")` / `picked(key, "tag")`. Without on_like the photos
-    offer no "More like this"."""
-    data = {"photos": [photo_data(p, tags.get(p.id, []), scored) for p in photos], "likeable": on_like is not None}
-    _component(data=data, key=key, on_like_change=on_like, on_tag_change=on_tag)
+    """Draw the grid; a click on "More like this", on a tag or on Yes / No calls on_like / on_tag /
+    on_mark, which read the choice with `picked(key, "like")` (a photo id), `picked(key, "tag")`
+    (a label) or `picked(key, "mark")` ({"id", "side": "yes" or "no"}). Without on_like the photos
+    offer no "More like this", without on_mark no Yes / No."""
+    data = {
+        "photos": [photo_data(p, tags.get(p.id, []), scored) for p in photos],
+        "likeable": on_like is not None,
+        "markable": on_mark is not None,
+    }
+    _component(data=data, key=key, on_like_change=on_like, on_tag_change=on_tag, on_mark_change=on_mark)
 
 
 def picked(key: str, event: str) -> Any:
-    """The value of the grid's last `event` ("like": a photo id, "tag": a label)."""
+    """The value of the grid's last `event` ("like", "tag" or "mark")."""
     return st.session_state[key][event]

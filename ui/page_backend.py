@@ -9,8 +9,9 @@ bounds on what one request may cost.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from search import (
     SUPPORTED_EXTENSIONS,
@@ -21,12 +22,28 @@ from search import (
     LibraryPaths,
     PixseekError,
     Result,
+    SearchRequest,
+    build_request,
     decode_image,
 )
+from search.concepts import MAX_NAME_CHARS, MIN_EXAMPLES, Concept, all_concepts, teach_concept
 from search.query import parse_query
 
 # Re-exported for the page, so nothing else under ui/ needs the search API's names.
-__all__ = ["SUPPORTED_EXTENSIONS", "DecodeError", "Filters", "LibraryInfo", "PixseekError", "Result", "decode_image"]
+__all__ = [
+    "MAX_NAME_CHARS",
+    "MIN_EXAMPLES",
+    "SUPPORTED_EXTENSIONS",
+    "Concept",
+    "DecodeError",
+    "Filters",
+    "LibraryInfo",
+    "PixseekError",
+    "Result",
+    "SearchRequest",
+    "build_request",
+    "decode_image",
+]
 
 # Every text term costs a model call under the lock all sessions share: one request stays small.
 MAX_QUERY_CHARS = 300
@@ -83,18 +100,28 @@ class PageLibrary:
         with self.lock:
             self._lib.encoder  # noqa: B018  (loads it once; raises PixseekError when it cannot)
 
-    def search_text(self, text: str, k: int, filters: Filters) -> list[Result]:
-        check_query(text)
+    def search(self, request: SearchRequest) -> list[Result]:
+        """Results of a request made by `build_request`; typed text is only ever read as text."""
+        if request.text:
+            check_query(request.text)
         with self.lock:
-            return self._lib.search(text, k=k, filters=filters, allow_paths=False)
+            return self._lib.search(request, allow_paths=False)
 
-    def search_image(self, data: bytes, k: int, filters: Filters) -> list[Result]:
-        with self.lock:
-            return self._lib.search(image=data, k=k, filters=filters)
+    def explain(self, request: SearchRequest, image_id: int) -> dict[str, Any] | None:
+        """Why `image_id` is among the results of `request` (search/explain.py), or None if it is not."""
+        found = [r for r in self.search(replace(request, explain=True)) if r.id == image_id]
+        return found[0].explanation if found else None
 
-    def search_like(self, image_id: int, k: int, filters: Filters) -> list[Result]:
+    def concepts(self) -> list[str]:
+        """The names of the concepts taught on this library's model: those a search can use."""
         with self.lock:
-            return self._lib.search(like=image_id, k=k, filters=filters)
+            fingerprint = self._lib.settings.model_fingerprint
+            return [c.name for c in all_concepts(self._lib) if c.model == fingerprint]
+
+    def teach(self, name: str, yes: list[int], no: list[int]) -> Concept:
+        """Teach (or teach again, with more examples) a concept from photo ids."""
+        with self.lock:
+            return teach_concept(self._lib, name, yes, no)
 
     def version(self) -> str:
         """Changes whenever an index or tag run commits: what the page's cached queries are keyed on."""

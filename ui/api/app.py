@@ -30,14 +30,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from indexer.errors import NotInLibrary, PixseekError, UnreadableImage
-from search import Filters, SearchRequest
+from search import Filters, build_request
 from ui.api.backend import Backend, ModelNotReady
 from ui.api.guard import Guard, GuardConfig
 from ui.api.metrics import Metrics
 from ui.api.schemas import (
+    MAX_NAME_CHARS,
     MAX_OFFSET,
     MAX_TERMS,
     ApiError,
+    ConceptDetail,
+    ConceptSummary,
     EmbedBody,
     Embedding,
     Hit,
@@ -46,6 +49,7 @@ from ui.api.schemas import (
     SearchBody,
     SearchParams,
     SearchResponse,
+    TeachBody,
 )
 from ui.thumbs import GRID, LARGE, thumbnail
 
@@ -100,7 +104,7 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(config.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(Guard, config=config.guard, metrics=metrics)
@@ -123,8 +127,19 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
         return data
 
     async def run_search(params: SearchParams, image: bytes | None) -> SearchResponse:
-        if params.text is None and image is None and params.like is None:
-            raise HTTPException(422, "nothing to search for: give text, image or like")
+        given = [
+            kind
+            for kind, value in (
+                ("text", params.text),
+                ("image", image),
+                ("like", params.like),
+                ("words", params.words),
+                ("concept", params.concept),
+            )
+            if value is not None
+        ]
+        if not given:
+            raise HTTPException(422, "nothing to search for: give text, image, like, words or concept")
         if params.text is not None and backend.count_terms(params.text) > MAX_TERMS:
             raise PixseekError(f"the query has more than {MAX_TERMS} terms", "search for fewer things at once")
         window = params.offset + params.k
@@ -137,8 +152,9 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
             has_gps=f.gps,
             tag=f.tag,
         )
-        request = SearchRequest(
-            text=params.text,
+        request = build_request(
+            params.text,
+            words=params.words,
             image=image,
             like=params.like,
             k=window,
@@ -149,17 +165,21 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
             dedupe=params.dedupe,
             ensemble=params.ensemble,
             allow_paths=False,
+            concept=params.concept,
+            min_prob=params.min_prob,
+            explain=params.explain,
         )
-        given = [
-            kind
-            for kind, value in (("text", params.text), ("image", image), ("like", params.like))
-            if value is not None
-        ]
         started = time.perf_counter()
         results = await backend.call(backend.search, request)
         metrics.search.observe(time.perf_counter() - started, given[0] if len(given) == 1 else "mixed")
         page = [
-            Hit(rank=params.offset + i + 1, score=round(r.score, 4), **_photo_fields(r))
+            Hit(
+                rank=params.offset + i + 1,
+                score=round(r.score, 4),
+                matched_words=r.matched_words,
+                explanation=r.explanation,
+                **_photo_fields(r),
+            )
             for i, r in enumerate(results[params.offset : window])
         ]
         more = len(results) == window and window <= MAX_OFFSET
@@ -229,6 +249,36 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
     @app.post("/api/embed/upload", tags=["model"], summary="The model's normalised vector of an uploaded image")
     async def embed_upload(image: UploadFile = File(description="The image.")) -> Embedding:
         return await run_embed(None, await read_upload(image), True)
+
+    ConceptName = PathParam(min_length=1, max_length=MAX_NAME_CHARS, description="A concept's name.")
+
+    @app.post(
+        "/api/concepts",
+        tags=["concepts"],
+        status_code=201,
+        summary="Teach a concept from photos that show it and photos that don't; teaching again adds examples",
+    )
+    async def teach(body: TeachBody) -> ConceptSummary:
+        concept = await backend.call(backend.teach, body.name, body.yes, body.no)
+        return ConceptSummary(**concept.as_dict())
+
+    @app.get("/api/concepts", tags=["concepts"], summary="The library's concepts")
+    async def concepts() -> list[ConceptSummary]:
+        return [ConceptSummary(**c.as_dict()) for c in await backend.call(backend.concepts)]
+
+    @app.get("/api/concepts/{name}", tags=["concepts"], summary="A concept, with the paths of its examples")
+    async def concept(name: str = ConceptName) -> ConceptDetail:
+        found, paths = await backend.call(backend.concept, name)
+        return ConceptDetail(
+            **found.as_dict(),
+            yes_paths=[_printable(paths[i]) for i in found.yes_ids],
+            no_paths=[_printable(paths[i]) for i in found.no_ids],
+        )
+
+    @app.delete("/api/concepts/{name}", tags=["concepts"], status_code=204, summary="Forget a concept")
+    async def forget(name: str = ConceptName) -> Response:
+        await backend.call(backend.forget, name)
+        return Response(status_code=204)
 
     @app.get("/api/images/{image_id}", tags=["library"], summary="A photo's metadata")
     async def image_info(image_id: int = ImageId) -> Photo:

@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from indexer.errors import NotInLibrary
 from search import Library, LibraryInfo, LibraryPaths, PixseekError, Result, SearchRequest
+from search.concepts import Concept, all_concepts, example_paths, forget_concept, load_concept, teach_concept
 from search.query import parse_query
 
 # Enough to keep two cores busy while one thread waits on SQLite or the model lock; each holds
@@ -177,6 +179,31 @@ class Backend:
 
     def info(self) -> LibraryInfo:
         return self._library().info()
+
+    def teach(self, name: str, yes: list[int | str], no: list[int | str]) -> Concept:
+        """Teach from photos by id or by path; a path is compared with the catalog's as it is, never
+        resolved on disk. Teaching reads stored vectors only: it needs no model."""
+        lib = self._library()
+
+        def photo_id(ref: int | str) -> int:
+            row = lib.catalog.by_path(ref) if isinstance(ref, str) else None
+            if isinstance(ref, str) and row is None:
+                raise NotInLibrary(f"{ref} is not in the library", "give photos by id, or by path as results give it")
+            return ref if isinstance(ref, int) else row.id
+
+        return teach_concept(lib, name, [photo_id(r) for r in yes], [photo_id(r) for r in no])
+
+    def concepts(self) -> list[Concept]:
+        return all_concepts(self._library())
+
+    def concept(self, name: str) -> tuple[Concept, dict[int, str]]:
+        """A concept and the paths of its examples."""
+        lib = self._library()
+        concept = load_concept(lib, name)
+        return concept, example_paths(lib, concept)
+
+    def forget(self, name: str) -> None:
+        forget_concept(self._library(), name)
 
     # any thread ---------------------------------------------------------------------------
     def count_terms(self, text: str) -> int:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from search.concepts import MAX_NAME_CHARS
+from search.keywords import RRF_K
 
 MAX_K = 200  # results per page
 MAX_OFFSET = 1000  # how deep paging goes: a search ranks offset + k results
 MAX_QUERY_CHARS = 1000  # CLIP reads 77 tokens; this leaves room for weights and operators
 MAX_TERMS = 16
 MAX_FILTER_CHARS = 1000
+MAX_EXAMPLES = 1000  # photos given to teach a concept at once
 
 
 class Strict(BaseModel):
@@ -57,6 +61,22 @@ class SearchParams(Strict):
     sort: Literal["score", "date"] = "score"
     dedupe: bool = Field(False, description="Only the best match of each set of near-duplicate photos.")
     ensemble: bool = Field(True, description="Average text over prompt templates.")
+    words: Optional[str] = Field(
+        None,
+        max_length=MAX_QUERY_CHARS,
+        examples=['total "42.50"'],
+        description='Words or "quoted phrases" each result\'s text must hold (the text read in it by '
+        "`pixseek ocr`, its file and folder names, its tags), ranked by how well they match and fused with "
+        'the query\'s ranking; the same as text:"..." in the query, or `pixseek search --text`.',
+    )
+    concept: Optional[str] = Field(
+        None,
+        max_length=MAX_NAME_CHARS,
+        description="A taught concept (POST /api/concepts): with nothing else to search for, results are "
+        "ranked by its probability; otherwise it keeps the photos at min_prob or above.",
+    )
+    min_prob: float = Field(0.5, ge=0, le=1, description="With a concept and a query: the probability a photo needs.")
+    explain: bool = Field(False, description="Give each result its explanation: why it matched.")
 
 
 class SearchBody(SearchParams):
@@ -85,9 +105,35 @@ class Photo(BaseModel):
     links: Links
 
 
+class TermPart(BaseModel):
+    term: str = Field(description="The query term as written: a text, or an image (#id for more like this).")
+    weight: float
+    similarity: float = Field(description="Cosine of the term's embedding with the photo.")
+    contribution: float = Field(description="The term's part of semantic_score: the parts add up to it.")
+
+
+class Explanation(BaseModel):
+    score: float = Field(description="The result's score.")
+    terms: list[TermPart]
+    semantic_score: Optional[float] = Field(
+        description="The cosine of the query with the photo: the terms' contributions add up to it "
+        "(null: nothing was embedded)."
+    )
+    fusion: dict[str, float] = Field(
+        description=f"With words: each ranking's part 1 / ({RRF_K} + rank) of the fused score; they add up to score."
+    )
+    matched_words: list[str]
+    tags: list[str]
+    concepts: dict[str, float] = Field(description="Concepts that apply (probability >= 0.5, or the one asked for).")
+
+
 class Hit(Photo):
     rank: int
     score: float
+    matched_words: Optional[list[str]] = Field(
+        None, description="With words: the spans of the photo's text they matched, as written there."
+    )
+    explanation: Optional[Explanation] = Field(None, description="With explain: why it matched.")
 
 
 class SearchResponse(BaseModel):
@@ -119,3 +165,32 @@ class Embedding(BaseModel):
 class ApiError(BaseModel):
     error: str
     hint: Optional[str]
+
+
+# A photo as teaching names it: its id, or its path as results give it.
+PhotoRef = Union[Annotated[int, Field(ge=1, le=2**62)], Annotated[str, Field(min_length=1, max_length=4096)]]
+
+
+class TeachBody(Strict):
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS, description="The concept's name.")
+    yes: list[PhotoRef] = Field(
+        max_length=MAX_EXAMPLES,
+        description="Photos that show it: ids, or paths as search results give them (compared with the "
+        "catalog's, never opened).",
+    )
+    no: list[PhotoRef] = Field(max_length=MAX_EXAMPLES, description="Photos that don't, the same way.")
+
+
+class ConceptSummary(BaseModel):
+    name: str
+    yes: list[int] = Field(description="Ids of the photos that show it.")
+    no: list[int] = Field(description="Ids of the photos that don't.")
+    held_out_accuracy: Optional[float] = Field(
+        description="Leave-one-out accuracy over the examples (null: too few to tell)."
+    )
+    warnings: list[str] = Field(description="Too few examples on a side, and what to do.")
+
+
+class ConceptDetail(ConceptSummary):
+    yes_paths: list[str]
+    no_paths: list[str]

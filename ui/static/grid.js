@@ -88,10 +88,11 @@ function detailRows(photo) {
   if (photo.place) rows.push(["Place", photo.place]);
   rows.push(["Folder", photo.folder]);
   if (photo.score) rows.push(["Match", photo.score]);
+  if (photo.words) rows.push(["Words", photo.words]);
   return rows;
 }
 
-function viewer(photos, like, pickTag) {
+function viewer(photos, like, pickTag, mark) {
   const box = el("div", "viewer");
   box.hidden = true;
   box.setAttribute("role", "dialog");
@@ -136,6 +137,19 @@ function viewer(photos, like, pickTag) {
       more.addEventListener("click", () => like(photo.id));
       about.appendChild(more);
     }
+    if (mark) {
+      // Ticks the photo as an example of the concept being taught (the page's "Teach a concept").
+      const sides = el("div", "marks");
+      sides.appendChild(el("span", null, "Concept example:"));
+      for (const [side, label] of [["yes", "Yes"], ["no", "No"]]) {
+        const button = el("button", "chip mark-" + side, label);
+        button.type = "button";
+        button.title = side === "yes" ? "It shows the concept" : "It doesn't show the concept";
+        button.addEventListener("click", () => mark({ id: photo.id, side }));
+        sides.appendChild(button);
+      }
+      about.appendChild(sides);
+    }
     about.appendChild(el("p", "path", photo.path));
     box.hidden = false;
     close.focus({ preventScroll: true });
@@ -170,8 +184,9 @@ export default function (component) {
   const photos = data.photos;
   const like = data.likeable ? (id) => setTriggerValue("like", id) : null;
   const pickTag = (label) => setTriggerValue("tag", label);
+  const mark = data.markable ? (value) => setTriggerValue("mark", value) : null;
   const root = el("div", "pixseek-grid");
-  const view = viewer(photos, like, pickTag);
+  const view = viewer(photos, like, pickTag, mark);
   const grid = el("div", "tiles");
   photos.forEach((photo, index) => grid.appendChild(tile(photo, index, view.show, like)));
   root.append(grid, view.box);
