@@ -2,12 +2,13 @@
 """`pixseek index --ray` against a plain run: wall time of the whole command, and equal libraries.
 
     python3 benchmarks/ray_index.py [FOLDER] [--model random-vit-b-32|demo|SPEC] [--ray ADDRESS]
-                                    [--repeat N] [--limit N] [--smoke]
+                                    [--repeat N] [--ray-first] [--limit N]
 
 Indexes FOLDER (default ../shared/data/caltech101-bench, 1,192 real JPEGs) into a fresh library
-once plainly and once with `--ray ADDRESS` (default: local, a Ray instance started by the run),
-round after round, each as its own `pixseek index` process: the wall time is what a user waits,
-imports, Ray's start and stop and the model loads included. Prints both times per round, their
+once plainly and once with `--ray` (or `--ray-address ADDRESS`; default local: a Ray instance
+started by the run), round after round, alternating which goes first, each as its own
+`pixseek index` process: the wall time is what a user waits, imports, Ray's start and stop and
+the model loads included. Prints both times per round, their
 ratio (target: ray <= 1.3 x plain), the stages of each run, and checks the two libraries hold the
 same paths with vectors equal to fp32 rounding. The load average is printed before and after:
 the ratio is only meaningful when it did not move much.
@@ -31,7 +32,6 @@ import numpy as np
 from _common import CALTECH, RANDOM_MODEL, REPO, fmt_stages, machine, model_spec, temp_dir
 
 TARGET = 1.3
-SMOKE_FILES = 24
 
 
 def index(folder: Path, library: Path, spec: str, ray: str | None) -> tuple[float, dict]:
@@ -80,12 +80,12 @@ def main() -> None:
     parser.add_argument("folder", nargs="?", type=Path, default=CALTECH)
     parser.add_argument("--model", default=RANDOM_MODEL)
     parser.add_argument("--ray", default="local", help="the address --ray is given (default: local)")
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds, alternating which run goes first")
+    parser.add_argument("--ray-first", action="store_true", help="the Ray run goes first in round 1")
     parser.add_argument("--limit", type=int, default=None, help="index this many files, spread over the folder")
-    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_FILES} files, for CI")
     args = parser.parse_args()
     spec = str(model_spec(args.model))
-    limit = SMOKE_FILES if args.smoke else args.limit
+    limit = args.limit
     print(f"machine         {machine()}")
     print(f"model           {spec}")
     with temp_dir("ray-bench") as tmp:
@@ -93,14 +93,20 @@ def main() -> None:
         ratios = []
         for r in range(1, args.repeat + 1):
             before = load()
+            # The order alternates round by round, so a machine that gets busier or quieter during a
+            # round does not favour one side in every round.
+            ray_first = (r % 2 == 1) == args.ray_first
+            if ray_first:
+                ray_s, ray = index(folder, Path(tmp) / f"ray-{r}", spec, args.ray)
             plain_s, plain = index(folder, Path(tmp) / f"plain-{r}", spec, None)
-            ray_s, ray = index(folder, Path(tmp) / f"ray-{r}", spec, args.ray)
+            if not ray_first:
+                ray_s, ray = index(folder, Path(tmp) / f"ray-{r}", spec, args.ray)
             ratios.append(ray_s / plain_s)
             a, b = stored(Path(tmp) / f"plain-{r}"), stored(Path(tmp) / f"ray-{r}")
             if a.keys() != b.keys():
                 sys.exit(f"the libraries differ: {len(a.keys() ^ b.keys())} paths in one only")
             diff = max((float(np.abs(a[p] - b[p]).max()) for p in a), default=0.0)
-            print(f"== round {r} of {args.repeat} ==")
+            print(f"== round {r} of {args.repeat} ({'ray' if ray_first else 'plain'} first) ==")
             print(f"images          {plain['embedded']}   (ray: {ray['embedded']})")
             print(f"plain           {plain_s:.2f} s   ({fmt_stages(plain['stages'])})")
             print(f"ray             {ray_s:.2f} s   ({fmt_stages(ray['stages'])})")

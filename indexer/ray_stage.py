@@ -84,13 +84,19 @@ def connected(address: str) -> Iterator[None]:
 
 
 def embedded(
-    jobs: list[Job], spec: ModelSpec, choice: Choice, preprocess: Preprocess, batch_size: int | None
+    jobs: list[Job],
+    spec: ModelSpec,
+    choice: Choice,
+    preprocess: Preprocess,
+    batch_size: int | None,
+    device: str | None = None,
 ) -> Iterator[Embedded]:
-    """`jobs` decoded and embedded on the cluster, as they finish (not in order)."""
+    """`jobs` decoded and embedded on the cluster, as they finish (not in order). `device` cpu
+    keeps the model off the cluster's GPUs; otherwise it runs on them when there are any."""
     import ray
     import ray.data
 
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    gpus = 0 if device == "cpu" else int(ray.cluster_resources().get("GPU", 0))
     device = "cuda" if gpus else "cpu"
     actors = gpus or sum(1 for node in ray.nodes() if node.get("Alive"))
     resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}

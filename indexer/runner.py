@@ -277,7 +277,7 @@ def _embed_on_ray(
                     options.on_progress(done, len(jobs))
                 rates.tick(done, done, writer.received)
 
-        batches = ray_stage.embedded(jobs, spec, encoder.choice, encoder.preprocess, options.batch_size)
+        batches = ray_stage.embedded(jobs, spec, encoder.choice, encoder.preprocess, options.batch_size, options.device)
         _write(writer, observed(timer.iterate("embed", batches)), lambda: [], jobs, report, timer)
 
 
