@@ -133,10 +133,12 @@ def test_a_killed_ray_run_resumes_like_a_plain_one_and_ends_equal(cluster, tmp_p
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     state = read_state(lib)
-    assert len(state.ids("indexed")) == 2 * COMMIT_EVERY  # two commits landed, the rest is pending
-    assert len(state.ids("pending")) + len(state.ids("skipped")) == PHOTOS + 1 - 2 * COMMIT_EVERY
+    # Two commits landed (the broken file, in whichever batch Ray delivered it, counts in one), the rest is pending.
+    indexed = state.ids("indexed")
+    assert len(indexed) + len(state.ids("skipped")) == 2 * COMMIT_EVERY
+    assert len(state.ids("pending")) == PHOTOS + 1 - 2 * COMMIT_EVERY
     report = run_index(lib, [photos], ray="local")
-    assert report.added == 0 and report.embedded == PHOTOS - 2 * COMMIT_EVERY
+    assert report.added == 0 and report.embedded == PHOTOS - len(indexed)
     _assert_same_library(lib, plain)
 
 
@@ -155,6 +157,7 @@ def test_a_malformed_ray_address_is_a_one_line_error(tmp_path, photos):
     assert_one_line_error(result, "ray://HOST:PORT", "/tmp")
 
 
+@pytest.mark.slow
 def test_an_unreachable_ray_cluster_is_a_one_line_error_in_seconds(tmp_path, photos):
     """A process of its own: this one may be connected to the module's cluster already."""
     args = ["index", str(photos), "-L", str(tmp_path / "lib"), "--model", "demo", "--ray-address", "127.0.0.1:1"]
