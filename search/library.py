@@ -288,7 +288,9 @@ class Library:
         exclude = exclude or set()
         floor = self._floor(vec, min_score, min_z)
         want = k * (rank.DEDUPE_FACTOR if dedupe else 1) + len(exclude)
-        ids, scores = retrieve.candidates(self.catalog, self.vectors, self._index, vec, want, filters)
+        ids, scores = retrieve.candidates(
+            self.catalog, self.vectors, self._index, vec, want, filters, cache=self._cache
+        )
         return rank.ranked(
             self.catalog.indexed_rows(ids.tolist()),
             ids,

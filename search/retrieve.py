@@ -6,8 +6,10 @@ the whole catalog: up to EXACT_FILTER_MAX they are scored exactly; up to COUNT_M
 is searched among them only (a FAISS IDSelector), probing more lists until the shortlist is
 full; more than that are over-fetched from the index, more each round as the share passing
 seen so far asks, and checked against the filters by id, falling back to the restricted search
-when the rounds run out. Every filtered query thus returns k results when k exist. Keyword
-hits and a concept's filter narrow the allowed images the same way (`within`).
+when the rounds run out. Every filtered query thus returns k results when k exist. The count
+and the passing ids are kept per filter until the catalog changes (search/cache.py), so the
+queries after the first with the same filters do not read them again. Keyword hits and a
+concept's filter narrow the allowed images the same way (`within`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from indexer.library.filters import Filters
 from indexer.library.index_file import CachedIndex
 from indexer.library.vectors import VectorStore
 from search import rank
+from search.cache import LibraryCache
 
 # Up to this many images every query is scored exactly, without the ANN index (about 10 MB of
 # float16 vectors at 512 dimensions).
@@ -30,13 +33,13 @@ EXACT_MAX = 10_000
 # this many (reading scattered rows of the vector file dominates).
 EXACT_FILTER_MAX = 5_000
 # Images passing filters are counted up to this many; up to it, their ids are read from SQLite
-# for a restricted search. Beyond, they are too many to read per query: over-fetching finds them.
-COUNT_MAX = 20_000
+# for a restricted search. Beyond, reading them would cost more than over-fetching finds them.
+COUNT_MAX = 100_000
 # Over-fetching stops at this many candidates (the restricted search takes over).
 FETCH_MAX = 65_536
 # IVF-PQ only shortlists; the exact re-rank looks at this many candidates per wanted result.
-RERANK_FACTOR = 10
-SHORTLIST_MIN = 100
+RERANK_FACTOR = 50
+SHORTLIST_MIN = 500
 PROBE_GROWTH = 4  # how much wider a restricted search probes when its shortlist came back short
 _CHUNK = 65_536  # vectors scored at a time
 
@@ -63,16 +66,24 @@ def candidates(
     k: int,
     filters: Filters,
     within: np.ndarray | None = None,
+    cache: LibraryCache | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, exact scores) of up to k best images passing `filters` (and among `within`), best first."""
+    """(ids, exact scores) of up to k best images passing `filters` (and among `within`), best first.
+    cache: where the filters' count and ids are kept between queries."""
     if not filters.active() and within is None:
         return _ann_then_exact(catalog, vectors, index, vec, k)
-    if within is None and catalog.filtered_count(filters, COUNT_MAX + 1) > COUNT_MAX:
+    if within is not None:
+        return _restricted(catalog, vectors, index, vec, k, allowed_ids(catalog, filters, within))
+
+    def kept(name: str, compute):
+        return compute() if cache is None else cache.get((name, filters), compute)
+
+    if kept("count", lambda: catalog.filtered_count(filters, COUNT_MAX + 1)) > COUNT_MAX:
         loaded = _ivf(index)
         found = None if loaded is None else _over_fetched(catalog, vectors, loaded, vec, k, filters)
         if found is not None:
             return found
-    return _restricted(catalog, vectors, index, vec, k, allowed_ids(catalog, filters, within))
+    return _restricted(catalog, vectors, index, vec, k, kept("ids", lambda: allowed_ids(catalog, filters)))
 
 
 def _ivf(index: CachedIndex):

@@ -197,3 +197,27 @@ def test_ivfpq_parameters_hold_codes_under_100_bytes_and_train_every_list(n):
     assert m * nbits / 8 + 8 <= 100  # a code and its id
     assert 30 * nlist <= ann.train_size(n, nlist) <= ann.MAX_TRAIN
     assert 1 < index_file.nprobe_for(nlist) < nlist / 8
+
+
+def test_cameras_are_found_by_stepping_through_the_index(tmp_path):
+    rows = [
+        ("Canon", "EOS R5", INDEXED),
+        ("Canon", None, INDEXED),
+        ("Canon", "EOS 5D", INDEXED),
+        ("Canon", "EOS 5D", INDEXED),
+        (None, "Phone", INDEXED),
+        (None, None, INDEXED),
+        ("Nikon", "Z6", "skipped"),  # not indexed: no choice
+        ("Apple", "iPhone 12", INDEXED),
+    ]
+    with Catalog(tmp_path / "catalog.db", create=True) as catalog:
+        catalog.insert_rows(
+            [
+                ImageRow(id=i, path=f"/p/{i}.jpg", folder="/p", camera_make=make, camera_model=model, status=status)
+                for i, (make, model, status) in enumerate(rows, 1)
+            ]
+        )
+        indexed = {(make, model) for make, model, status in rows if status == INDEXED and (make or model)}
+        assert catalog.cameras() == sorted(indexed, key=lambda pair: [(p is not None, p or "") for p in pair])
+        found = catalog.filtered_ids(Filters(camera="eos"))
+        assert found == [i for i, (make, model, _) in enumerate(rows, 1) if model and "EOS" in model]

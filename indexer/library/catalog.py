@@ -303,12 +303,35 @@ class Catalog:
         return " AND ".join(clauses), params
 
     def cameras(self) -> list[tuple[str | None, str | None]]:
-        """The (make, model) pairs of indexed images, sorted (a scan: callers cache it, search/cache.py)."""
-        sql = (
-            "SELECT DISTINCT camera_make, camera_model FROM images WHERE status = ? "
-            "AND (camera_make IS NOT NULL OR camera_model IS NOT NULL) ORDER BY camera_make, camera_model"
-        )
-        return [tuple(r) for r in self.db.execute(sql, [INDEXED])]
+        """The (make, model) pairs of indexed images, sorted (no make first).
+
+        Found by stepping through the camera index from one pair to the next: as many lookups as
+        there are cameras, whatever the number of images.
+        """
+        pick = "SELECT camera_make, camera_model FROM images WHERE {} ORDER BY camera_make, camera_model LIMIT 1"
+        found = [
+            (None, model)
+            for (model,) in self.db.execute(
+                "SELECT DISTINCT camera_model FROM images WHERE camera_make IS NULL AND camera_model IS NOT NULL "
+                "AND status = ?",
+                [INDEXED],
+            )
+        ]
+        row = self.db.execute(pick.format("camera_make IS NOT NULL")).fetchone()
+        while row is not None:
+            make, model = row
+            held = "SELECT EXISTS (SELECT 1 FROM images WHERE camera_make = ? AND camera_model IS ? AND status = ?)"
+            if self.db.execute(held, [make, model, INDEXED]).fetchone()[0]:
+                found.append((make, model))
+            # The make's next model (a NULL model sorts first and compares to none), else the next make.
+            same_make = (
+                "camera_make = ? AND camera_model IS NOT NULL"
+                if model is None
+                else "camera_make = ? AND camera_model > ?"
+            )
+            after = self.db.execute(pick.format(same_make), [make] if model is None else [make, model]).fetchone()
+            row = after or self.db.execute(pick.format("camera_make > ?"), [make]).fetchone()
+        return sorted(found, key=lambda pair: [(part is not None, part or "") for part in pair])
 
     def matching_cameras(self, filters: Filters) -> tuple[tuple[str | None, str | None], ...]:
         """The cameras of indexed images that `filters.camera` names."""

@@ -23,9 +23,9 @@ MMAP_MIN = 256 * 1024 * 1024
 
 
 def nprobe_for(nlist: int) -> int:
-    """Inverted lists a query probes: 2 sqrt(nlist), which keeps recall@10 after the exact re-rank
-    near 1 from 1M to 100M vectors while a query reads ~1/sqrt(nlist) of the codes."""
-    return max(1, min(nlist, max(16, round(2 * math.sqrt(nlist)))))
+    """Inverted lists a query probes: sqrt(nlist), so a query reads ~1/sqrt(nlist) of the codes.
+    Recall then depends on the shortlist the exact re-rank reads (search/retrieve.py), not on it."""
+    return max(1, min(nlist, max(16, round(math.sqrt(nlist)))))
 
 
 def faiss():
