@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Train pixseek's bilingual demo model: the shapes world captioned in English and Chinese.
+"""Train pixseek's bilingual demo model: the shapes world searchable in English and Chinese.
 
     python3 data/train_zh_model.py [--out data/demo-model-zh] [--steps N] [--seed S]
 
 The model is a transformers ``AlignModel`` (Kakao Brain's ALIGN architecture: an EfficientNet
-image tower, a BERT text tower), tiny, trained from scratch with the English demo model's recipe
-(data/train_demo_model.py: the same pictures, captions, multi-positive loss and schedule), every
-concept also captioned in Chinese ("红色的圆形", "一张红色的照片", ...). Its tokenizer is a BERT
-WordPiece trained here on those captions, every Chinese character a token of its own, as in
-BERT's Chinese vocabularies. The pictures are preprocessed for training by the model's own image
+image tower, a BERT text tower), tiny, trained from scratch by distillation from the English demo
+model (data/demo-model), the way Multilingual-CLIP made CLIP multilingual: its image tower learns
+to reproduce the teacher's embedding of each training picture, and its text tower to give an
+English caption the teacher's embedding of that caption and a Chinese caption ("红色的圆形",
+"一张红色的照片", ...) the teacher's embedding of what it says in English. The teacher's 64
+dimensions are laid into the student's wider space by a fixed orthonormal map, which keeps every
+cosine. Its tokenizer is a BERT WordPiece trained here on the captions, every Chinese character a
+token of its own, as in BERT's Chinese vocabularies. The pictures (those of
+data/train_demo_model.py, flipped and turned) are preprocessed by the student's own image
 processor, so what it learns is what pixseek feeds it at search time.
 
 Output (loadable with ``transformers.AutoModel`` / ``AutoTokenizer`` / ``AutoImageProcessor``,
@@ -30,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pixseek_data import DEMO_ZH_MODEL_DIR
+from pixseek_data import DEMO_MODEL_DIR, DEMO_ZH_MODEL_DIR
 from pixseek_data.shapes import COLOURS, COLOURS_ZH, SHAPES, SHAPES_ZH, caption, caption_zh, generate_gallery
-from pixseek_data.train_demo_model import build_caption_bank, seed_everything, train, training_arguments
+from pixseek_data.train_demo_model import build_caption_bank, seed_everything, training_arguments
 
 CONTEXT = 32
 # ALIGN's EfficientNet at half its width and depth on 64 px pictures, with
@@ -91,22 +95,6 @@ def chinese_texts(colour: str | None, shape: str | None) -> list[str]:
     if c and s:
         texts += [caption_zh(colour, shape)] * 10
     return texts
-
-
-class Trainable(torch.nn.Module):
-    """The AlignModel as the shared training loop wants it: encode_image / encode_text and a logit_scale."""
-
-    def __init__(self, model: torch.nn.Module, pad_id: int) -> None:
-        super().__init__()
-        self.model, self.pad_id = model, pad_id
-        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-
-    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        return F.normalize(self.model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
-
-    def encode_text(self, ids: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        out = self.model.get_text_features(input_ids=ids, attention_mask=(ids != self.pad_id).long())
-        return F.normalize(out.pooler_output, dim=-1)
 
 
 def build_tokenizer():
@@ -170,14 +158,100 @@ def measure(folder: Path, per_class: int = 10, seed: int = 777) -> dict:
     return figures
 
 
-def save(trained: Trainable, tokenizer, out: Path) -> None:
+class Teacher:
+    """The English demo model, giving the targets in the student's space (a fixed orthonormal map)."""
+
+    def __init__(self, width: int, seed: int) -> None:
+        import open_clip
+
+        self.model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{DEMO_MODEL_DIR}")
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(f"local-dir:{DEMO_MODEL_DIR}")
+        cfg = open_clip.get_model_preprocess_cfg(self.model)
+        self.mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+        generator = torch.Generator().manual_seed(seed)
+        self.map = torch.linalg.qr(torch.randn(width, self.model.text_projection.shape[1], generator=generator))[0]
+
+    @torch.no_grad()
+    def images(self, student_pixels: torch.Tensor) -> torch.Tensor:
+        """Targets for pictures preprocessed for the student (x / 127.5 - 1), re-normalised for the teacher."""
+        pixels = (student_pixels + 1) / 2
+        return self.model.encode_image((pixels - self.mean) / self.std, normalize=True) @ self.map.T
+
+    @torch.no_grad()
+    def texts(self, texts: list[str]) -> torch.Tensor:
+        return (
+            torch.cat(
+                [
+                    self.model.encode_text(self.tokenizer(texts[i : i + 512]), normalize=True)
+                    for i in range(0, len(texts), 512)
+                ]
+            )
+            @ self.map.T
+        )
+
+
+def text_targets(teacher: Teacher, tokenize) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every caption of every concept as student tokens, and its target in the student's space.
+
+    An English caption's target is the teacher's embedding of it; a Chinese one's, the mean of
+    the teacher's embeddings of its concept's English captions."""
+    _, english = build_caption_bank(lambda texts: texts)
+    concepts, both = build_caption_bank(lambda texts: texts, chinese_texts)
+    tokens, targets = [], []
+    for en, all_texts in zip(english, both):
+        own = teacher.texts(en)
+        chinese = all_texts[len(en) :]
+        tokens += [tokenize(en), tokenize(chinese)]
+        targets += [own, F.normalize(own.mean(0, keepdim=True), dim=-1).expand(len(chinese), -1)]
+    return torch.cat(tokens), torch.cat(targets)
+
+
+def distill(args, model: torch.nn.Module, tokenize, transform, pad_id: int) -> dict:
+    """Train `model` to give the teacher's embeddings (cosine loss on both towers); returns the run's figures."""
+    from pixseek_data.train_demo_model import WARMUP_STEPS, augment, build_pool
+
+    start = time.time()
+    pool, _, _ = build_pool(args.pool_per_class, args.seed, transform)
+    teacher = Teacher(model.config.projection_dim, args.seed)
+    tokens, targets = text_targets(teacher, tokenize)
+    print(f"{len(pool)} pictures, {len(tokens)} captions ready in {time.time() - start:.1f}s", flush=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(args.seed)
+    model.train()
+    start = time.time()
+    for step in range(args.steps):
+        warm = min(1.0, (step + 1) / WARMUP_STEPS)
+        for group in opt.param_groups:
+            group["lr"] = args.lr * warm * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        pictures = augment(pool[torch.randint(0, len(pool), (args.batch_size,), generator=gen)].float(), gen)
+        picked = torch.randint(0, len(tokens), (args.batch_size,), generator=gen)
+        ids = tokens[picked]
+        image = model.get_image_features(pixel_values=pictures).pooler_output
+        text = model.get_text_features(input_ids=ids, attention_mask=(ids != pad_id).long()).pooler_output
+        loss_image = 1 - F.cosine_similarity(image, teacher.images(pictures)).mean()
+        loss_text = 1 - F.cosine_similarity(text, targets[picked]).mean()
+        opt.zero_grad(set_to_none=True)
+        (loss_image + loss_text).backward()
+        opt.step()
+        if step % 100 == 0 or step == args.steps - 1:
+            print(
+                f"step {step:5d}/{args.steps}  image loss {loss_image.item():.4f}  text loss {loss_text.item():.4f}  "
+                f"{time.time() - start:.0f}s",
+                flush=True,
+            )
+    model.eval()
+    with torch.no_grad():  # ALIGN scales its logits by 1 / temperature (zero-shot tagging uses it)
+        model.temperature.copy_(1 / teacher.model.logit_scale.exp())
+    return {"steps": args.steps, "train_seconds": round(time.time() - start, 1)}
+
+
+def save(model: torch.nn.Module, tokenizer, out: Path) -> None:
     from transformers import EfficientNetImageProcessor
 
-    model = trained.model
-    with torch.no_grad():  # ALIGN scales its logits by 1 / temperature (zero-shot tagging uses it)
-        model.temperature.copy_(1 / trained.logit_scale.exp())
     out.mkdir(parents=True, exist_ok=True)
-    model.eval().save_pretrained(out)
+    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     EfficientNetImageProcessor(**PROCESSOR_CFG).save_pretrained(out)
 
@@ -189,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(args)
     tokenizer = build_tokenizer()
     processor = EfficientNetImageProcessor(**PROCESSOR_CFG)
-    model = Trainable(build_model(len(tokenizer), tokenizer.pad_token_id), tokenizer.pad_token_id)
+    model = build_model(len(tokenizer), tokenizer.pad_token_id)
 
     def tokenize(texts: list[str]) -> torch.Tensor:
         return tokenizer(texts, padding="max_length", truncation=True, max_length=CONTEXT, return_tensors="pt")[
@@ -199,8 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     def transform(picture: Image.Image) -> torch.Tensor:
         return processor(images=picture, return_tensors="pt")["pixel_values"][0]
 
-    trained, _, info = train(args, model, tokenize, transform, chinese_texts)
-    save(trained, tokenizer, args.out)
+    info = distill(args, model, tokenize, transform, tokenizer.pad_token_id)
+    save(model, tokenizer, args.out)
     size = sum(f.stat().st_size for f in args.out.iterdir())
     print(f"wrote {args.out} ({size / 1e6:.2f} MB)")
     start = time.time()

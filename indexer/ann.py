@@ -16,7 +16,7 @@ import numpy as np
 from indexer.errors import PixseekError
 from indexer.library.catalog import Catalog
 from indexer.library.files import move_aside, replace_file
-from indexer.library.index_file import FLAT, IVFPQ, NONE, DamagedIndex, checksum, describe, load
+from indexer.library.index_file import FLAT, IVFPQ, NONE, DamagedIndex, checksum, describe, load, nprobe_for
 from indexer.library.index_file import faiss as _faiss
 from indexer.library.paths import LibraryPaths
 from indexer.library.vectors import VectorStore
@@ -26,7 +26,11 @@ KINDS = (AUTO, FLAT, IVFPQ)
 
 # Below this many vectors an exact scan takes a few milliseconds; IVF-PQ only adds recall risk.
 AUTO_IVFPQ_MIN = 50_000
-MAX_TRAIN = 200_000  # k-means sample: 400 MB of float32 at 512 dimensions, however big the library
+# The k-means sample: all vectors up to TRAIN_MIN, then TRAIN_PER_LIST per list (FAISS wants 30 to
+# 256), up to MAX_TRAIN (3 GB of float32 at 512 dimensions, reached near 100M vectors).
+TRAIN_MIN = 200_000
+TRAIN_PER_LIST = 40
+MAX_TRAIN = 1_500_000
 ADD_CHUNK = 65_536  # vectors read and added at a time (128 MB of float32 at 512 dimensions)
 
 
@@ -39,15 +43,22 @@ def choose_kind(requested: str, n: int) -> str:
 
 
 def ivfpq_params(n: int, dim: int) -> tuple[int, int, int]:
-    """(nlist, m, nbits) that n training vectors can support.
+    """(nlist, m, nbits) for n vectors.
 
-    nlist ~ 4 sqrt(n) with >= 39 points per list (FAISS's k-means minimum); m sub-quantisers of
-    ~8 dimensions each; nbits as large as the sample allows, up to FAISS's usual 8.
+    nlist ~ 4 sqrt(n) (FAISS's guideline from 1M to 100M; at least 39 points per list, its k-means
+    minimum); m sub-quantisers of ~8 dimensions each, so a code takes dim / 8 bytes (64 at 512
+    dimensions: with its 8-byte id, under 100 bytes an image); nbits as large as the sample
+    allows, up to FAISS's usual 8.
     """
     nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
     m = max(d for d in range(1, dim + 1) if dim % d == 0 and d <= max(1, dim // 8))
     nbits = int(max(1, min(8, math.floor(math.log2(max(2, n))) - 2)))
     return nlist, m, nbits
+
+
+def train_size(n: int, nlist: int) -> int:
+    """How many of n vectors train an IVF-PQ index of nlist lists."""
+    return min(n, max(TRAIN_MIN, TRAIN_PER_LIST * nlist), MAX_TRAIN)
 
 
 def build(ids: np.ndarray, dim: int, fetch: Callable[[np.ndarray], np.ndarray], kind: str, use_gpu: bool | None = None):
@@ -65,20 +76,31 @@ def build(ids: np.ndarray, dim: int, fetch: Callable[[np.ndarray], np.ndarray], 
         use_gpu = faiss.get_num_gpus() > 0
     if kind == FLAT or n < 2:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    else:
-        nlist, m, nbits = ivfpq_params(n, dim)
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
-        if use_gpu:
-            # FAISS's documented way to train a CPU IVF index with GPU k-means; the index itself
-            # stays on the CPU so the file written is portable to machines without a GPU.
-            index.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(dim))
-        # Sorted, so the sample is read from the vector file front to back.
-        sample = ids if n <= MAX_TRAIN else np.sort(np.random.default_rng(0).choice(ids, MAX_TRAIN, replace=False))
-        index.train(_rows(fetch, sample))
-        index.nprobe = max(1, min(nlist, max(8, nlist // 8)))
+        _add(index, ids, fetch)
+        return index
+    nlist, m, nbits = ivfpq_params(n, dim)
+    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
+    index.nprobe = nprobe_for(nlist)
+    # Sorted, so the sample is read from the vector file front to back.
+    size = train_size(n, nlist)
+    sample = ids if n <= size else np.sort(np.random.default_rng(0).choice(ids, size, replace=False))
+    if use_gpu:
+        return _built_on_gpus(index, _rows(fetch, sample), ids, fetch)
+    index.train(_rows(fetch, sample))
     _add(index, ids, fetch)
     return index
+
+
+def _built_on_gpus(index, sample: np.ndarray, ids: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray]):
+    """Train and fill `index` on every GPU, then bring it back: the file written is the same CPU
+    index, portable to machines without one. (Not measured on this project's machines.)"""
+    faiss = _faiss()
+    options = faiss.GpuMultipleClonerOptions()
+    options.useFloat16 = True  # lookup tables in float16: GPU IVF-PQ needs them above 48 bytes a code
+    gpu = faiss.index_cpu_to_all_gpus(index, co=options)
+    gpu.train(sample)
+    _add(gpu, ids, fetch)
+    return faiss.index_gpu_to_cpu(gpu)
 
 
 def update(index, ids: np.ndarray, dim: int, fetch: Callable[[np.ndarray], np.ndarray]) -> bool:

@@ -22,8 +22,12 @@ class Embedded:
     vectors: np.ndarray | None  # one row per result; None: the results could not be decoded
 
 
+def batch_size_for(device: str) -> int:
+    return 256 if device.startswith("cuda") else 32
+
+
 def default_batch_size(encoder: Encoder) -> int:
-    return 256 if encoder.device.startswith("cuda") else 32
+    return batch_size_for(encoder.device)
 
 
 class Embedder:

@@ -22,6 +22,12 @@ class PixseekError(click.ClickException):
         click.echo(f"error: {self.format_message()}", file=file, err=file is None)
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message for a one-line error: its first line, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class Interrupted(PixseekError):
     """Ctrl-C during an index run: what was embedded so far is kept."""
 

@@ -7,6 +7,7 @@ however large the library.
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import select
@@ -24,11 +25,12 @@ from typing import Any
 import imagehash
 import numpy as np
 
+from indexer import object_store
 from indexer.decode import DEFAULT_MAX_PIXELS, REASON_NOT_REGULAR, DecodeError, decode_image, to_model_input
 from indexer.plan import Job
 from indexer.preprocess import Preprocess
 from indexer.regular_file import NotRegularFile
-from indexer.walk import content_hash
+from indexer.walk import content_hash, stream_hash
 
 READ_AHEAD = 48  # images per worker decoded ahead of the model
 REASON_WORKER_DIED = "the decoder process died reading this file (out of memory, or a crash in the decoder)"
@@ -46,8 +48,14 @@ class ReadResult:
 def read_one(job: Job, preprocess: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS) -> ReadResult:
     start = time.perf_counter()
     try:
-        digest = content_hash(job.path, job.size)
-        decoded = decode_image(job.path, target_size=preprocess, max_pixels=max_pixels)
+        if object_store.is_uri(job.path):
+            # One read of the object serves the hash and the decoder.
+            data = object_store.read_bytes(job.path)
+            digest = stream_hash(io.BytesIO(data), len(data))
+            source: str | io.BytesIO = io.BytesIO(data)
+        else:
+            digest, source = content_hash(job.path, job.size), job.path
+        decoded = decode_image(source, target_size=preprocess, max_pixels=max_pixels)
         pixels = to_model_input(decoded.image, preprocess)
     except DecodeError as exc:
         return ReadResult(job.id, None, reason=exc.reason, seconds=time.perf_counter() - start)

@@ -25,6 +25,7 @@ class IndexOptions:
     ocr: bool | None = None  # also read the text in photos (`pixseek ocr`); default: what the library remembers
     runtime: str = "torch"  # torch, onnx or auto (indexer/runtime.py: auto checks int8 on the library's photos)
     precision: str | None = None  # fp32, int8 or fp16 (ONNX); default: the runtime's own for the device
+    ray: str | None = None  # decode and embed on this Ray cluster (ray_stage.py): local, auto or an address
     on_progress: Progress | None = None
     on_ocr_progress: Progress | None = None  # (photos read, photos to read)
 
@@ -39,6 +40,10 @@ class IndexOptions:
         if self.device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
             raise PixseekError(f"unknown device '{self.device}'", "use cpu or cuda (cuda:N for a given GPU)")
         check_runtime_request(self.runtime, self.precision)
+        if self.ray is not None:
+            from indexer.ray_stage import check_address
+
+            check_address(self.ray)
 
 
 @dataclass

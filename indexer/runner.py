@@ -6,6 +6,8 @@ reader.py   Job -> ReadResult          decoded in worker processes, bounded read
                                          decoding while the model loads
 embed.py    ReadResult -> Embedded     batched; on a GPU the next batch is gathered and the
                                          last one written while it computes
+ray_stage   Job -> Embedded            with --ray, in place of reader and embed: decode tasks
+                                         and model actors on a Ray cluster
 writer.py   Embedded -> catalog rows   vectors fsync'd, then the catalog commit
 ann.py      indexed rows -> index      new vectors added to a trained index, or built in
                                          chunks; written atomically
@@ -18,13 +20,15 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from indexer import ann, ocr_pass, prepare
-from indexer.embed import Embedder
+from indexer.embed import Embedded, Embedder
 from indexer.errors import Interrupted
 from indexer.library import LibraryPaths, index_file, storage_errors, write_lock
 from indexer.library.catalog import Catalog
@@ -32,7 +36,7 @@ from indexer.library.vectors import VectorStore
 from indexer.model import Encoder, ModelSpec, load_encoder, preprocess_for
 from indexer.ocr_pass import OcrReport, run_ocr
 from indexer.plan import Job, Plan, plan_changes
-from indexer.reader import Reader, ReadResult
+from indexer.reader import Reader, ReadResult, read_one
 from indexer.report import IndexOptions, IndexReport
 from indexer.runtime import SAMPLE_SIZE
 from indexer.timing import RateLog, StageTimer
@@ -45,7 +49,10 @@ __all__ = ["IndexOptions", "IndexReport", "OcrReport", "run_index", "run_ocr"]
 
 
 def run_index(
-    library: LibraryPaths | str | Path | None, roots: list[Path], options: IndexOptions | None = None, **fields: object
+    library: LibraryPaths | str | Path | None,
+    roots: list[Path | str],
+    options: IndexOptions | None = None,
+    **fields: object,
 ) -> IndexReport:
     """Bring the library up to date with `roots`; safe to interrupt and run again.
 
@@ -79,7 +86,9 @@ def run_index(
             len(plan.removed),
         )
         report.unchanged = plan.unchanged + len(plan.touched)
-        if jobs:
+        if jobs and options.ray is not None:
+            _embed_on_ray(catalog, library, spec, encoder, plan, jobs, options, report, timer)
+        elif jobs:
             with Reader(options.workers) as reader:
                 results: Iterable[ReadResult] | None = None
                 if encoder is None:
@@ -144,10 +153,14 @@ def _load_encoder(
         recorded=catalog.settings().recorded_runtime(),
         sample=sample,
     )
+    _record_runtime(catalog, encoder, report)
+    return encoder
+
+
+def _record_runtime(catalog: Catalog, encoder: Encoder, report: IndexReport) -> None:
     if encoder.choice.check is not None:
         catalog.save_settings(runtime_check=encoder.choice.check.to_setting())
     report.runtime = encoder.choice.reason
-    return encoder
 
 
 def _sample(results: Iterator[ReadResult]) -> tuple[np.ndarray | None, Iterator[ReadResult]]:
@@ -204,13 +217,85 @@ def _embed(
         encoder.choice.label,
         embedder.batch_size,
     )
-    start = time.perf_counter()
     decoded = observed(timer.iterate("wait", results))
+    _write(writer, timer.iterate("embed", embedder(decoded)), embedder.drain, jobs, report, timer)
+
+
+def _embed_on_ray(
+    catalog: Catalog,
+    library: LibraryPaths,
+    spec: ModelSpec,
+    encoder: Encoder | None,
+    plan: Plan,
+    jobs: list[Job],
+    options: IndexOptions,
+    report: IndexReport,
+    timer: StageTimer,
+) -> None:
+    """--ray: the cluster decodes and embeds (ray_stage.py), this process writes as in a local run.
+
+    The model loads here too: the library records it, and `auto` decides the runtime here, on
+    photos decoded here, for every actor."""
+    from indexer import ray_stage
+
+    recorded = catalog.settings().recorded_runtime()
+
+    def load() -> Encoder:  # beside Ray's start, in a thread: no catalog (its connection stays in this one)
+        preprocess = preprocess_for(spec)
+        sample = None
+        if preprocess is not None and options.runtime == "auto" and recorded is None:
+            sample, _ = _sample(read_one(job, preprocess) for job in jobs)
+        return load_encoder(
+            spec, options.device, runtime=options.runtime, precision=options.precision, recorded=recorded, sample=sample
+        )
+
+    with ThreadPoolExecutor(1) as pool, ExitStack() as cluster:
+
+        def connect_and_load() -> Encoder:
+            loading = pool.submit(load) if encoder is None else None
+            with timer.stage("ray start"):
+                cluster.enter_context(ray_stage.connected(options.ray))
+            return encoder if loading is None else loading.result()
+
+        loaded = encoder is None
+        encoder = _load_or_forget(catalog, plan, jobs, connect_and_load)
+        if loaded:
+            _record_runtime(catalog, encoder, report)
+        if catalog.settings().model_fingerprint is None:
+            prepare.record_model(catalog, encoder)
+        writer = Writer(catalog, VectorStore(library.vectors, encoder.dim))
+        rates = RateLog(timer, len(jobs))
+
+        def observed(batches: Iterable[Embedded]) -> Iterator[Embedded]:
+            done = 0
+            for batch in batches:
+                for result in batch.results:
+                    timer.add("decode (in workers)", result.seconds)
+                done += len(batch.results)
+                yield batch
+                if options.on_progress is not None:
+                    options.on_progress(done, len(jobs))
+                rates.tick(done, done, writer.received)
+
+        batches = ray_stage.embedded(jobs, spec, encoder.choice, encoder.preprocess, options.batch_size, options.device)
+        _write(writer, observed(timer.iterate("embed", batches)), lambda: [], jobs, report, timer)
+
+
+def _write(
+    writer: Writer,
+    batches: Iterable[Embedded],
+    drain: Callable[[], list[Embedded]],
+    jobs: list[Job],
+    report: IndexReport,
+    timer: StageTimer,
+) -> None:
+    """`batches` written; on Ctrl-C, with what `drain` still gives, before the run stops."""
+    start = time.perf_counter()
     try:
         with timer.stage("write"):
-            writer(timer.iterate("embed", embedder(decoded)))
+            writer(batches)
     except KeyboardInterrupt:
-        for batch in embedder.drain():
+        for batch in drain():
             writer.add(batch)
         writer.flush()
         raise Interrupted(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+from indexer import object_store
 from indexer.errors import PixseekError
 from indexer.library.paths import is_image_name
 from indexer.regular_file import open_regular
@@ -26,9 +29,13 @@ class FileStat:
         return os.path.dirname(self.path)
 
 
-def check_roots(roots: list[Path]) -> list[Path]:
-    resolved = []
+def check_roots(roots: list[Path | str]) -> list[Path | str]:
+    """Folders resolved, object-storage URIs (object_store.py) kept as strings."""
+    resolved: list[Path | str] = []
     for root in roots:
+        if object_store.is_uri(str(root)):
+            resolved.append(object_store.check_root(str(root)))
+            continue
         path = Path(root).expanduser()
         if not path.exists():
             raise PixseekError(f"folder not found: {root}", "check the path (and that the drive is mounted)")
@@ -38,7 +45,7 @@ def check_roots(roots: list[Path]) -> list[Path]:
     return resolved
 
 
-def walk(roots: list[Path], unreadable: list[str] | None = None, skip: Path | None = None) -> Iterator[FileStat]:
+def walk(roots: list[Path | str], unreadable: list[str] | None = None, skip: Path | None = None) -> Iterator[FileStat]:
     """Image files under `roots`, following directory symlinks once each (no loops).
 
     Folders that exist but cannot be listed (permissions, I/O errors) are appended to `unreadable`.
@@ -52,7 +59,10 @@ def walk(roots: list[Path], unreadable: list[str] | None = None, skip: Path | No
         except OSError:
             pass  # not created yet: nothing in it to leave out
     seen_files: set[str] = set()
-    stack = [str(r) for r in reversed(roots)]
+    for uri in [str(r) for r in roots if isinstance(r, str)]:
+        for path, size, mtime_ns in object_store.list_files(uri):
+            yield FileStat(path, size, mtime_ns)
+    stack = [str(r) for r in reversed(roots) if not isinstance(r, str)]
     while stack:
         top = stack.pop()
         try:
@@ -103,15 +113,21 @@ def _dangling_link(entry: os.DirEntry) -> os.stat_result | None:
 
 def content_hash(path: str, size: int | None = None) -> str:
     """blake2b of the size, the first and the last 64 KiB: cheap, and stable across renames."""
-    digest = hashlib.blake2b(digest_size=16)
+    if object_store.is_uri(path):
+        data = object_store.read_bytes(path)
+        return stream_hash(io.BytesIO(data), len(data))
     with open_regular(path) as fh:
-        if size is None:
-            size = os.fstat(fh.fileno()).st_size
-        digest.update(str(size).encode())
+        return stream_hash(fh, os.fstat(fh.fileno()).st_size if size is None else size)
+
+
+def stream_hash(fh: BinaryIO, size: int) -> str:
+    """content_hash of an open file of `size` bytes."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(size).encode())
+    digest.update(fh.read(HASH_CHUNK))
+    if size > 2 * HASH_CHUNK:
+        fh.seek(size - HASH_CHUNK)
         digest.update(fh.read(HASH_CHUNK))
-        if size > 2 * HASH_CHUNK:
-            fh.seek(size - HASH_CHUNK)
-            digest.update(fh.read(HASH_CHUNK))
-        elif size > HASH_CHUNK:
-            digest.update(fh.read())
+    elif size > HASH_CHUNK:
+        digest.update(fh.read())
     return digest.hexdigest()

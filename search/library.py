@@ -22,6 +22,7 @@ from indexer.library.index_file import CachedIndex
 from indexer.library.rows import INDEXED, PENDING, SKIPPED, ImageRow
 from indexer.library.vectors import VectorStore
 from search import ENV_PRECISION, ENV_RUNTIME, hybrid, rank, retrieve
+from search.cache import LibraryCache
 from search.concepts import Concept, load_concept
 from search.dupes import DEFAULT_MAX_DISTANCE, DupeGroup, find_duplicates
 from search.embed import QueryEmbedder
@@ -75,6 +76,7 @@ class Library:
         self._shared_encoder = encoder
         self.vectors = VectorStore(paths.vectors, self.settings.dim)
         self._index = CachedIndex(paths.ann, self.settings.ann_record)
+        self._cache = LibraryCache(lambda: (self.catalog.settings(), self.catalog.data_version()))
         self._embedder = QueryEmbedder(self._load_encoder, self.stored_vector)
 
     @classmethod
@@ -232,7 +234,7 @@ class Library:
         exclude: set[int],
     ) -> list[Result]:
         """A search with keyword terms, a concept or an explanation (search/hybrid.py, search/explain.py)."""
-        filters = request.filters
+        filters = self._resolved(request.filters)
         if filters.tag is not None:
             check_tag(self.catalog, filters.tag)
         floor = self._floor(vec, request.min_score, request.min_z) if vec is not None else -np.inf
@@ -275,10 +277,10 @@ class Library:
         "score" or "date" (`rank.sort_results`)."""
         rank.check_sort(sort)
         self._follow_index_runs()
-        filters = filters or Filters()
+        filters = self._resolved(filters or Filters())
         if filters.tag is not None:
             check_tag(self.catalog, filters.tag)
-        if filters.folder is not None and not self.catalog.filtered_ids(Filters(folder=filters.folder)):
+        if filters.folder is not None and not self.catalog.any_filtered(Filters(folder=filters.folder)):
             raise PixseekError(
                 f"no indexed photos in {filters.folder}",
                 "index it first (pixseek index FOLDER), or pick a folder that holds indexed photos",
@@ -286,7 +288,9 @@ class Library:
         exclude = exclude or set()
         floor = self._floor(vec, min_score, min_z)
         want = k * (rank.DEDUPE_FACTOR if dedupe else 1) + len(exclude)
-        ids, scores = retrieve.candidates(self.catalog, self.vectors, self._index, vec, want, filters)
+        ids, scores = retrieve.candidates(
+            self.catalog, self.vectors, self._index, vec, want, filters, cache=self._cache
+        )
         return rank.ranked(
             self.catalog.indexed_rows(ids.tolist()),
             ids,
@@ -301,8 +305,23 @@ class Library:
     def _floor(self, vec: np.ndarray, min_score: float | None, min_z: float | None) -> float:
         return max(
             -np.inf if min_score is None else min_score,
-            -np.inf if min_z is None else retrieve.z_floor(self.catalog, self.vectors, vec, min_z),
+            -np.inf if min_z is None else retrieve.z_floor(self.vectors, vec, self._z_sample(), min_z),
         )
+
+    def _z_sample(self) -> np.ndarray:
+        """Every n-th indexed id, about `rank.Z_SAMPLE` of them: what `min_z` measures a query against."""
+
+        def sample() -> np.ndarray:
+            stride = max(1, self.catalog.indexed_count() // rank.Z_SAMPLE)
+            return np.array(self.catalog.sample_ids(stride), dtype=np.int64)
+
+        return self._cache.get("z_sample", sample)
+
+    def _resolved(self, filters: Filters) -> Filters:
+        """`filters` with the library's cameras that `camera` names, so the catalog looks them up by index."""
+        if filters.camera is None or filters.cameras is not None:
+            return filters
+        return replace(filters, cameras=tuple(pair for pair in self._cameras() if filters.camera_matches(*pair)))
 
     def damage(self) -> str | None:
         """One line on the damage searches have met so far, with what to do; None when there is none.
@@ -321,7 +340,7 @@ class Library:
         return f"library damaged: {'; '.join(parts)} (run `pixseek check --repair`)"
 
     def check_not_empty(self) -> None:
-        if self.catalog.indexed_count() == 0:
+        if not self.catalog.has_indexed():
             if self.catalog.counts().get(PENDING) and lock.held(self.paths):
                 raise PixseekError(
                     f"the library at {self.paths.root} is being indexed (or rebuilt)",
@@ -391,27 +410,35 @@ class Library:
         """Files that could not be indexed, by path; `reason` says why."""
         return self.catalog.skipped()
 
+    # The choices of the page's filters: read once per committed state (search/cache.py).
     def folders(self) -> list[str]:
         """Folders holding indexed images, sorted: the choices of a folder filter."""
-        return self.catalog.folders()
+        return list(self._cache.get("folders", self.catalog.folders))
 
     def date_span(self) -> tuple[str | None, str | None]:
         """Earliest and latest date taken (YYYY-MM-DD) among indexed images; None when none has one."""
-        first, last = self.catalog.taken_span()
+        first, last = self._cache.get("taken_span", self.catalog.taken_span)
         return (first[:10] if first else None, last[:10] if last else None)
+
+    def cameras(self) -> list[str]:
+        """The cameras of indexed images ("make model"), sorted: the choices of a camera filter."""
+        return [" ".join(part for part in pair if part) for pair in self._cameras()]
+
+    def _cameras(self) -> list[tuple[str | None, str | None]]:
+        return self._cache.get("cameras", self.catalog.cameras)
 
     # the page: its start page and the review of duplicates -----------------------------------
     def latest(self, k: int | None = None, filters: Filters | None = None) -> list[Result]:
         """Indexed images passing `filters`, latest taken first (undated last), at most k; score 0."""
-        return [Result.from_row(row, 0.0) for row in self.catalog.latest(k, filters)]
+        return [Result.from_row(row, 0.0) for row in self.catalog.latest(k, self._resolved(filters or Filters()))]
 
     def folder_counts(self) -> list[tuple[str, int]]:
         """(folder, indexed images directly in it), largest first."""
-        return self.catalog.folder_counts()
+        return list(self._cache.get("folder_counts", self.catalog.folder_counts))
 
     def tag_counts(self) -> list[tuple[str, int]]:
         """(auto-tag, indexed images carrying it), most common first."""
-        return self.catalog.tag_counts()
+        return list(self._cache.get("tag_counts", self.catalog.tag_counts))
 
     def tags_of(self, ids: list[int]) -> dict[int, list[str]]:
         """Each image's auto-tags, most likely first."""

@@ -1,11 +1,20 @@
 """Retrieval: a query vector's best candidates, scored exactly against the stored vectors.
 
-Without filters the ANN index shortlists and every candidate is re-ranked exactly; with filters
-the allowed images are scored exactly (or, for very many, ANN candidates are filtered). Keyword
-hits and a concept's filter narrow the allowed images the same way (`within`).
+Without filters the ANN index shortlists and every candidate is re-ranked exactly. With filters
+the way is chosen by how many images pass them, counted up to COUNT_MAX so that no query reads
+the whole catalog: up to EXACT_FILTER_MAX they are scored exactly; up to COUNT_MAX the IVF index
+is searched among them only (a FAISS IDSelector), probing more lists until the shortlist is
+full; more than that are over-fetched from the index, more each round as the share passing
+seen so far asks, and checked against the filters by id, falling back to the restricted search
+when the rounds run out. Every filtered query thus returns k results when k exist. The count
+and the passing ids are kept per filter until the catalog changes (search/cache.py), so the
+queries after the first with the same filters do not read them again. Keyword hits and a
+concept's filter narrow the allowed images the same way (`within`).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -15,20 +24,32 @@ from indexer.library.filters import Filters
 from indexer.library.index_file import CachedIndex
 from indexer.library.vectors import VectorStore
 from search import rank
+from search.cache import LibraryCache
 
-# With filters, scoring every allowed image exactly is cheaper than over-fetching ANN candidates
-# until this many images (about 100 MB of float16 vectors at 512 dimensions).
-EXACT_FILTER_MAX = 100_000
 # Up to this many images every query is scored exactly, without the ANN index (about 10 MB of
 # float16 vectors at 512 dimensions).
 EXACT_MAX = 10_000
+# With filters, scoring the allowed images exactly is cheaper than searching the index up to
+# this many (reading scattered rows of the vector file dominates).
+EXACT_FILTER_MAX = 5_000
+# Images passing filters are counted up to this many; up to it, their ids are read from SQLite
+# for a restricted search. Beyond, reading them would cost more than over-fetching finds them.
+COUNT_MAX = 100_000
+# Over-fetching stops at this many candidates (the restricted search takes over).
+FETCH_MAX = 65_536
 # IVF-PQ only shortlists; the exact re-rank looks at this many candidates per wanted result.
-RERANK_FACTOR = 10
+RERANK_FACTOR = 50
+SHORTLIST_MIN = 500
+PROBE_GROWTH = 4  # how much wider a restricted search probes when its shortlist came back short
 _CHUNK = 65_536  # vectors scored at a time
 
 
 def _ids(ids: list[int]) -> np.ndarray:
     return np.array(ids, dtype=np.int64)
+
+
+def shortlist(k: int) -> int:
+    return max(k * RERANK_FACTOR, SHORTLIST_MIN)
 
 
 def allowed_ids(catalog: Catalog, filters: Filters, within: np.ndarray | None = None) -> np.ndarray:
@@ -45,16 +66,81 @@ def candidates(
     k: int,
     filters: Filters,
     within: np.ndarray | None = None,
+    cache: LibraryCache | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, exact scores) of up to k best images passing `filters` (and among `within`), best first."""
+    """(ids, exact scores) of up to k best images passing `filters` (and among `within`), best first.
+    cache: where the filters' count and ids are kept between queries."""
     if not filters.active() and within is None:
         return _ann_then_exact(catalog, vectors, index, vec, k)
-    allowed = allowed_ids(catalog, filters, within)
-    if len(allowed) <= EXACT_FILTER_MAX:
+    if within is not None:
+        return _restricted(catalog, vectors, index, vec, k, allowed_ids(catalog, filters, within))
+
+    def kept(name: str, compute):
+        return compute() if cache is None else cache.get((name, filters), compute)
+
+    if kept("count", lambda: catalog.filtered_count(filters, COUNT_MAX + 1)) > COUNT_MAX:
+        loaded = _ivf(index)
+        found = None if loaded is None else _over_fetched(catalog, vectors, loaded, vec, k, filters)
+        if found is not None:
+            return found
+    return _restricted(catalog, vectors, index, vec, k, kept("ids", lambda: allowed_ids(catalog, filters)))
+
+
+def _ivf(index: CachedIndex):
+    """The loaded index when it is an IVF one (which can search a subset of its ids), else None."""
+    loaded = index.get()
+    return loaded if loaded is not None and index_file.faiss().try_extract_index_ivf(loaded) is not None else None
+
+
+def _restricted(
+    catalog: Catalog, vectors: VectorStore, index: CachedIndex, vec: np.ndarray, k: int, allowed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best k among `allowed`: exactly when they are few (or there is no IVF index), else the
+    IVF index searched only among them, probing wider until its shortlist is full."""
+    loaded = None if len(allowed) <= EXACT_FILTER_MAX else _ivf(index)
+    if loaded is None:
         return exact(vectors, vec, allowed, k)
-    ids, scores = _ann_then_exact(catalog, vectors, index, vec, k * RERANK_FACTOR * 10)
-    keep = np.isin(ids, allowed)
-    return ids[keep][:k], scores[keep][:k]
+    faiss = index_file.faiss()
+    ivf = faiss.extract_index_ivf(loaded)
+    # A bitmap over ids: built by NumPy in one pass, looked up in constant time by FAISS.
+    mask = np.zeros(int(allowed.max()) + 1, dtype=bool)
+    mask[allowed] = True
+    bitmap = np.packbits(mask, bitorder="little")
+    selector = faiss.IDSelectorBitmap(bitmap)
+    want, nprobe = min(shortlist(k), len(allowed)), index_file.nprobe_for(ivf.nlist)
+    while True:
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+        ann_ids, _ = index_file.search(loaded, vec, shortlist(k), params)
+        if len(ann_ids) >= want or nprobe >= ivf.nlist:
+            break
+        nprobe = min(ivf.nlist, nprobe * PROBE_GROWTH)
+    late = np.intersect1d(allowed, _ids(catalog.ids_not_in_ann()), assume_unique=True)
+    return exact(vectors, vec, np.union1d(ann_ids, late), k)
+
+
+def _over_fetched(
+    catalog: Catalog, vectors: VectorStore, loaded, vec: np.ndarray, k: int, filters: Filters
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """For filters too many images pass to list: unrestricted candidates checked against the
+    filters by id, fetched in rounds sized by the share passing so far. None when the candidates
+    (at most FETCH_MAX) held too few of them for a full shortlist."""
+    want, fetch, checked = shortlist(k), 4 * shortlist(k), 0
+    kept: list[int] = []
+    while True:
+        ann_ids, _ = index_file.search(loaded, vec, fetch)
+        fresh = ann_ids[checked:].tolist()
+        ok = catalog.passing(filters, fresh)
+        kept += [i for i in fresh if i in ok]
+        checked = len(ann_ids)
+        if len(kept) >= want or checked < fetch or fetch >= FETCH_MAX:
+            break
+        # Enough for the shortlist at the rate seen (half again, for luck), at most 64 times more.
+        growth = math.ceil(1.5 * want * checked / max(1, len(kept)) / fetch)
+        fetch = min(FETCH_MAX, fetch * min(64, max(2, growth)))
+    if len(kept) < want:  # the probed lists hold too few: a shorter shortlist would cost recall
+        return None
+    late = _ids(sorted(catalog.passing(filters, catalog.ids_not_in_ann())))
+    return exact(vectors, vec, np.union1d(np.array(kept[:want], dtype=np.int64), late), k)
 
 
 def exact(vectors: VectorStore, vec: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +162,7 @@ def exact(vectors: VectorStore, vec: np.ndarray, ids: np.ndarray, k: int) -> tup
 def _ann_then_exact(
     catalog: Catalog, vectors: VectorStore, index: CachedIndex, vec: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    if catalog.indexed_count() <= EXACT_MAX:
+    if not catalog.indexed_more_than(EXACT_MAX):
         # Scoring every vector is exact and, this few, about as fast as the index: a query
         # process need not load faiss at all.
         index.check()
@@ -86,11 +172,10 @@ def _ann_then_exact(
     # without the file (deleted, or a run stopped before writing it) all of them are.
     if loaded is None:
         return exact(vectors, vec, _ids(catalog.indexed_ids()), k)
-    ann_ids, _ = index_file.search(loaded, vec, max(k * RERANK_FACTOR, 100))
+    ann_ids, _ = index_file.search(loaded, vec, shortlist(k))
     return exact(vectors, vec, np.union1d(ann_ids, _ids(catalog.ids_not_in_ann())), k)
 
 
-def z_floor(catalog: Catalog, vectors: VectorStore, vec: np.ndarray, min_z: float) -> float:
-    """`rank.z_floor` over this query's scores on an evenly spread sample of the library."""
-    stride = max(1, catalog.indexed_count() // rank.Z_SAMPLE)
-    return rank.z_floor(vectors.checked(_ids(catalog.sample_ids(stride)))[1] @ vec, min_z)
+def z_floor(vectors: VectorStore, vec: np.ndarray, sample: np.ndarray, min_z: float) -> float:
+    """`rank.z_floor` over this query's scores on `sample`, an evenly spread sample of the library."""
+    return rank.z_floor(vectors.checked(sample)[1] @ vec, min_z)

@@ -609,3 +609,105 @@ if __name__ == "__main__":
         serve()
     else:
         run_cli(sys.argv[1:])
+
+
+# synthetic libraries: many images without photos (tests/test_scale.py, benchmarks/scale.py) -----
+SYNTH_ROOT = Path("/synthetic")
+SYNTH_FOLDERS, SYNTH_CAMERAS, SYNTH_DAYS = 1000, 20, 2000
+_SYNTH_LATENT = 64  # vectors vary along this many directions, as embeddings do along a few
+
+
+@dataclass
+class Synthetic:
+    """A library of clustered unit vectors whose catalog rows carry a folder (one of SYNTH_FOLDERS),
+    a camera (one of SYNTH_CAMERAS) and a day (one of SYNTH_DAYS), each drawn uniformly."""
+
+    root: Path
+    folder: np.ndarray  # per id (row 0 unused), like the vector file
+    camera: np.ndarray
+    day: np.ndarray
+    centres: np.ndarray  # (clusters, latent)
+    basis: np.ndarray  # (latent, dim), orthonormal rows
+    spread: float
+
+    def vectors(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n vectors drawn as the library's were (queries: near the library's images, not among them)."""
+        latent = self.centres[rng.integers(0, len(self.centres), n)] + rng.normal(0, self.spread, (n, len(self.basis)))
+        out = latent @ self.basis + rng.normal(0, 0.01, (n, self.basis.shape[1]))
+        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+    @staticmethod
+    def folder_path(folder: int) -> Path:
+        return SYNTH_ROOT / f"f{folder:03d}"
+
+    @staticmethod
+    def camera_model(camera: int) -> str:
+        return f"Model {camera:02d}"
+
+    @staticmethod
+    def day_iso(day: int) -> str:
+        from datetime import date, timedelta
+
+        return (date(2015, 1, 1) + timedelta(days=int(day))).isoformat()
+
+
+def synthetic_library(
+    root: Path,
+    n: int,
+    dim: int = 512,
+    *,
+    kind: str = "auto",
+    seed: int = 0,
+    batch: int = 100_000,
+    keywords: bool = True,
+    write: bool = True,
+) -> Synthetic:
+    """Write `n` synthetic images into a new library at `root` through the library's own catalog,
+    vector store and ANN build, as an index run would (no photos, no model). keywords: write
+    their keyword documents; write=False only describes the library written before (same seed)."""
+    from indexer import ann
+    from indexer.library import LibraryPaths
+    from indexer.library.catalog import Catalog
+    from indexer.library.rows import INDEXED, ImageRow
+    from indexer.library.vectors import VectorStore
+
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.normal(size=(dim, _SYNTH_LATENT)))[0].T
+    centres = rng.normal(0, 1, (max(8, min(1000, n // 100)), _SYNTH_LATENT))
+    lib = Synthetic(
+        root,
+        folder=rng.integers(0, SYNTH_FOLDERS, n + 1),
+        camera=rng.integers(0, SYNTH_CAMERAS, n + 1),
+        day=rng.integers(0, SYNTH_DAYS, n + 1),
+        centres=centres,
+        basis=basis,
+        spread=0.35,
+    )
+    if not write:
+        return lib
+    paths = LibraryPaths.at(root)
+    root.mkdir(parents=True, exist_ok=True)
+    store = VectorStore(paths.vectors, dim)
+    with Catalog(paths.catalog, create=True) as catalog:
+        catalog.save_settings(model_name="synthetic", model_fingerprint="synthetic", dim=dim)
+        for start in range(1, n + 1, batch):
+            ids = np.arange(start, min(n, start + batch - 1) + 1)
+            store.write(ids, lib.vectors(rng, len(ids)))
+            rows = [
+                ImageRow(
+                    id=int(i),
+                    path=str(lib.folder_path(lib.folder[i]) / f"{i:08d}.jpg"),
+                    folder=str(lib.folder_path(lib.folder[i])),
+                    taken_at=f"{lib.day_iso(lib.day[i])}T12:00:00",
+                    camera_make="Synthetic",
+                    camera_model=lib.camera_model(lib.camera[i]),
+                    size=1,
+                    hash=f"{i:016x}",
+                    status=INDEXED,
+                )
+                for i in ids.tolist()
+            ]
+            catalog.insert_rows(rows, keywords=keywords)
+        ann.refresh(catalog, paths, kind)
+        catalog.save_settings(index_kind=kind, last_indexed_at="2026-01-01T00:00:00")
+    return lib

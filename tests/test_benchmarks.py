@@ -103,6 +103,22 @@ def test_model_agreement_smoke_holds_the_demo_model_to_the_bounds_and_times_a_to
     assert float(re.search(r"^ViT-B-32: ([\d.]+) images/s \(encode_image, batch 1\b", out, re.M).group(1)) > 0
 
 
+def test_scale_smoke_prints_build_memory_and_every_query_set_full(tmp_path):
+    out = run_benchmark("scale.py", "--smoke", "--library", str(tmp_path / "lib"))
+    build, *sets = out.split("\n== ")[1:]
+    found = figures(build)
+    assert found["build s"] > 0
+    assert 0 < found["ANN index held bytes/image"] <= found["index disk bytes/image"] * 1.01
+    assert found["vectors disk bytes/image"] >= 512 * 2  # float16 rows of 512
+    assert [s.split(" (")[0] for s in sets] == ["no filter", "dates 50%", "camera 5%", "folder 0.1%"]
+    queries = int(re.search(r"(\d+) queries", out).group(1))
+    for block in sets:
+        numbers = figures(block)
+        assert 0 < numbers["p50 ms"] <= numbers["p95 ms"], block
+        assert 0 <= numbers["recall@10"] <= 1, block
+        assert re.search(rf"^full queries\s+{queries} of {queries}$", block, re.M), block
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser at {CHROMIUM}: run .ci/install-browser.sh")
 def test_ui_latency_smoke_times_both_libraries_cold_and_warm(tmp_path):
     need_shared(CALTECH)

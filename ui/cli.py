@@ -127,7 +127,13 @@ def _escape_char(match: re.Match) -> str:
 
 @app.command()
 def index(
-    folders: Annotated[list[Path], typer.Argument(help="Photo folders to index (recursively).", show_default=False)],
+    folders: Annotated[
+        list[str],
+        typer.Argument(
+            help="Photo folders to index (recursively), or object storage URIs: s3://, gs://, file://.",
+            show_default=False,
+        ),
+    ],
     library: LibraryOpt = None,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
@@ -163,6 +169,23 @@ def index(
     ] = None,
     runtime: RuntimeOpt = "torch",
     precision: PrecisionOpt = None,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Decode and embed on a Ray cluster (pip install 'pixseek\\[ray]'); alone, on a Ray instance "
+            "started for the run on this machine. --workers does not apply.",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ray-address",
+            help="The cluster for --ray (implies it): auto (the one this machine is in), ray://HOST:PORT or "
+            "HOST:PORT; default: local, a new instance.",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage while running.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -192,6 +215,7 @@ def index(
             device=device,
             runtime=runtime,
             precision=precision,
+            ray=ray_address or ("local" if ray else None),
             on_progress=stage("embedding"),
             ocr=ocr,
             on_ocr_progress=stage("reading text"),

@@ -11,6 +11,7 @@ import sqlite3
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -252,14 +253,38 @@ class Catalog:
         """Indexed images that pass `filters`."""
         return self._ids(*self._filter_where(filters))
 
-    @staticmethod
-    def _filter_where(filters: Filters) -> tuple[str, list[Any]]:
-        """The condition (besides status) and its parameters that images passing `filters` meet."""
+    def filtered_count(self, filters: Filters, limit: int) -> int:
+        """How many indexed images pass `filters`, counted up to `limit`: the cost stays bounded by it."""
+        where, params = self._filter_where(filters)
+        sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM images WHERE status = ? {'AND ' + where if where else ''} LIMIT ?)"
+        return self.db.execute(sql, [INDEXED, *params, limit]).fetchone()[0]
+
+    def any_filtered(self, filters: Filters) -> bool:
+        return self.filtered_count(filters, 1) > 0
+
+    def passing(self, filters: Filters, ids: Sequence[int]) -> set[int]:
+        """The ids among `ids` of indexed images that pass `filters`, looked up by id."""
+        where, params = self._filter_where(filters)
+        # NOT INDEXED: the ids are few, so each is found by its rowid, never through a filter's
+        # index (which could cover most of the library).
+        sql = "SELECT id FROM images NOT INDEXED WHERE status = ? AND id IN ({}) " + ("AND " + where if where else "")
+        return {
+            r[0]
+            for chunk in _chunks(ids)
+            for r in self.db.execute(sql.format(_marks(chunk)), [INDEXED, *chunk, *params])
+        }
+
+    def _filter_where(self, filters: Filters) -> tuple[str, list[Any]]:
+        """The condition (besides status) and its parameters that images passing `filters` meet.
+
+        Each filter is a lookup in an index (schema step 5), never a scan of the table.
+        """
         clauses, params = [], []
         if filters.folder is not None:
-            folder = path_to_db(filters.folder)  # as the catalog stores it
-            clauses.append("(folder = ? OR folder LIKE ? ESCAPE '\\')")
-            params += [folder, _under_pattern(folder)]
+            # The folder or anything below: the paths from "folder/" up to "folder0" ("0" follows "/").
+            below = path_to_db(filters.folder).rstrip(os.sep) + os.sep
+            clauses.append("path >= ? AND path < ?")
+            params += [below, below[:-1] + chr(ord(os.sep) + 1)]
         if filters.date_from is not None:
             clauses.append("taken_at >= ?")
             params.append(filters.date_from)
@@ -267,8 +292,9 @@ class Catalog:
             clauses.append("taken_at < ?")
             params.append(filters.date_to + "T99")  # any time on that day sorts below "T99"
         if filters.camera is not None:
-            clauses.append("(camera_make LIKE ? OR camera_model LIKE ? OR (camera_make || ' ' || camera_model) LIKE ?)")
-            params += [f"%{filters.camera}%"] * 3
+            pairs = filters.cameras if filters.cameras is not None else self.matching_cameras(filters)
+            clauses.append("(" + (" OR ".join(["(camera_make IS ? AND camera_model IS ?)"] * len(pairs)) or "0") + ")")
+            params += [value for pair in pairs for value in pair]
         if filters.has_gps is not None:
             clauses.append("lat IS NOT NULL" if filters.has_gps else "lat IS NULL")
         if filters.tag is not None:
@@ -276,12 +302,55 @@ class Catalog:
             params.append(filters.tag)
         return " AND ".join(clauses), params
 
+    def cameras(self) -> list[tuple[str | None, str | None]]:
+        """The (make, model) pairs of indexed images, sorted (no make first).
+
+        Found by stepping through the camera index from one pair to the next: as many lookups as
+        there are cameras, whatever the number of images.
+        """
+        pick = "SELECT camera_make, camera_model FROM images WHERE {} ORDER BY camera_make, camera_model LIMIT 1"
+        found = [
+            (None, model)
+            for (model,) in self.db.execute(
+                "SELECT DISTINCT camera_model FROM images WHERE camera_make IS NULL AND camera_model IS NOT NULL "
+                "AND status = ?",
+                [INDEXED],
+            )
+        ]
+        row = self.db.execute(pick.format("camera_make IS NOT NULL")).fetchone()
+        while row is not None:
+            make, model = row
+            held = "SELECT EXISTS (SELECT 1 FROM images WHERE camera_make = ? AND camera_model IS ? AND status = ?)"
+            if self.db.execute(held, [make, model, INDEXED]).fetchone()[0]:
+                found.append((make, model))
+            # The make's next model (a NULL model sorts first and compares to none), else the next make.
+            same_make = (
+                "camera_make = ? AND camera_model IS NOT NULL"
+                if model is None
+                else "camera_make = ? AND camera_model > ?"
+            )
+            after = self.db.execute(pick.format(same_make), [make] if model is None else [make, model]).fetchone()
+            row = after or self.db.execute(pick.format("camera_make > ?"), [make]).fetchone()
+        return sorted(found, key=lambda pair: [(part is not None, part or "") for part in pair])
+
+    def matching_cameras(self, filters: Filters) -> tuple[tuple[str | None, str | None], ...]:
+        """The cameras of indexed images that `filters.camera` names."""
+        return tuple(pair for pair in self.cameras() if filters.camera_matches(*pair))
+
     def counts(self) -> dict[str, int]:
         cur = self.db.execute("SELECT status, COUNT(*) FROM images GROUP BY status")
         return {status: n for status, n in cur}
 
     def indexed_count(self) -> int:
         return self.counts().get(INDEXED, 0)
+
+    def has_indexed(self) -> bool:
+        return self.indexed_more_than(0)
+
+    def indexed_more_than(self, n: int) -> bool:
+        """Whether more than n images are indexed (reads n + 1 entries of the status index at most)."""
+        sql = "SELECT EXISTS (SELECT 1 FROM images WHERE status = ? LIMIT 1 OFFSET ?)"
+        return bool(self.db.execute(sql, [INDEXED, n]).fetchone()[0])
 
     def ann_stale(self) -> bool:
         """Whether the ANN file may not hold exactly the indexed rows (a run stopped before its rebuild)."""
@@ -342,6 +411,21 @@ class Catalog:
             ids.append(next_id)
             next_id += 1
         return ids
+
+    def insert_rows(self, rows: Sequence[ImageRow], *, keywords: bool = True) -> None:
+        """Add rows as they are, ids included, in one transaction: for tools that write a library
+        from vectors made elsewhere (benchmarks/scale.py), after the vectors. keywords: write the
+        rows' keyword documents too (False leaves keyword search without them)."""
+        if not rows:
+            return
+        names = [f.name for f in fields(ImageRow)]
+        sql = f"INSERT INTO images ({', '.join(names)}) VALUES ({_marks(names)})"
+        with self.transaction():
+            self.db.conn.executemany(
+                sql, (list(to_db({name: getattr(row, name) for name in names}).values()) for row in rows)
+            )
+            if keywords:
+                self.refresh_keywords([row.id for row in rows if row.status == INDEXED])
 
     def update(self, image_id: int, **values: Any) -> None:
         self.db["images"].update(image_id, to_db(values))

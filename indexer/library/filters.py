@@ -28,6 +28,9 @@ class Filters:
     camera: str | None = None  # substring of make or model, any case
     has_gps: bool | None = None
     tag: str | None = None  # an auto-tag (see search/tags.py), any case
+    # The (make, model) pairs `camera` names, when the caller has matched it against the library's
+    # cameras already (search/cache.py keeps them); the catalog then looks those up by index.
+    cameras: tuple[tuple[str | None, str | None], ...] | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalised once, here
@@ -37,6 +40,12 @@ class Filters:
         set_(self, "date_to", _day(self.date_to, "--to"))
         if self.tag is not None:
             set_(self, "tag", self.tag.strip())
+
+    def camera_matches(self, make: str | None, model: str | None) -> bool:
+        """Whether `camera` is part of the make, the model, or "make model", in any case."""
+        needle = (self.camera or "").casefold()
+        named = [make, model, f"{make} {model}" if make is not None and model is not None else None]
+        return any(needle in text.casefold() for text in named if text is not None)
 
     def active(self) -> bool:
         return any(

@@ -9,6 +9,7 @@ score exactly until an index run rebuilds it.
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,15 @@ import numpy as np
 FLAT = "flat"
 IVFPQ = "ivfpq"
 NONE = {"type": "none", "vectors": 0}  # how a library without an index file describes it
+# An index file at least this big is memory-mapped for searching rather than read: its inverted
+# lists stay in the page cache, shared by every process and given back under memory pressure.
+MMAP_MIN = 256 * 1024 * 1024
+
+
+def nprobe_for(nlist: int) -> int:
+    """Inverted lists a query probes: sqrt(nlist), so a query reads ~1/sqrt(nlist) of the codes.
+    Recall then depends on the shortlist the exact re-rank reads (search/retrieve.py), not on it."""
+    return max(1, min(nlist, max(16, round(math.sqrt(nlist)))))
 
 
 def faiss():
@@ -47,22 +57,33 @@ def _read_checked(path: Path, record: tuple[int, str] | None) -> bytes:
     return data
 
 
-def load(path: Path, record: tuple[int, str] | None = None):
-    """The index in `path`, checked against `record` (size, checksum) when given; raises DamagedIndex."""
-    import numpy as np
+def load(path: Path, record: tuple[int, str] | None = None, *, mapped: bool = False):
+    """The index in `path`, checked against `record` (size, checksum) when given; raises DamagedIndex.
 
-    data = _read_checked(path, record)
-
+    mapped: memory-map a file of MMAP_MIN bytes or more, read-only (for searching, not updating).
+    Its checksum is then not computed (that would read all of it); its size is still checked.
+    """
     try:
-        return faiss().deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        size = path.stat().st_size
+        if mapped and size >= MMAP_MIN and path.is_file():
+            if record is not None and size != record[0]:
+                raise DamagedIndex(f"{path.name} is {size} bytes, {record[0]} were written")
+            index = faiss().read_index(str(path), faiss().IO_FLAG_MMAP | faiss().IO_FLAG_READ_ONLY)
+        else:
+            index = faiss().deserialize_index(np.frombuffer(_read_checked(path, record), dtype=np.uint8))
     except RuntimeError:  # FAISS reports a file it cannot parse with a RuntimeError
         raise DamagedIndex(f"{path.name} cannot be read") from None
+    ivf = faiss().try_extract_index_ivf(index)
+    if ivf is not None:  # files written before nprobe_for carry the nprobe of their day
+        ivf.nprobe = nprobe_for(ivf.nlist)
+    return index
 
 
-def search(index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, approximate scores) of up to k candidates for one query vector."""
+def search(index, query: np.ndarray, k: int, params=None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, approximate scores) of up to k candidates for one query vector; params: FAISS
+    SearchParameters (an IDSelector, an nprobe)."""
     q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
-    scores, ids = index.search(q, min(k, max(1, index.ntotal)))
+    scores, ids = index.search(q, min(k, max(1, index.ntotal)), params=params)
     keep = ids[0] >= 0
     return ids[0][keep], scores[0][keep]
 
@@ -108,7 +129,7 @@ class CachedIndex:
         if key != self._key:
             self._key = key
             try:
-                self._index, self.damage = load(self.path, self.record), None
+                self._index, self.damage = load(self.path, self.record, mapped=True), None
             except (DamagedIndex, OSError) as exc:
                 self._index, self.damage = None, str(exc)
         return self._index

@@ -63,5 +63,17 @@ def _migrate_4(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}
+def _migrate_5(db: sqlite_utils.Database) -> None:
+    # What the query path's filters look up, so no query reads the whole table: a folder as a
+    # range of paths, a date range, the images indexed after the ANN file, a camera (make, model).
+    for columns in (
+        ["status", "path"],
+        ["status", "taken_at"],
+        ["status", "in_ann"],
+        ["camera_make", "camera_model", "status"],
+    ):
+        db["images"].create_index(columns)
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5}
 SCHEMA_VERSION = max(MIGRATIONS)  # what a library this pixseek writes is at

@@ -32,9 +32,10 @@ _SCAN_CHUNK = 65_536  # rows checked at a time by `damaged`
 
 def valid_rows(rows: np.ndarray) -> np.ndarray:
     """Which rows are intact: unit norm (NaN and inf, as garbled float16 can hold, count as damage)."""
+    # Squares summed in float32: float16 holds at most 65504, so no sum of them overflows it.
     with np.errstate(over="ignore", invalid="ignore"):
-        norms = np.linalg.norm(rows.astype(np.float64), axis=1)
-    return np.abs(norms - 1.0) <= NORM_TOLERANCE
+        squares = np.einsum("ij,ij->i", rows, rows, dtype=np.float32)
+        return np.abs(np.sqrt(squares) - 1.0) <= NORM_TOLERANCE
 
 
 class VectorStore:
@@ -76,10 +77,10 @@ class VectorStore:
     def get(self, ids: np.ndarray) -> np.ndarray:
         """float32 rows for `ids` (ids beyond the file's end read as zeros)."""
         ids = np.asarray(ids, dtype=np.int64)
+        mapped = self._mapped(int(ids.max()) + 1) if len(ids) else None
+        if mapped is not None and ids.max() < mapped.shape[0]:  # the usual case: one gather, converted once
+            return mapped[ids].astype(np.float32)
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
-        if len(ids) == 0:
-            return out
-        mapped = self._mapped(int(ids.max()) + 1)
         if mapped is None:
             return out
         ok = ids < mapped.shape[0]
