@@ -39,6 +39,9 @@ from pixseek_data.shapes import COLOURS, COLOURS_ZH, SHAPES, SHAPES_ZH, caption,
 from pixseek_data.train_demo_model import build_caption_bank, seed_everything, training_arguments
 
 CONTEXT = 32
+# The shipped model's run: `python3 data/train_zh_model.py` repeats it.
+STEPS = 800
+LEARNING_RATE = 2e-3
 # ALIGN's EfficientNet at half its width and depth on 64 px pictures, with
 # narrower expansions and its downsampling moved to the first blocks: a training step then costs
 # about what the English demo model's does. PyTorch's BatchNorm momentum is the weight of the new
@@ -254,12 +257,16 @@ def save(model: torch.nn.Module, tokenizer, out: Path) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     EfficientNetImageProcessor(**PROCESSOR_CFG).save_pretrained(out)
+    for written in out.iterdir():  # package data: readable by every user of an installed wheel
+        written.chmod(0o644)
 
 
 def main(argv: list[str] | None = None) -> None:
     from transformers import EfficientNetImageProcessor
 
-    args = training_arguments(__doc__.split("\n\n")[0], DEMO_ZH_MODEL_DIR).parse_args(argv)
+    parser = training_arguments(__doc__.split("\n\n")[0], DEMO_ZH_MODEL_DIR)
+    parser.set_defaults(steps=STEPS, lr=LEARNING_RATE)
+    args = parser.parse_args(argv)
     seed_everything(args)
     tokenizer = build_tokenizer()
     processor = EfficientNetImageProcessor(**PROCESSOR_CFG)
