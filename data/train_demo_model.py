@@ -266,14 +266,12 @@ def seed_everything(args) -> None:
     torch.set_num_threads(args.threads)
 
 
-def train(args, model, tokenizer, transform, more_texts=None) -> tuple[torch.nn.Module, set[int], dict]:
-    """Train `model` (encode_image / encode_text with normalize=, a logit_scale parameter) in place.
+def train(args, model: open_clip.CLIP, tokenizer, transform) -> tuple[open_clip.CLIP, set[int], dict]:
+    """Train `model` in place on captions tokenised by `tokenizer` and pictures made ready by `transform`.
 
-    `tokenizer` turns a list of texts into a tensor of token ids, `transform` a PIL picture into
-    the model's input tensor; `more_texts` as in build_caption_bank. Returns the model, the token
-    ids that occur in the captions, and the run's figures.
+    Returns the model, the token ids that occur in the captions, and the run's figures.
     """
-    concepts, bank = build_caption_bank(tokenizer, more_texts)
+    concepts, bank = build_caption_bank(tokenizer)
     used_tokens = set(torch.cat(bank).unique().tolist())
     n_full = len(COLOURS) * len(SHAPES)
     colour_names, shape_names = list(COLOURS), list(SHAPES)
@@ -543,11 +541,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     model, used_tokens, info = train(args, open_clip.CLIP(**MODEL_CFG), tokenizer, transform)
     save(model, used_tokens, args.out)
-    size = (args.out / "open_clip_model.safetensors").stat().st_size
-    print(f"wrote {args.out} ({size / 1e6:.2f} MB weights)")
-    t0 = time.time()
-    figures = evaluate(args.out)
-    print(f"evaluated in {time.time() - t0:.1f}s")
+    report(args.out, info, evaluate)
+
+
+def report(out: Path, info: dict, evaluate: Callable[[Path], dict]) -> None:
+    """Print the saved model's size, then its run's figures and `evaluate`'s on a fresh gallery."""
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print(f"wrote {out} ({size / 1e6:.2f} MB)")
+    start = time.time()
+    figures = evaluate(out)
+    print(f"evaluated in {time.time() - start:.1f}s")
     print(json.dumps({**info, **figures}, indent=2))
 
 

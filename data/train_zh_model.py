@@ -23,7 +23,6 @@ reloaded through pixseek and measured on a fresh gallery; the figures are printe
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
@@ -36,7 +35,7 @@ from PIL import Image
 
 from pixseek_data import DEMO_MODEL_DIR, DEMO_ZH_MODEL_DIR
 from pixseek_data.shapes import COLOURS, COLOURS_ZH, SHAPES, SHAPES_ZH, caption, caption_zh, generate_gallery
-from pixseek_data.train_demo_model import build_caption_bank, seed_everything, training_arguments
+from pixseek_data.train_demo_model import build_caption_bank, report, seed_everything, training_arguments
 
 CONTEXT = 32
 # The shipped model's run: `python3 data/train_zh_model.py` repeats it.
@@ -282,12 +281,7 @@ def main(argv: list[str] | None = None) -> None:
 
     info = distill(args, model, tokenize, transform, tokenizer.pad_token_id)
     save(model, tokenizer, args.out)
-    size = sum(f.stat().st_size for f in args.out.iterdir())
-    print(f"wrote {args.out} ({size / 1e6:.2f} MB)")
-    start = time.time()
-    figures = measure(args.out)
-    print(f"evaluated in {time.time() - start:.1f}s")
-    print(json.dumps({**info, **figures}, indent=2))
+    report(args.out, info, measure)
 
 
 if __name__ == "__main__":

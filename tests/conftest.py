@@ -112,3 +112,13 @@ def dated_shapes_library(tmp_path_factory, demo_spec):
     lib = LibraryPaths.at(tmp_path_factory.mktemp("dated-shapes-lib"))
     run_index(lib, [root], model=demo_spec, workers=TEST_WORKERS)
     return lib, labels
+
+
+@pytest.fixture(scope="session")
+def family_photos(tmp_path_factory) -> Path:
+    """tests/model_families.py's real photos of every shape, copied once for the model agreement tests."""
+    from tests.model_families import copy_photos
+
+    need_shared()
+    need_shared(CALTECH)
+    return copy_photos(tmp_path_factory.mktemp("family-photos"))

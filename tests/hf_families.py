@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.model_families import CORPUS, TOKENIZER_STYLES
+from tests.model_families import CORPUS, write_tokenizer
 
 # Processor settings of the published checkpoints (their preprocessor_config.json).
 CLIP_PROCESSOR = {"size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224}}
@@ -105,7 +105,7 @@ def write_hf_family(folder: Path, family: HFFamily, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     vocab = write_bert_tokenizer(folder, family.context) if family.tokenizer == "bert" else None
     if vocab is None:
-        vocab = write_sentencepiece_tokenizer(folder, family.tokenizer, family.context)
+        vocab = write_tokenizer(folder, family.tokenizer, family.context)
     tokens = json.loads((folder / "tokenizer.json").read_text())
     specials = {t["content"]: t["id"] for t in tokens["added_tokens"]}
     text = {**family.text, "vocab_size": vocab, "pad_token_id": specials.get("<pad>", specials.get("[PAD]", 0))}
@@ -116,24 +116,6 @@ def write_hf_family(folder: Path, family: HFFamily, seed: int = 0) -> Path:
     AutoModel.from_config(config).eval().save_pretrained(folder)
     getattr(transformers, family.processor)(**family.processor_cfg).save_pretrained(folder)
     return folder
-
-
-def write_sentencepiece_tokenizer(folder: Path, style: str, context: int) -> int:
-    """A small Unigram tokenizer (SentencePiece's model) in the given special-token style."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    specials, template = TOKENIZER_STYLES[style]
-    tokenizer = Tokenizer(models.Unigram())
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    tokenizer.decoder = decoders.Metaspace()
-    tokenizer.train_from_iterator(
-        CORPUS * 4, trainers.UnigramTrainer(vocab_size=120, special_tokens=specials, unk_token="<unk>")
-    )
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=template, special_tokens=[(t, tokenizer.token_to_id(t)) for t in specials if t in template]
-    )
-    names = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
-    return _save(folder, tokenizer, names, context)
 
 
 def write_bert_tokenizer(folder: Path, context: int) -> int:

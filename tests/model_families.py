@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -97,8 +99,10 @@ def hf_text_override(folder: Path) -> dict:
     return {"text_cfg": {**text_cfg, "hf_model_name": str(folder), "hf_model_pretrained": False}}
 
 
-def write_tokenizer(folder: Path, style: str) -> int:
-    """A small SentencePiece-like (Unigram) tokenizer saved as tokenizer.json; returns its vocabulary size."""
+def write_tokenizer(folder: Path, style: str, context: int = 512) -> int:
+    """A small SentencePiece-like (Unigram) tokenizer saved as tokenizer.json; returns its vocabulary size.
+
+    `context` is its model_max_length: the longest text it lets through when truncating."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     specials, template = TOKENIZER_STYLES[style]
@@ -116,7 +120,7 @@ def write_tokenizer(folder: Path, style: str) -> int:
     if "<s>" in specials:
         names.update(bos_token="<s>", cls_token="<s>", sep_token="</s>")
     (folder / "tokenizer_config.json").write_text(
-        json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 512, **names})
+        json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context, **names})
     )
     return tokenizer.get_vocab_size()
 
@@ -128,6 +132,16 @@ def write_text_tower_config(folder: Path, tower: dict, vocab: int | None) -> Non
     AutoConfig.for_model(
         settings.pop("model_type"), vocab_size=vocab, pad_token_id=1, bos_token_id=0, eos_token_id=2, **settings
     ).save_pretrained(folder)
+
+
+def written_once(root: Path, write: Callable[[Path, Any], Path], families: dict) -> Callable[[str], Path]:
+    """name -> that family's model folder under `root`, written by `write` the first time it is asked for."""
+
+    @cache
+    def folder(name: str) -> Path:
+        return write(root / name, families[name])
+
+    return folder
 
 
 @cache

@@ -46,6 +46,7 @@ def test_torchvision_pixels_oriented_agree_with_the_pil_path():
 
 def test_every_orientation_comes_out_upright():
     """The recurser files show an upright "F" once oriented: all nine of each set agree pixel for pixel."""
+    need_shared(ORIENTATION)
     for kind in ("Landscape", "Portrait"):
         upright = [_decoded_upright(ORIENTATION / f"{kind}_{i}.jpg").float() for i in range(9)]
         assert len({tuple(u.shape) for u in upright}) == 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -20,33 +19,20 @@ import pytest
 
 from indexer.errors import PixseekError
 from indexer.model import ModelSpec, load_encoder, preprocess_for
-from tests.conftest import CALTECH, need_shared
 from tests.hf_families import FAMILIES, HFReference, write_hf_family
-from tests.model_families import IMAGE_BOUND, TEXT_BOUND, agreement, copy_photos
-
-
-@pytest.fixture(scope="module")
-def photo_folder(tmp_path_factory):
-    need_shared()
-    need_shared(CALTECH)
-    return copy_photos(tmp_path_factory.mktemp("photos"))
+from tests.model_families import IMAGE_BOUND, TEXT_BOUND, agreement, written_once
 
 
 @pytest.fixture(scope="module")
 def family_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hf-families")
-
-    @cache
-    def folder(name: str) -> Path:
-        return write_hf_family(root / name, FAMILIES[name])
-
-    return folder
+    """name -> the family's model folder, written once for the module."""
+    return written_once(tmp_path_factory.mktemp("families"), write_hf_family, FAMILIES)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_family_embeds_images_and_texts_as_transformers_does(name, photo_folder, family_folder, tmp_path):
+def test_family_embeds_images_and_texts_as_transformers_does(name, family_photos, family_folder, tmp_path):
     folder = family_folder(name)
-    figures = agreement(f"hf-dir:{folder}", HFReference(folder, FAMILIES[name]), photo_folder, tmp_path / "lib")
+    figures = agreement(f"hf-dir:{folder}", HFReference(folder, FAMILIES[name]), family_photos, tmp_path / "lib")
     print(f"{name}: " + ", ".join(f"min cosine {k} {v:.6f}" for k, v in figures.items()))
     assert figures["indexed"] >= IMAGE_BOUND
     assert figures["query image"] >= IMAGE_BOUND

@@ -14,7 +14,6 @@ against open_clip's transforms themselves.
 from __future__ import annotations
 
 import shutil
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,6 @@ import pytest
 
 from indexer.errors import PixseekError
 from indexer.model import ModelSpec, load_encoder
-from tests.conftest import CALTECH, need_shared
 from tests.model_families import (
     IMAGE_BOUND,
     MOBILECLIP_PREPROCESS,
@@ -31,8 +29,8 @@ from tests.model_families import (
     Family,
     Reference,
     agreement,
-    copy_photos,
     write_family,
+    written_once,
 )
 
 _VIT = {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 32}
@@ -209,28 +207,15 @@ FAMILIES = {
 
 
 @pytest.fixture(scope="module")
-def photo_folder(tmp_path_factory):
-    need_shared()
-    need_shared(CALTECH)
-    return copy_photos(tmp_path_factory.mktemp("photos"))
-
-
-@pytest.fixture(scope="module")
 def family_folder(tmp_path_factory):
-    """The family's model folder, written once for the module."""
-    root = tmp_path_factory.mktemp("families")
-
-    @cache
-    def folder(name: str) -> Path:
-        return write_family(root / name, FAMILIES[name])
-
-    return folder
+    """name -> the family's model folder, written once for the module."""
+    return written_once(tmp_path_factory.mktemp("families"), write_family, FAMILIES)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_family_embeds_images_and_texts_as_open_clip_does(name, photo_folder, family_folder, tmp_path):
+def test_family_embeds_images_and_texts_as_open_clip_does(name, family_photos, family_folder, tmp_path):
     folder = family_folder(name)
-    figures = agreement(f"local-dir:{folder}", Reference(folder), photo_folder, tmp_path / "lib")
+    figures = agreement(f"local-dir:{folder}", Reference(folder), family_photos, tmp_path / "lib")
     print(f"{name}: " + ", ".join(f"min cosine {k} {v:.6f}" for k, v in figures.items()))
     assert figures["indexed"] >= IMAGE_BOUND
     assert figures["query image"] >= IMAGE_BOUND
