@@ -299,11 +299,15 @@ def _decode_open_file(
     return DecodedImage(image=rgb, width=full_w, height=full_h, meta=meta)
 
 
-def to_model_input(image: Image.Image, preprocess: Preprocess | int) -> np.ndarray:
+def to_model_input(
+    image: Image.Image, preprocess: Preprocess | int, full_size: tuple[int, int] | None = None
+) -> np.ndarray:
     """The model's uint8 input (height, width, 3), resized, cropped or padded as its config says.
 
     An int stands for a square CLIP input (shortest side, bicubic, centre
     crop). Normalisation happens later in torch (Encoder.pixels_to_tensor).
+    `full_size`: the (width, height) decode_image reported, when it may
+    have reduced the pixels.
     """
     if isinstance(preprocess, int):
         if preprocess < 1:
@@ -311,7 +315,7 @@ def to_model_input(image: Image.Image, preprocess: Preprocess | int) -> np.ndarr
         preprocess = Preprocess.square(preprocess)
     if image.mode != "RGB":
         image = _to_rgb(image)
-    return preprocess.apply(image)
+    return preprocess.apply(image, full_size)
 
 
 def _open_header(fp: BinaryIO, max_pixels: int) -> ImageFile.ImageFile:

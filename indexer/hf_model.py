@@ -4,7 +4,8 @@
 folder that transformers wrote) loads one offline from a folder holding `config.json`, weights,
 the tokenizer files and `preprocessor_config.json`. Anything AutoModel builds that exposes
 `get_image_features` / `get_text_features` works: CLIPModel, SiglipModel (SigLIP and the
-fixed-resolution SigLIP2 checkpoints), AlignModel, ChineseCLIPModel, VisionTextDualEncoderModel.
+fixed-resolution SigLIP2 checkpoints), Siglip2Model (SigLIP2 NaFlex: each photo at its own aspect
+ratio, as patches), AlignModel, ChineseCLIPModel, VisionTextDualEncoderModel.
 
 Pixels and tokens follow the model's own processor: its image processor's resize, crop and
 rescale/normalise settings become a Preprocess (so the decode workers resize as the processor
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from indexer.errors import PixseekError
 from indexer.model import (
     TOKENIZER_FILES,
@@ -26,14 +29,17 @@ from indexer.model import (
     pick_device,
     weights_file,
 )
-from indexer.preprocess import Preprocess, per_channel
+from indexer.preprocess import Preprocess, patch_grids, per_channel
 
 if TYPE_CHECKING:
     import torch
 
 # Text towers trained on texts padded to the full context and pooled at the last position, so
 # the padding must be as in training (transformers' SigLIP docs: padding="max_length").
-PAD_TO_CONTEXT = ("siglip",)
+PAD_TO_CONTEXT = ("siglip", "siglip2")
+# Trained on lowercased text; SigLIP's own tokenizer lowercases, SigLIP2's Gemma tokenizer does
+# not, and its model card says to (transformers' SigLIP2 docs).
+LOWERCASED = ("siglip", "siglip2")
 # PIL's resampling numbers, as transformers' processor configs store them.
 RESAMPLE_NAMES = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 PROCESSOR_FILE = "preprocessor_config.json"
@@ -66,24 +72,41 @@ class HFEncoder(Encoder):
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise load_error(spec, exc) from exc
         model_type = getattr(model.config, "model_type", "")
-        if model_type == "siglip2":
-            raise PixseekError(
-                f"{spec} is a SigLIP2 NaFlex model (variable resolution), which pixseek cannot batch yet",
-                "use a fixed-resolution SigLIP2 checkpoint (google/siglip2-*-patch16-224 and the like)",
-            )
         if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
             raise PixseekError(
                 f"{spec} is a {type(model).__name__}, not an image-text dual encoder",
                 "pass a CLIP-style model: CLIPModel, SiglipModel, AlignModel, ChineseCLIPModel and the like",
             )
         self._padding = "max_length" if model_type in PAD_TO_CONTEXT else "longest"
+        self._lowercase = model_type in LOWERCASED
         self._max_length = _context_length(model, self.tokenizer)
         self._ready(spec, device, model.to(device), preprocess_of(processor, spec))
 
-    def image_features(self, batch: torch.Tensor) -> torch.Tensor:
-        return _pooled(self.model.get_image_features(pixel_values=batch))
+    def pixels_to_tensor(self, pixels: np.ndarray) -> torch.Tensor | dict[str, torch.Tensor]:
+        """NaFlex models take their processor's three inputs, made here from the patch rows."""
+        if self.preprocess.resize_mode != "patches":
+            return super().pixels_to_tensor(pixels)
+        import torch
+
+        p, most = self.preprocess.patch_size, self.preprocess.max_patches
+        grids = torch.from_numpy(patch_grids(pixels, p)).to(self.device)
+        rows = super().pixels_to_tensor(np.ascontiguousarray(pixels[:, :p]))  # (N, 3, p, most * p)
+        # Each patch flattened row by row, channels last, as the processor's convert_image_to_patches.
+        values = rows.view(len(pixels), 3, p, most, p).permute(0, 3, 2, 4, 1).reshape(len(pixels), most, p * p * 3)
+        mask = torch.arange(most, device=self.device)[None, :] < (grids[:, 0] * grids[:, 1])[:, None]
+        return {
+            "pixel_values": values * mask[..., None],  # the processor pads with zeros after normalising
+            "pixel_attention_mask": mask.int(),
+            "spatial_shapes": grids,
+        }
+
+    def image_features(self, batch: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = batch if isinstance(batch, dict) else {"pixel_values": batch}
+        return _pooled(self.model.get_image_features(**inputs))
 
     def text_features(self, texts: list[str]) -> torch.Tensor:
+        if self._lowercase:
+            texts = [text.lower() for text in texts]
         tokens = self.tokenizer(
             texts, padding=self._padding, truncation=True, max_length=self._max_length, return_tensors="pt"
         ).to(self.device)
@@ -133,13 +156,16 @@ def preprocess_of(processor: Any, spec: ModelSpec | str) -> Preprocess:
     followed by a centre crop) becomes the geometry; its rescale, offset and normalise steps,
     all affine per channel, fold into one mean and std over 0-255 pixels.
     """
-    size, crop = _size(processor, "size"), _size(processor, "crop_size") if _on(processor, "do_center_crop") else None
     resample = RESAMPLE_NAMES.get(int(getattr(processor, "resample", 3) or 0))
     if not _on(processor, "do_resize") or resample is None:
         raise PixseekError(
             f"the image processor of {spec} does not resize with a resampling pixseek knows",
             "use a model whose processor resizes with bicubic, bilinear or nearest",
         )
+    if getattr(processor, "max_num_patches", None):  # SigLIP2 NaFlex
+        patch_size, most = int(processor.patch_size), int(processor.max_num_patches)
+        return Preprocess.patches(patch_size, most, interpolation=resample, **_mean_std(processor))
+    size, crop = _size(processor, "size"), _size(processor, "crop_size") if _on(processor, "do_center_crop") else None
     common = {"interpolation": resample, "crop_offset": "floor", **_mean_std(processor)}
     if size.get("shortest_edge") and not size.get("longest_edge") and crop and crop["height"] == crop["width"]:
         if crop["height"] == size["shortest_edge"]:

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 # Bump when what the graphs compute, or how they are laid out here, changes: every cached
 # export with another value is re-exported.
-EXPORT_FORMAT = 3  # 2: meta.json records the logit scale (zero-shot tagging); 3: the whole preprocessing
+# 2: meta.json records the logit scale (zero-shot tagging); 3: the whole preprocessing;
+# 4: the weights of traced graphs in a `.data` file beside each graph.
+EXPORT_FORMAT = 4
 OPSET = 17
 CACHE_ENV = "PIXSEEK_ONNX_CACHE"
 META = "meta.json"
@@ -261,12 +263,39 @@ def _trace(module: torch.nn.Module, sample: torch.Tensor, name: str, target: Pat
                 opset_version=OPSET,
                 dynamo=False,
             )
-        os.replace(tmp, target)
+        _save_weights_beside(tmp, target)
     except (RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:
         raise NotExportable(f"torch.onnx could not export it ({str(exc).splitlines()[0][:160]})") from exc
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         tmp.unlink(missing_ok=True)
+
+
+def _save_weights_beside(source: Path, target: Path) -> None:
+    """The graph at `target`, its weights in `target.data`, both replaced atomically.
+
+    ONNX Runtime maps a weights file instead of parsing the weights out of one protobuf: for
+    ViT-B-32's text tower that is most of a cold text query's start (benchmarks/runtimes.py).
+    """
+    import tempfile
+
+    import onnx
+
+    model = onnx.load(str(source))
+    weights = target.with_name(target.name + ".data")
+    # Written under the final names in a private folder (the graph records the weights' name),
+    # then moved in, weights first: a reader never sees a graph without its weights.
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
+        onnx.save_model(
+            model,
+            str(Path(tmp) / target.name),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=weights.name,
+            size_threshold=1024,
+        )
+        os.replace(Path(tmp) / weights.name, weights)
+        os.replace(Path(tmp) / target.name, target)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

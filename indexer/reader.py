@@ -56,7 +56,7 @@ def read_one(job: Job, preprocess: Preprocess, max_pixels: int = DEFAULT_MAX_PIX
         else:
             digest, source = content_hash(job.path, job.size), job.path
         decoded = decode_image(source, target_size=preprocess, max_pixels=max_pixels)
-        pixels = to_model_input(decoded.image, preprocess)
+        pixels = to_model_input(decoded.image, preprocess, (decoded.width, decoded.height))
     except DecodeError as exc:
         return ReadResult(job.id, None, reason=exc.reason, seconds=time.perf_counter() - start)
     except FileNotFoundError:

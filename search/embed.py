@@ -40,7 +40,7 @@ class QueryEmbedder:
         return embed_texts(self.encoder, [text], ensemble)[0]
 
     def image(self, image: str | Path | bytes) -> np.ndarray:
-        from indexer.decode import DecodeError, decode_image
+        from indexer.decode import DecodeError, decode_image, to_model_input
 
         source = io.BytesIO(image) if isinstance(image, bytes) else image
         try:
@@ -50,7 +50,8 @@ class QueryEmbedder:
             raise UnreadableImage(
                 f"cannot read {name}: {exc.reason}", "use a JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC file"
             ) from None
-        return self.encoder.encode_images([decoded.image])[0]
+        pixels = to_model_input(decoded.image, self.encoder.preprocess, (decoded.width, decoded.height))
+        return self.encoder.encode_pixels(np.stack([pixels]))[0]
 
     def terms(self, terms: list[Term], extra: list[np.ndarray], dim: int, ensemble: bool = True) -> np.ndarray:
         """Weighted sum of the terms' embeddings (plus `extra` vectors), normalised.

@@ -22,6 +22,7 @@ from tests.model_families import CORPUS, write_tokenizer
 # Processor settings of the published checkpoints (their preprocessor_config.json).
 CLIP_PROCESSOR = {"size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224}}
 SIGLIP_PROCESSOR = {"size": {"height": 224, "width": 224}}
+SIGLIP2_NAFLEX_PROCESSOR = {"patch_size": 16, "max_num_patches": 256}  # google/siglip2-base-patch16-naflex
 ALIGN_PROCESSOR = {  # kakaobrain/align-base: squash to 346, crop 289, x / 127.5 - 1
     "size": {"height": 346, "width": 346},
     "crop_size": {"height": 289, "width": 289},
@@ -46,6 +47,7 @@ class HFFamily:
     context: int = 77  # the tokenizer's model_max_length
     extra: dict = field(default_factory=dict)  # more arguments of the dual encoder's config
     padding: bool | str = True  # what the model's docs pass to the tokenizer
+    lowercase: bool = False  # the model's docs: texts lowercased before the tokenizer
 
 
 FAMILIES = {
@@ -65,6 +67,17 @@ FAMILIES = {
         SIGLIP_PROCESSOR,
         context=64,
         padding="max_length",
+        lowercase=True,
+    ),
+    "siglip2-naflex": HFFamily(
+        "siglip2",
+        {**_TINY, "max_position_embeddings": 64},
+        {**_TINY, "num_patches": 256, "patch_size": 16},
+        "Siglip2ImageProcessor",
+        SIGLIP2_NAFLEX_PROCESSOR,
+        context=64,
+        padding="max_length",
+        lowercase=True,
     ),
     "align": HFFamily(
         "align",
@@ -152,18 +165,20 @@ class HFReference:
         self.model = AutoModel.from_pretrained(folder).eval()
         self.processor = AutoImageProcessor.from_pretrained(folder)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.padding = family.padding
+        self.padding, self.lowercase = family.padding, family.lowercase
 
     def images(self, images: list[Image.Image]) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
-            return _normalised(self.model.get_image_features(pixel_values=pixels))
+            # pixel_values, and for NaFlex also pixel_attention_mask and spatial_shapes
+            inputs = self.processor(images=images, return_tensors="pt")
+            return _normalised(self.model.get_image_features(**inputs))
 
     def texts(self, texts: list[str]) -> np.ndarray:
         import torch
 
+        texts = [text.lower() for text in texts] if self.lowercase else texts
         with torch.inference_mode():
             tokens = self.tokenizer(texts, padding=self.padding, truncation=True, return_tensors="pt")
             return _normalised(self.model.get_text_features(**tokens))

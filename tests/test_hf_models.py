@@ -97,16 +97,25 @@ def test_a_model_that_is_not_a_dual_encoder_is_refused(family_folder, tmp_path):
     assert "BertModel" in err.value.problem and "not an image-text dual encoder" in err.value.problem
 
 
-def test_a_siglip2_naflex_model_is_refused_with_the_checkpoints_that_work(family_folder, tmp_path):
-    from transformers import Siglip2Config, Siglip2Model
+def test_siglip2_naflex_gives_each_photo_the_patch_grid_its_processor_does(family_photos, family_folder):
+    """Portrait, panorama and tiny photos keep their aspect ratio: the grids differ, and match transformers'."""
+    from transformers import AutoImageProcessor
 
-    folder = shutil.copytree(family_folder("siglip"), tmp_path / "model")
-    tiny = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
-    config = Siglip2Config(text_config={**tiny, "vocab_size": 200}, vision_config={**tiny, "num_patches": 16})
-    Siglip2Model(config).save_pretrained(folder)
-    with pytest.raises(PixseekError) as err:
-        load_encoder(ModelSpec.parse(f"hf-dir:{folder}"), "cpu")
-    assert "NaFlex" in err.value.problem and "fixed-resolution" in err.value.hint
+    from indexer.decode import decode_image, to_model_input
+    from indexer.preprocess import patch_grids
+
+    folder = family_folder("siglip2-naflex")
+    preprocess = preprocess_for(ModelSpec.parse(f"hf-dir:{folder}"))
+    processor = AutoImageProcessor.from_pretrained(folder)
+    ours, theirs = [], []
+    for path in sorted(family_photos.iterdir()):
+        decoded = decode_image(path, target_size=preprocess)  # draft-reduced, as indexing decodes
+        ours.append(to_model_input(decoded.image, preprocess, (decoded.width, decoded.height)))
+        full = decode_image(path).image
+        theirs.append(processor(images=[full], return_tensors="np")["spatial_shapes"][0])
+    grids = patch_grids(np.stack(ours), preprocess.patch_size)
+    assert grids.tolist() == np.stack(theirs).tolist()
+    assert len({tuple(g) for g in grids}) > 2 and (grids.prod(axis=1) <= preprocess.max_patches).all()
 
 
 def test_an_unreachable_hub_fails_at_once_naming_the_offline_folder_option(monkeypatch):

@@ -83,7 +83,7 @@ class SharedModel:
         self._encoder = encoder
         lock = threading.Lock()
         self.encode_texts = _Merged(encoder.encode_texts, lock)
-        self.encode_images = _Merged(encoder.encode_images, lock)
+        self.encode_pixels = _Merged(lambda rows: encoder.encode_pixels(np.stack(rows)), lock)
 
     def __getattr__(self, name: str) -> Any:  # image_size, dim, spec, fingerprint: read-only
         return getattr(self._encoder, name)
