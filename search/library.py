@@ -76,7 +76,8 @@ class Library:
         self._shared_encoder = encoder
         self.vectors = VectorStore(paths.vectors, self.settings.dim)
         self._index = CachedIndex(paths.ann, self.settings.ann_record)
-        self._cache = LibraryCache(lambda: (self.catalog.settings(), self.catalog.data_version()))
+        self._cache = LibraryCache(self.catalog.state)
+        self._followed = self.catalog.state()
         self._embedder = QueryEmbedder(self._load_encoder, self.stored_vector)
 
     @classmethod
@@ -111,6 +112,10 @@ class Library:
         A first index of an empty library, or `--rebuild` with another model, changes the model:
         queries must then be embedded by the new one, into vectors of the new size.
         """
+        state = self.catalog.state()
+        if state == self._followed:  # one cheap read per query instead of reading the settings
+            return
+        self._followed = state
         settings = self.catalog.settings()
         if settings == self.settings:
             return

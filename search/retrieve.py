@@ -15,6 +15,7 @@ concept's filter narrow the allowed images the same way (`within`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -70,13 +71,14 @@ def candidates(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ids, exact scores) of up to k best images passing `filters` (and among `within`), best first.
     cache: where the filters' count and ids are kept between queries."""
-    if not filters.active() and within is None:
-        return _ann_then_exact(catalog, vectors, index, vec, k)
-    if within is not None:
-        return _restricted(catalog, vectors, index, vec, k, allowed_ids(catalog, filters, within))
 
     def kept(name: str, compute):
         return compute() if cache is None else cache.get((name, filters), compute)
+
+    if not filters.active() and within is None:
+        return _ann_then_exact(catalog, vectors, index, vec, k, kept)
+    if within is not None:
+        return _restricted(catalog, vectors, index, vec, k, allowed_ids(catalog, filters, within))
 
     if kept("count", lambda: catalog.filtered_count(filters, COUNT_MAX + 1)) > COUNT_MAX:
         loaded = _ivf(index)
@@ -160,20 +162,24 @@ def exact(vectors: VectorStore, vec: np.ndarray, ids: np.ndarray, k: int) -> tup
 
 
 def _ann_then_exact(
-    catalog: Catalog, vectors: VectorStore, index: CachedIndex, vec: np.ndarray, k: int
+    catalog: Catalog, vectors: VectorStore, index: CachedIndex, vec: np.ndarray, k: int, kept: Callable
 ) -> tuple[np.ndarray, np.ndarray]:
-    if not catalog.indexed_more_than(EXACT_MAX):
+    def indexed() -> np.ndarray:
+        return kept("indexed ids", lambda: _ids(catalog.indexed_ids()))
+
+    if not kept("over exact max", lambda: catalog.indexed_more_than(EXACT_MAX)):
         # Scoring every vector is exact and, this few, about as fast as the index: a query
         # process need not load faiss at all.
         index.check()
-        return exact(vectors, vec, _ids(catalog.indexed_ids()), k)
+        return exact(vectors, vec, indexed(), k)
     loaded = index.get()
     # Images indexed after the ANN file was written (a run in progress) are scored exactly;
     # without the file (deleted, or a run stopped before writing it) all of them are.
     if loaded is None:
-        return exact(vectors, vec, _ids(catalog.indexed_ids()), k)
+        return exact(vectors, vec, indexed(), k)
     ann_ids, _ = index_file.search(loaded, vec, shortlist(k))
-    return exact(vectors, vec, np.union1d(ann_ids, _ids(catalog.ids_not_in_ann())), k)
+    late = kept("ids not in ann", lambda: _ids(catalog.ids_not_in_ann()))
+    return exact(vectors, vec, np.union1d(ann_ids, late), k)
 
 
 def z_floor(vectors: VectorStore, vec: np.ndarray, sample: np.ndarray, min_z: float) -> float:
