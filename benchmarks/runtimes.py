@@ -1,6 +1,6 @@
 """Embedding runtimes side by side: torch fp32, ONNX Runtime fp32 and int8 (and GPU runtimes when present).
 
-    python3 benchmarks/runtimes.py [--models demo,random-vit-b-32] [--photos 300] [--rounds 3]
+    python3 benchmarks/runtimes.py [--models demo,random-vit-b-32] [--photos 300] [--rounds 4] [--cold 5]
 
 For each model, in one run: model-only images/s (pre-decoded pixels, so decoding is out of the
 figure), agreement with torch fp32 on real photos (lowest cosine, recall@10 over the photos'
@@ -187,7 +187,7 @@ def gpu_end_to_end(runtimes: dict[str, object], size: int, batch: int = 256) -> 
         print(f"GPU end to end, {label}: {done / seconds:.0f} images/s ({done} Caltech JPEGs from disk)")
 
 
-def bench_model(name: str, photos: int, rounds: int) -> None:
+def bench_model(name: str, photos: int, rounds: int, cold_tries: int) -> None:
     from indexer.onnx_export import ensure_export
     from indexer.runtime import check_runtimes, recall_at_k
 
@@ -223,9 +223,10 @@ def bench_model(name: str, photos: int, rounds: int) -> None:
     check = check_runtimes(spec, pixels[:128], cpu)
     print(
         f"auto picks: {check.picked} (on {check.photos} photos: rates {check.rates}, "
-        f"int8 recall@10 {check.int8_recall:.3f}, onnx fp32 cosine min {check.onnx_cosine_min:.6f})"
+        f"int8 recall@10 {check.int8_recall:.3f}, from text {check.text_int8_recall:.3f}, "
+        f"onnx fp32 cosine min {check.onnx_cosine_min:.6f}; text queries in {check.text_precision or 'fp32'})"
     )
-    cold = cold_start_seconds(spec)
+    cold = cold_start_seconds(spec, cold_tries)
     print(
         f"cold start, fresh `pixseek search --runtime onnx` process: "
         f"min {min(cold):.2f}s, median {statistics.median(cold):.2f}s over {len(cold)}"
@@ -237,12 +238,13 @@ def main() -> None:
     parser.add_argument("--models", default=f"demo,{_common.RANDOM_MODEL}")
     parser.add_argument("--photos", type=int, default=300, help="Caltech photos for agreement (1192: all)")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
+    parser.add_argument("--cold", type=int, default=5, help="fresh `pixseek search` processes timed")
     args = parser.parse_args()
     _common.use_bench_onnx_cache()
     print(_common.machine())
     print("load before:", uptime())
     for name in args.models.split(","):
-        bench_model(name, args.photos, args.rounds)
+        bench_model(name, args.photos, args.rounds, args.cold)
     print("\nload after:", uptime())
 
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """The page in a real browser: from pressing Enter to a page of results drawn, and back.
 
-    python3 benchmarks/ui_latency.py [--model random-vit-b-32|demo|SPEC] [--demo N] [--big N]
-                                     [--per-page N] [--queries N] [--smoke]
+    python3 benchmarks/ui_latency.py [--model random-vit-b-32|demo|SPEC] [--demo N] [--caltech N]
+                                     [--big N] [--per-page N] [--queries N] [--smoke]
 
 For a demo library (generated shapes, N per colour and shape, the bundled demo model), the Caltech
-photos (../shared/data/caltech101-bench, 1,192 real JPEGs) and then N 12-megapixel JPEGs (made
+photos (../shared/data/caltech101-bench, 1,192 real JPEGs, or N of them) and then N 12-megapixel JPEGs (made
 once by index_throughput.py's `big_photos`), it indexes a library (kept under
 ~/.cache/pixseek-bench, so reruns only check it), starts `pixseek ui` on it and, in headless
 Chromium (Debian's /usr/bin/chromium), runs each query in a fresh session with --per-page results
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 from _common import CALTECH, RANDOM_MODEL, cache_dir, machine, model_spec
-from index_throughput import BIG_GRAINS, big_photos, image_files, link_folder
+from index_throughput import BIG_GRAINS, big_photos, image_files, link_folder, spread
 
 from tests.harness import (
     CHROMIUM,
@@ -46,6 +46,7 @@ from tests.harness import (
     running_ui,
 )
 
+SMOKE_CALTECH = 60
 QUERIES = (
     "a motorbike",
     "an airplane",
@@ -188,13 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=RANDOM_MODEL, help=f"{RANDOM_MODEL} (default), demo, or a model spec")
     # A prefix of index_throughput.py's 12 MP set: both use the same cached files.
     parser.add_argument("--big", type=int, default=48, help="how many 12 MP photos in the second library (0: none)")
+    parser.add_argument("--caltech", type=int, default=None, help="how many Caltech photos, spread (default: all)")
     parser.add_argument("--demo", type=int, default=5, help="shapes per colour and shape in the demo library (0: none)")
     parser.add_argument("--per-page", type=int, default=20, choices=(20, 40, 60, 100))
     parser.add_argument("--queries", type=int, default=len(QUERIES), help="how many of the queries to time")
-    parser.add_argument("--smoke", action="store_true", help="demo model and 2 queries: checks it runs")
+    parser.add_argument("--smoke", action="store_true", help="demo model, 2 queries, 60 Caltech photos: checks it runs")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.model, args.queries, args.demo = "demo", 2, 0
+        args.model, args.queries, args.demo, args.caltech = "demo", 2, 0, args.caltech or SMOKE_CALTECH
     if not CHROMIUM.exists():
         parser.error(f"no browser at {CHROMIUM}: run .ci/install-browser.sh")
     if not CALTECH.is_dir():
@@ -205,7 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         measure(
             f"demo shapes ({args.demo * 24} images)", demo_folder(args.demo), "demo", DEMO_QUERIES[: args.queries], args
         )
-    measure(f"caltech ({len(image_files(CALTECH))} JPEGs)", CALTECH, args.model, queries, args)
+    caltech, photos = CALTECH, image_files(CALTECH)
+    if args.caltech is not None and args.caltech < len(photos):
+        caltech, photos = cache_dir() / "ui-latency" / f"caltech-{args.caltech}", spread(photos, args.caltech)
+        if not caltech.is_dir():
+            link_folder(photos, caltech)
+    measure(f"caltech ({len(photos)} JPEGs)", caltech, args.model, queries, args)
     if args.big > 0:
         # A fixed folder of links keeps the library's paths, so a rerun does not embed again.
         # Camera-bitrate photos: a thumbnail costs what it would for a phone's photo.

@@ -32,12 +32,14 @@ class Choice:
 
 
 CHOICES = (
-    Choice("English, fast (default)", "ViT-B-32", "laion2b_s34b_b79k", "English", 0.6543, 0.043, 1.4),
-    Choice("English, balanced", "ViT-B-16-SigLIP", "webli", "English", 0.7244, 0.010, 0.5),
-    Choice("English, best", "ViT-L-16-SigLIP-256", "webli", "English", 0.7580, 0.013, 0.2),
-    Choice("multilingual, fast", "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", "100 languages", 0.6344, 0.796, 1.5),
-    Choice("multilingual / Chinese", "nllb-clip-base-siglip", "v1", "200 languages", 0.6913, 0.847, 0.4),
-    Choice("Chinese, best", "nllb-clip-large-siglip", "v1", "200 languages", 0.7084, 0.868, 0.04),
+    Choice("English, fast (default)", "ViT-B-32", "laion2b_s34b_b79k", "English", 0.6543, 0.043, 15.2),
+    Choice("English, balanced", "ViT-B-16-SigLIP", "webli", "English", 0.7244, 0.010, 3.8),
+    Choice("English, best", "ViT-L-16-SigLIP-256", "webli", "English", 0.7580, 0.013, 0.81),
+    Choice(
+        "multilingual, fast", "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", "100 languages", 0.6344, 0.796, 14.4
+    ),
+    Choice("multilingual / Chinese", "nllb-clip-base-siglip", "v1", "200 languages", 0.6913, 0.847, 1.23),
+    Choice("Chinese, best", "nllb-clip-large-siglip", "v1", "200 languages", 0.7084, 0.868, 0.20),
 )
 
 

@@ -81,17 +81,25 @@ class OnnxEncoder:
     runtime = "onnx"
 
     def __init__(
-        self, spec: ModelSpec, device: str | None = None, precision: str | None = None, export: Export | None = None
+        self,
+        spec: ModelSpec,
+        device: str | None = None,
+        precision: str | None = None,
+        export: Export | None = None,
+        text_precision: str | None = None,
     ) -> None:
+        """`text_precision`: the text tower's, when it is not `precision` (indexer/runtime.py decides)."""
         self.spec = spec
         self.device = pick_onnx_device(device)
         gpu = self.device.startswith("cuda")
         self.precision = precision or (GPU_PRECISION if gpu else "fp32")
+        self.text_precision = text_precision or self.precision
         allowed = (GPU_PRECISION, "fp32") if gpu else CPU_PRECISIONS
-        if self.precision not in allowed:
-            raise PixseekError(
-                f"--precision {self.precision} is not available on {self.device}", f"use one of: {', '.join(allowed)}"
-            )
+        for asked in {self.precision, self.text_precision}:
+            if asked not in allowed:
+                raise PixseekError(
+                    f"--precision {asked} is not available on {self.device}", f"use one of: {', '.join(allowed)}"
+                )
         # The cached export is read without torch; only a missing or stale one brings torch in.
         self.export = export or self._cached() or ensure_export(spec, self.precision)
         meta = self.export.meta
@@ -122,7 +130,7 @@ class OnnxEncoder:
                 # Idle threads would otherwise spin for work, taking the cores the decoding workers
                 # (and any torch model in the same process) need between two batches.
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                path = self.export.path(tower, self.precision)
+                path = self.export.path(tower, self.text_precision if tower == "text" else self.precision)
                 self._sessions[tower] = onnxruntime.InferenceSession(
                     str(path), options, providers=session_providers(self.device, self.export.folder)
                 )

@@ -33,14 +33,15 @@ if TYPE_CHECKING:
 # Bump when what the graphs compute, or how they are laid out here, changes: every cached
 # export with another value is re-exported.
 # 2: meta.json records the logit scale (zero-shot tagging); 3: the whole preprocessing;
-# 4: the weights of traced graphs in a `.data` file beside each graph.
-EXPORT_FORMAT = 4
+# 4: the weights of traced graphs in a `.data` file beside each graph; 5: an int8 text graph.
+EXPORT_FORMAT = 5
 OPSET = 17
 CACHE_ENV = "PIXSEEK_ONNX_CACHE"
 META = "meta.json"
 REFUSED = "refused.json"  # why a model did not export, so it is not tried again on every run
-# Precision -> the image and text graph files it runs. The text tower stays fp32 in int8: a query
-# embeds a handful of prompts, so quantising it would only cost agreement.
+# Precision -> the image and text graph files it runs. int8 quantises both towers: a query's
+# prompt ensemble through ViT-B-32's fp32 text tower alone takes longer on a 2-core CPU than a
+# warm query may (benchmarks/runtimes.py); indexer/runtime.py checks both before `auto` uses int8.
 PRECISIONS = ("fp32", "int8", "fp16")
 # Which op types int8 quantises (benchmarks/README.md, "ONNX runtimes", has the comparison):
 # MatMul carries nearly all the weights of a transformer; Conv and Gemm, quantised dynamically,
@@ -165,7 +166,7 @@ def _export(spec: ModelSpec, fingerprint: str, folder: Path) -> Export:
         # CLIP's learned softmax temperature, which zero-shot tagging (search/tags.py) scales by.
         "logit_scale": float(model.logit_scale.detach().exp()),
         "tokenizer": tokenizer_meta,
-        "files": {"image": {"fp32": "image.onnx"}, "text": {"fp32": "text.onnx", "int8": "text.onnx"}},
+        "files": {"image": {"fp32": "image.onnx"}, "text": {"fp32": "text.onnx"}},
     }
     _trace(
         onnx_graphs.ImageTower(model),
@@ -190,6 +191,8 @@ def _add_variant(spec: ModelSpec, export: Export, precision: str) -> Export:
     name = f"image.{precision}.onnx"
     if precision == "int8":
         quantize_int8(export.path("image", "fp32"), export.folder / name)
+        quantize_int8(export.path("text", "fp32"), export.folder / "text.int8.onnx")
+        meta["files"]["text"][precision] = "text.int8.onnx"
     else:
         from indexer import onnx_graphs
         from indexer.model import OpenClipEncoder

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 
 def check_address(address: str) -> None:
-    """Refuse, before any work, an address Ray would not take, or a machine without Ray."""
+    """Refuse, before any work, an address Ray would not take, a cluster that does not answer, or a
+    machine without Ray."""
     if address not in (LOCAL, AUTO) and not _ADDRESS.match(address):
         raise PixseekError(
             f"a Ray address is local, auto, ray://HOST:PORT or HOST:PORT, not '{address}'",
@@ -54,6 +55,8 @@ def check_address(address: str) -> None:
         )
     if importlib.util.find_spec("ray") is None:
         raise PixseekError("--ray needs Ray, which is not installed", INSTALL_HINT)
+    if address not in (LOCAL, AUTO):
+        _check_reachable(address)
 
 
 @contextmanager
@@ -65,8 +68,6 @@ def connected(address: str) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    if address not in (LOCAL, AUTO):
-        _check_reachable(address)
     _quiet_ray()
     try:
         ray.init(

@@ -5,7 +5,9 @@ with the one line that tells the user why; `load_runtime_encoder` builds the enc
 `auto` keeps results equal: ONNX fp32 agrees with torch (cosine >= ONNX_MIN_COSINE, tested),
 while int8 changes the vectors a little, so `auto` uses it only where `check_runtimes` measured,
 on a sample of the library's own photos, that it keeps recall@10 against torch fp32 at or above
-INT8_MIN_RECALL and runs faster. That check is recorded in the library's settings (the
+INT8_MIN_RECALL and runs faster. Text queries then run on int8 too where the same check found
+that everyday queries (PROBE_TEXTS) find the same photos through the int8 text tower, else on
+the fp32 one (the towers are quantised apart). That check is recorded in the library's settings (the
 `runtime_check` key of indexer/library/settings.py), so it runs once per library and model.
 """
 
@@ -33,6 +35,25 @@ RECALL_K = 10
 # Photos embedded by every candidate runtime when a library is created: enough neighbours for a
 # stable recall@10, few enough that torch embeds them in seconds on a CPU.
 SAMPLE_SIZE = 128
+# Text queries the int8 text tower is checked with: the kinds of things people search photos for.
+PROBE_TEXTS = (
+    "a dog",
+    "a cat sleeping",
+    "a beach at sunset",
+    "snow on the mountains",
+    "a birthday party",
+    "a plate of food",
+    "a city street at night",
+    "a red car",
+    "flowers in a garden",
+    "a baby smiling",
+    "a document with text",
+    "a screenshot",
+    "people hiking in a forest",
+    "a bicycle",
+    "an airplane in the sky",
+    "a wedding",
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +64,7 @@ class Choice:
     precision: str  # "fp32", "int8" or "fp16"
     reason: str  # one line for the user: what was picked and why
     check: RuntimeCheck | None = None  # a check run for this choice, for the caller to record
+    text_precision: str | None = None  # the text tower's, where it differs from `precision`
 
     @property
     def label(self) -> str:
@@ -58,7 +80,15 @@ class RuntimeCheck:
     rates: dict[str, float] = field(default_factory=dict)  # images/s per runtime label
     onnx_cosine_min: float | None = None
     int8_recall: float | None = None
+    text_int8_recall: float | None = None  # None in checks recorded before the text tower had an int8 graph
     picked: str = "torch fp32"
+
+    @property
+    def text_precision(self) -> str | None:
+        """With an int8 pick: int8 for text queries too where they kept their photos, else fp32."""
+        if self.picked != "onnx int8":
+            return None
+        return "int8" if (self.text_int8_recall or 0.0) >= INT8_MIN_RECALL else "fp32"
 
     def to_setting(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -126,7 +156,9 @@ def check_runtime_request(runtime: str, precision: str | None) -> None:
 
 def _from_check(check: RuntimeCheck, how: str, new: RuntimeCheck | None = None) -> Choice:
     runtime, precision = check.picked.split()
-    return Choice(runtime, precision, f"{check.picked}: fastest with equal results, {how}", new)
+    text = check.text_precision
+    queries = "" if text is None else f"; text queries in {text}"
+    return Choice(runtime, precision, f"{check.picked}: fastest with equal results, {how}{queries}", new, text)
 
 
 def cpu_encoders(spec: ModelSpec) -> dict[str, Any]:
@@ -161,6 +193,8 @@ def check_runtimes(spec: ModelSpec, sample: np.ndarray, encoders: dict[str, Any]
     check = RuntimeCheck(spec.fingerprint(), len(sample), {k: round(len(sample) / v, 2) for k, v in best.items()})
     check.onnx_cosine_min = float((reference * vectors["onnx fp32"]).sum(axis=1).min())
     check.int8_recall = recall_at_k(reference, vectors["onnx int8"])
+    texts = {label: encoders[label].encode_texts(list(PROBE_TEXTS)) for label in ("onnx fp32", "onnx int8")}
+    check.text_int8_recall = query_recall_at_k(reference, texts["onnx fp32"], texts["onnx int8"])
     equal = {
         "torch fp32": True,
         "onnx fp32": check.onnx_cosine_min >= ONNX_MIN_COSINE,
@@ -177,10 +211,22 @@ def recall_at_k(reference: np.ndarray, candidate: np.ndarray, k: int = RECALL_K)
     def neighbours(v: np.ndarray) -> np.ndarray:
         sims = v @ v.T
         np.fill_diagonal(sims, -np.inf)
-        return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        return _top(sims, k)
 
-    ref, cand = neighbours(reference), neighbours(candidate)
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ref, cand)]))
+    return _overlap(neighbours(reference), neighbours(candidate))
+
+
+def query_recall_at_k(photos: np.ndarray, reference: np.ndarray, candidate: np.ndarray, k: int = RECALL_K) -> float:
+    """Mean overlap of each query's k best photos under the reference and the candidate query vectors."""
+    return _overlap(_top(reference @ photos.T, k), _top(candidate @ photos.T, k))
+
+
+def _top(sims: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean([len(set(x) & set(y)) / a.shape[1] for x, y in zip(a, b)]))
 
 
 def load_runtime_encoder(spec: ModelSpec, choice: Choice, device: str | None = None) -> Any:
@@ -191,7 +237,7 @@ def load_runtime_encoder(spec: ModelSpec, choice: Choice, device: str | None = N
     if choice.runtime == "onnx":
         from indexer.onnx_encoder import OnnxEncoder
 
-        return OnnxEncoder(spec, device, choice.precision)
+        return OnnxEncoder(spec, device, choice.precision, text_precision=choice.text_precision)
     from indexer.model import open_encoder
 
     return open_encoder(spec, device)

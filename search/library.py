@@ -328,6 +328,21 @@ class Library:
             return filters
         return replace(filters, cameras=tuple(pair for pair in self._cameras() if filters.camera_matches(*pair)))
 
+    def in_progress(self) -> str | None:
+        """With photos still to embed (an index run, a `--rebuild` too, going or stopped): how far it
+        is, to show beside results, which cover only the photos embedded so far. None otherwise."""
+        # Asked with every search: cached per catalog state, and counted only when rows are pending.
+        if not self._cache.get("has pending", self.catalog.has_pending):
+            return None
+        counts = self._cache.get("counts", self.catalog.counts)
+        pending, done = counts.get(PENDING, 0), counts.get(INDEXED, 0)
+        if lock.held(self.paths):
+            return f"an index run is going: {done:,} of {done + pending:,} photos embedded so far; results cover those"
+        return (
+            f"{pending:,} of {done + pending:,} photos are not embedded yet (an index run stopped early); "
+            "results leave them out until `pixseek index` embeds them"
+        )
+
     def damage(self) -> str | None:
         """One line on the damage searches have met so far, with what to do; None when there is none.
 

@@ -125,7 +125,7 @@ def test_ui_latency_smoke_times_both_libraries_cold_and_warm(tmp_path):
     out = run_benchmark("ui_latency.py", "--smoke", "--big", "3", PIXSEEK_BENCH_CACHE=str(tmp_path))
     libraries = re.findall(r"^(.+): library (\S+) \((\d+) added", out, re.M)
     assert [(label, int(added)) for label, _, added in libraries] == [
-        (f"caltech ({len(list(CALTECH.rglob('*.jpg')))} JPEGs)", len(list(CALTECH.rglob("*.jpg")))),
+        ("caltech (60 JPEGs)", 60),  # spread over the classes
         ("12 MP JPEGs (3, grain 4)", 3),
     ]
     timings = re.findall(r"^  (cold|warm): first card ([\d.]+) s median.*whole page ([\d.]+) s median", out, re.M)
@@ -147,7 +147,7 @@ def test_steady_window_leaves_a_read_ahead_window_out_at_both_ends(monkeypatch):
 @pytest.mark.slow
 def test_runtimes_smoke_prints_a_row_per_cpu_runtime_and_the_pick(demo_spec):
     need_shared(CALTECH)
-    out = run_benchmark("runtimes.py", "--models", "demo", "--photos", "32", "--rounds", "1")
+    out = run_benchmark("runtimes.py", "--models", "demo", "--photos", "32", "--rounds", "1", "--cold", "2")
     rows = {
         line.split()[0] + " " + line.split()[1]: line.split()[2:]
         for line in out.splitlines()
@@ -162,7 +162,7 @@ def test_runtimes_smoke_prints_a_row_per_cpu_runtime_and_the_pick(demo_spec):
     assert float(rows["onnx fp32"][2]) >= 0.9999
     pick = re.search(r"^auto picks: (torch fp32|onnx fp32|onnx int8) \(on 32 photos", out, re.M)
     assert pick is not None, out
-    assert re.search(r"^cold start, .*: min [\d.]+s, median [\d.]+s over 5$", out, re.M), out
+    assert re.search(r"^cold start, .*: min [\d.]+s, median [\d.]+s over 2$", out, re.M), out
 
 
 @pytest.mark.slow

@@ -126,3 +126,25 @@ def test_walk_skips_hidden_and_resource_fork_files_and_matches_extensions_in_any
     (folder / "loop").symlink_to(folder)  # a symlink loop must not hang the walk
     report = _index(LibraryPaths.at(tmp_path / "lib"), [folder], demo_spec)
     assert report.added == 2
+
+
+def test_search_says_how_far_an_unfinished_index_run_is(tmp_path, photos, demo_spec):
+    """Results cover the embedded photos only: while a run goes (a --rebuild too) and after one stopped early."""
+    from indexer.library import write_lock
+    from indexer.library.catalog import Catalog
+    from tests.harness import cli
+
+    lib = LibraryPaths.at(tmp_path / "lib")
+    run_index(lib, [photos], model=demo_spec, workers=TEST_WORKERS)
+    args = ("search", "a red circle", "--library", str(lib.root), "-k", "3")
+    assert "note:" not in cli(*args).stderr
+    with Catalog(lib.catalog) as catalog:
+        ids = catalog.indexed_ids()
+        catalog.mark_pending(ids[: len(ids) // 4])  # what a run leaves that has embedded three quarters
+    total, pending = len(ids), len(ids) // 4
+    stopped = cli(*args).stderr
+    assert f"note: {pending} of {total} photos are not embedded yet" in stopped and "pixseek index" in stopped
+    with write_lock(lib):
+        going = cli(*args)
+    assert f"note: an index run is going: {total - pending} of {total} photos embedded so far" in going.stderr
+    assert len(going.stdout.splitlines()) == 3  # the embedded photos are searched meanwhile

@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 from indexer.onnx_encoder import OnnxEncoder
 from indexer.onnx_export import CACHE_ENV, EXPORT_FORMAT, META, ensure_export, load_export
 from indexer.preprocess import Preprocess
-from indexer.runtime import INT8_MIN_RECALL, RuntimeCheck, choose_runtime, recall_at_k
+from indexer.runtime import (
+    INT8_MIN_RECALL,
+    PROBE_TEXTS,
+    RuntimeCheck,
+    choose_runtime,
+    load_runtime_encoder,
+    query_recall_at_k,
+    recall_at_k,
+)
 from search.prompts import embed_texts
 from tests.conftest import CALTECH, REPO, need_shared
 
@@ -97,7 +105,10 @@ def test_text_graph_trimmed_to_the_longest_text_equals_the_full_context(onnx_fp3
 def test_int8_keeps_recall_at_10_on_caltech(demo_spec, demo_export, onnx_fp32, caltech_pixels):
     int8 = OnnxEncoder(demo_spec, "cpu", "int8", export=demo_export)
     assert int8.export.path("image", "int8") != int8.export.path("image", "fp32")
-    assert recall_at_k(onnx_fp32.encode_pixels(caltech_pixels), int8.encode_pixels(caltech_pixels)) >= INT8_MIN_RECALL
+    photos = onnx_fp32.encode_pixels(caltech_pixels)
+    assert recall_at_k(photos, int8.encode_pixels(caltech_pixels)) >= INT8_MIN_RECALL
+    texts = list(PROBE_TEXTS)
+    assert query_recall_at_k(photos, onnx_fp32.encode_texts(texts), int8.encode_texts(texts)) >= INT8_MIN_RECALL
 
 
 @functools.lru_cache
@@ -193,6 +204,13 @@ def test_auto_checks_int8_on_the_librarys_photos_and_records_it(demo_spec, demo_
     stored = RuntimeCheck.from_setting(check.to_setting())
     assert stored == check
     assert choose_runtime(demo_spec, "auto", device="cpu", recorded=stored).label == check.picked
+    # With an int8 pick, text queries run on the int8 text tower only where the check found them equal.
+    assert 0 < check.text_int8_recall <= 1
+    for recall, text in ((1.0, "int8"), (INT8_MIN_RECALL - 0.01, "fp32"), (None, "fp32")):
+        int8 = RuntimeCheck(check.fingerprint, 64, dict(check.rates), 1.0, 1.0, recall, picked="onnx int8")
+        picked = choose_runtime(demo_spec, "auto", device="cpu", recorded=int8)
+        assert (picked.label, picked.text_precision) == ("onnx int8", text)
+        assert load_runtime_encoder(demo_spec, picked, "cpu").text_precision == text
     other = RuntimeCheck("local:another-model", 64, dict(check.rates), picked="onnx int8")
     assert choose_runtime(demo_spec, "auto", device="cpu", recorded=other).label == "onnx fp32"
     assert RuntimeCheck.from_setting("{not json") is None
@@ -266,6 +284,11 @@ def test_random_vit_b_32_exports_equal_and_int8_keeps_recall(tmp_path):
     assert (fp32.encode_texts(TEXTS) * torch_encoder.encode_texts(TEXTS)).sum(axis=1).min() >= 0.9999
     int8 = OnnxEncoder(spec, "cpu", "int8", export=export)
     assert recall_at_k(reference, int8.encode_pixels(pixels)) >= INT8_MIN_RECALL
+    # Its int8 text tower agrees with the fp32 one. (Which photos a query finds means nothing with
+    # random weights: the trained demo model's int8 test checks that.)
+    assert export.path("text", "int8") != export.path("text", "fp32")
+    texts = list(PROBE_TEXTS)
+    assert (fp32.encode_texts(texts) * int8.encode_texts(texts)).sum(axis=1).min() >= 0.99
 
 
 def test_fp16_graph_for_gpus_agrees_with_torch(demo_spec, demo_encoder, caltech_pixels):
@@ -304,6 +327,12 @@ def auto_library(tmp_path_factory, shapes_gallery, demo_spec, demo_export):
     return lib, json.loads(out)
 
 
+def _said(check: RuntimeCheck, how: str) -> str:
+    """The line `auto` gives for a recorded check: the pick, and with int8 which text tower queries use."""
+    said = f"{check.picked}: fastest with equal results, {how}"
+    return said + (f"; text queries in {check.text_precision}" if check.picked == "onnx int8" else "")
+
+
 def test_index_auto_checks_its_first_photos_records_the_pick_and_says_it(auto_library, demo_spec):
     from indexer.runtime import SAMPLE_SIZE
     from search import Library
@@ -313,10 +342,7 @@ def test_index_auto_checks_its_first_photos_records_the_pick_and_says_it(auto_li
         check = opened.settings.recorded_runtime()
         info = opened.info().runtime_check
     assert check is not None and check.fingerprint == demo_spec.fingerprint() and check.photos == SAMPLE_SIZE
-    assert (
-        report["runtime"] == f"{check.picked}: fastest with equal results, checked on {SAMPLE_SIZE} of this "
-        "library's photos"
-    )
+    assert report["runtime"] == _said(check, f"checked on {SAMPLE_SIZE} of this library's photos")
     assert info["picked"] == check.picked and info["rates"] == check.rates
 
 
@@ -337,10 +363,7 @@ def test_queries_follow_the_recorded_check_and_later_runs_do_not_check_again(aut
     shutil.copytree(lib, copy)
     generate_gallery(tmp_path / "more", per_class=1, seed=99)
     report = run_index(copy, [tmp_path / "more"], model=demo_spec, workers=0, runtime="auto")
-    assert (
-        report.embedded > 0
-        and report.runtime == f"{recorded.picked}: fastest with equal results, checked on this library's photos"
-    )
+    assert report.embedded > 0 and report.runtime == _said(recorded, "checked on this library's photos")
     with Library.open(copy) as opened:
         assert opened.settings.recorded_runtime() == recorded
 

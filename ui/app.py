@@ -459,6 +459,9 @@ def _photos(
     first = (page - 1) * per_page + 1
     order = "Best matches first" if request is not None else "Latest first"
     st.caption(f"{order} · {first}–{first + len(shown_now) - 1} · {time.perf_counter() - start:.2f} s")
+    progress = lib.in_progress()
+    if progress is not None:
+        st.caption(f"Note: {progress}.")
     photo_grid(
         shown_now,
         lib.tags_of([p.id for p in shown_now]),

@@ -481,9 +481,11 @@ def search(
         library, model=_spec(model, pretrained), device=device, runtime=runtime, precision=precision
     ) as lib:
         results = lib.search(request)
-        damage = lib.damage()
+        damage, progress = lib.damage(), lib.in_progress()
     if damage is not None:
         typer.echo(f"warning: {damage}", err=True)
+    if progress is not None:
+        typer.echo(f"note: {progress}", err=True)
     if as_json:
         _echo_json([r.as_dict() for r in results])
         return
@@ -762,7 +764,8 @@ def info(
         rates = ", ".join(f"{label} {rate:g}" for label, rate in check["rates"].items())
         typer.echo(
             f"runtime     auto picks {check['picked']} (checked on {check['photos']} photos, "
-            f"images/s: {rates}; int8 recall@10 {check['int8_recall']:.3f})"
+            f"images/s: {rates}; int8 recall@10 {check['int8_recall']:.3f}, "
+            f"from text {check['text_int8_recall'] or 0:.3f})"
         )
     typer.echo(f"indexed at  {data['last_indexed_at'] or 'never'}")
     typer.echo(

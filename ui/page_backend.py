@@ -107,6 +107,10 @@ class PageLibrary:
         with self.lock:
             return self._lib.search(request, allow_paths=False)
 
+    def in_progress(self) -> str | None:
+        with self.lock:
+            return self._lib.in_progress()
+
     def explain(self, request: SearchRequest, image_id: int) -> dict[str, Any] | None:
         """Why `image_id` is among the results of `request` (search/explain.py), or None if it is not."""
         found = [r for r in self.search(replace(request, explain=True)) if r.id == image_id]

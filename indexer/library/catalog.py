@@ -356,6 +356,10 @@ class Catalog:
     def has_indexed(self) -> bool:
         return self.indexed_more_than(0)
 
+    def has_pending(self) -> bool:
+        """Whether any row waits to be embedded (an index run going, or one that stopped early)."""
+        return bool(self.db.execute("SELECT EXISTS (SELECT 1 FROM images WHERE status = ?)", [PENDING]).fetchone()[0])
+
     def indexed_more_than(self, n: int) -> bool:
         """Whether more than n images are indexed (reads n + 1 entries of the status index at most)."""
         sql = "SELECT EXISTS (SELECT 1 FROM images WHERE status = ? LIMIT 1 OFFSET ?)"

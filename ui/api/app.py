@@ -171,7 +171,7 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
             explain=params.explain,
         )
         started = time.perf_counter()
-        results = await backend.call(backend.search, request)
+        results, note = await backend.call(backend.search, request)
         metrics.search.observe(time.perf_counter() - started, given[0] if len(given) == 1 else "mixed")
         # Hits are built from the catalog's typed rows, unvalidated: validating each hit again,
         # and the response once more in FastAPI, was a good part of a search request's CPU.
@@ -187,7 +187,7 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
         ]
         more = len(results) == window and window <= MAX_OFFSET
         found = SearchResponse.model_construct(
-            results=page, offset=params.offset, k=params.k, next_offset=window if more else None
+            results=page, offset=params.offset, k=params.k, next_offset=window if more else None, note=note
         )
         return Response(found.model_dump_json(), media_type="application/json")
 

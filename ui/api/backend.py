@@ -161,10 +161,12 @@ class Backend:
                 "retry shortly; GET /readyz answers 200 once it is loaded",
             )
 
-    def search(self, request: SearchRequest) -> list[Result]:
+    def search(self, request: SearchRequest) -> tuple[list[Result], str | None]:
+        """The results, and how far an index run that is going has got (`Library.in_progress`)."""
         self._need_model()
+        lib = self._library()
         # allow_paths=False: a query string never makes the server open a file.
-        return self._library().search(request, allow_paths=False)
+        return lib.search(request, allow_paths=False), lib.in_progress()
 
     def embed_text(self, text: str, ensemble: bool) -> np.ndarray:
         self._need_model()

@@ -141,6 +141,9 @@ class SearchResponse(BaseModel):
     offset: int
     k: int
     next_offset: Optional[int] = Field(None, description="Offset of the next page; null on the last one.")
+    note: Optional[str] = Field(
+        None, description="While an index run is going: how far it is (results cover the photos embedded so far)."
+    )
 
 
 class EmbedBody(Strict):
