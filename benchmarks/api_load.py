@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`pixseek serve` under load: concurrent clients searching, with and without an index run.
 
-    python3 benchmarks/api_load.py [--seconds 10] [--clients 1 8 32] [--model demo] [--smoke]
+    python3 benchmarks/api_load.py [--seconds 10] [--clients 1 8 32] [--model demo] [--runtime torch] [--smoke]
 
 Indexes the Caltech photos (../shared/data/caltech101-bench, 1,192 JPEGs) once into a cached
 library (~/.cache/pixseek-bench or $PIXSEEK_BENCH_CACHE), copies it to a temporary folder,
@@ -73,10 +73,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, library: Path) -> None:
+    def __init__(self, library: Path, runtime: str) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
+        port = self.url.rsplit(":", 1)[1]
         self.proc = subprocess.Popen(
-            [*CLI, "serve", "--library", str(library), "--port", self.url.rsplit(":", 1)[1]],
+            [*CLI, "serve", "--library", str(library), "--port", port, "--runtime", runtime],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
         )
@@ -283,9 +284,9 @@ async def main_async(args: argparse.Namespace) -> int:
         print(f"machine: {machine()}; load average before: {load_average()}")
         print(
             f"library: {len(ids)} photos indexed with {args.model}; {len(texts)} text queries, "
-            f"{len(images)} query photos"
+            f"{len(images)} query photos; server runtime {args.runtime}"
         )
-        server = Server(library)
+        server = Server(library, args.runtime)
         results: dict[tuple[int, bool], dict] = {}
         try:
             server.wait_ready()
@@ -325,6 +326,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients per run")
     parser.add_argument("--add-per-run", type=int, default=200, help="photos each index run adds")
     parser.add_argument("--model", default="demo", help="model the library is indexed with")
+    parser.add_argument("--runtime", default="torch", help="the server's --runtime: torch, onnx or auto")
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_PHOTOS} photos, 1 and 4 clients, 1.5 s runs")
     args = parser.parse_args()
     if args.smoke:

@@ -971,10 +971,15 @@ def serve_api(
     ] = None,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest query image accepted.")] = 20.0,
     device: DeviceOpt = None,
+    runtime: RuntimeOpt = "torch",
+    precision: PrecisionOpt = None,
 ) -> None:
     """Serve the library as an HTTP API (search, thumbnails, files, embeddings); docs at /docs."""
+    from indexer.runtime import check_runtime_request
     from search import LibraryPaths
     from ui.api.serve import ServeOptions, run
+
+    check_runtime_request(runtime, precision)
 
     run(
         ServeOptions(
@@ -986,6 +991,8 @@ def serve_api(
             tuple(allowed_host or ()),
             max_upload_mb,
             device,
+            runtime,
+            precision,
         ),
         typer.echo,
     )

@@ -90,8 +90,11 @@ class SharedModel:
 
 
 class Backend:
-    def __init__(self, library: LibraryPaths, device: str | None = None) -> None:
+    def __init__(
+        self, library: LibraryPaths, device: str | None = None, runtime: str | None = None, precision: str | None = None
+    ) -> None:
         self._root, self._device = library.root, device
+        self._runtime, self._precision = runtime, precision  # as Library.open takes them
         self._local = threading.local()
         self._opened: list[Library] = []
         self._opened_lock = threading.Lock()
@@ -137,7 +140,8 @@ class Backend:
                 return
             self._loading = True
             try:
-                with Library.open(self._root, device=self._device) as lib:
+                opened = Library.open(self._root, device=self._device, runtime=self._runtime, precision=self._precision)
+                with opened as lib:
                     self._model = SharedModel(lib.encoder)
             except PixseekError as exc:
                 self.model_error = str(exc)

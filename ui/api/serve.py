@@ -26,6 +26,8 @@ class ServeOptions:
     allowed_hosts: tuple[str, ...] = ()
     max_upload_mb: float = 20.0
     device: str | None = None
+    runtime: str | None = None  # torch, onnx or auto, as for `pixseek search`
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -61,7 +63,9 @@ def run(options: ServeOptions, echo: Callable[[str], None]) -> None:
     from ui.api.backend import Backend
 
     check_port_free(options.host, options.port)
-    backend = Backend(options.library, options.device)  # before the token is printed: a missing library fails first
+    backend = Backend(
+        options.library, options.device, options.runtime, options.precision
+    )  # before the token is printed: a missing library fails first
     max_upload = int(options.max_upload_mb * 2**20)
     guard = GuardConfig(
         token=api_token(options, echo), allowed_hosts=host_names(options), max_body=max_upload * 4 // 3 + JSON_OVERHEAD
