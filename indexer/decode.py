@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import numpy as np
 import pillow_heif
-from PIL import ExifTags, Image, ImageFile
+from PIL import ExifTags, Image, ImageFile, PngImagePlugin
 
 from indexer.metadata import ImageMeta, read_metadata, warnings_ignored
 from indexer.preprocess import Preprocess
@@ -120,12 +120,17 @@ REASON_DIRECTORY = "not a file: the path is a directory"
 REASON_MEMORY = "out of memory while decoding"
 REASON_NOT_REGULAR = "not a regular file (device, pipe or socket)"
 REASON_BAD_PATH = "invalid file path"
+REASON_PATH_TOO_LONG = "path too long for the system (over PATH_MAX): shorten its folder names"
 
 pillow_heif.register_heif_opener(
     # Depth maps and auxiliary images are never shown or embedded; skip them.
     depth_images=False,
     aux_images=False,
 )
+# Editors write XMP packets of several MB (an edit history) into PNG text chunks; past Pillow's
+# 1 MB default for one decompressed chunk such a photo would be skipped as corrupt. The total text
+# a PNG may decompress to stays bounded (PngImagePlugin.MAX_TEXT_MEMORY, 64 MB).
+PngImagePlugin.MAX_TEXT_CHUNK = 32 * 2**20
 
 
 class DecodeError(Exception):
@@ -245,6 +250,21 @@ def _check_stream(fp: BinaryIO) -> BinaryIO:
     return fp
 
 
+def _stream_size(fp: BinaryIO) -> int:
+    """Bytes in the whole file or stream (its position left alone)."""
+    try:
+        return os.fstat(fp.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # an in-memory stream
+        start = fp.tell()
+        end = fp.seek(0, os.SEEK_END)
+        fp.seek(start)
+        return end
+
+
+def _luma_blocks(width: int, height: int) -> int:
+    return -(-width // 8) * -(-height // 8)
+
+
 def _decode_open_file(
     fp: BinaryIO, path: str | Path | None, target: Preprocess | None, max_pixels: int
 ) -> DecodedImage:
@@ -254,6 +274,10 @@ def _decode_open_file(
     if full_w * full_h > max_pixels:
         raise DecodeError(f"too large: {full_w}x{full_h} px exceeds the {_megapixels(max_pixels)} limit", path)
     if full_w < 1 or full_h < 1:
+        raise DecodeError(REASON_CORRUPT, path)
+    if img.format in ("JPEG", "MPO") and _stream_size(fp) * 8 < _luma_blocks(full_w, full_h):
+        # Every 8x8 block of luma costs at least one bit of Huffman code: a file smaller than that
+        # cannot hold the picture its header declares (libjpeg would fill the rest with grey).
         raise DecodeError(REASON_CORRUPT, path)
 
     if target is not None and img.format in _DRAFT_FORMATS:

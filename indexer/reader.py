@@ -7,6 +7,7 @@ however large the library.
 
 from __future__ import annotations
 
+import errno
 import io
 import multiprocessing
 import os
@@ -26,7 +27,14 @@ import imagehash
 import numpy as np
 
 from indexer import object_store
-from indexer.decode import DEFAULT_MAX_PIXELS, REASON_NOT_REGULAR, DecodeError, decode_image, to_model_input
+from indexer.decode import (
+    DEFAULT_MAX_PIXELS,
+    REASON_NOT_REGULAR,
+    REASON_PATH_TOO_LONG,
+    DecodeError,
+    decode_image,
+    to_model_input,
+)
 from indexer.plan import Job
 from indexer.preprocess import Preprocess
 from indexer.regular_file import NotRegularFile
@@ -73,9 +81,10 @@ def read_one(job: Job, preprocess: Preprocess, max_pixels: int = DEFAULT_MAX_PIX
             job.id, None, reason="permission denied: cannot read the file", seconds=time.perf_counter() - start
         )
     except OSError as exc:
-        return ReadResult(
-            job.id, None, reason=f"cannot read the file ({exc.strerror or exc})", seconds=time.perf_counter() - start
+        reason = (
+            REASON_PATH_TOO_LONG if exc.errno == errno.ENAMETOOLONG else f"cannot read the file ({exc.strerror or exc})"
         )
+        return ReadResult(job.id, None, reason=reason, seconds=time.perf_counter() - start)
     meta = decoded.meta
     fields_ = {
         "hash": digest,

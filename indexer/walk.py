@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -87,28 +88,30 @@ def walk(roots: list[Path | str], unreadable: list[str] | None = None, skip: Pat
                     continue
                 if not is_image_name(entry.name):
                     continue
-                st = entry.stat() if entry.is_file() else _dangling_link(entry)
-            except OSError:  # a symlink loop (ELOOP), or gone since the listing
-                st = _dangling_link(entry) if is_image_name(entry.name) else None
-            if st is not None:
+                st = entry.stat()
+                found: FileStat | None = FileStat(entry.path, st.st_size, st.st_mtime_ns)
+            except OSError as exc:  # a symlink loop (ELOOP) or to nowhere, a path over PATH_MAX, or gone
+                found = _unfollowed(entry, exc) if is_image_name(entry.name) else None
+            if found is not None:
+                # Everything named like an image is listed, FIFOs and devices too: the reader refuses
+                # what is not a regular file (without opening it for reading, which could block), and
+                # the run records why it was skipped.
                 seen_files.add(entry.path)
-                yield FileStat(entry.path, st.st_size, st.st_mtime_ns)
+                yield found
         stack.extend(reversed(subdirs))
 
 
-def _dangling_link(entry: os.DirEntry) -> os.stat_result | None:
-    """The link's own stat when `entry` is a symlink leading nowhere (missing target or a loop).
-
-    Such a file is still listed, so the run records why it was skipped; its link stat changes
-    once the link is fixed, which makes the next run pick it up. Anything else that is not a
-    regular file (a FIFO would block the reader forever) is left out.
-    """
+def _unfollowed(entry: os.DirEntry, exc: OSError) -> FileStat | None:
+    """What is known of an entry that cannot be stat'ed through: a symlink leading nowhere (missing
+    target or a loop) by the link's own stat, which changes once the link is fixed; a path too long
+    to stat by a zero stat, so it is listed and its reason recorded. None: gone since the listing."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return FileStat(entry.path, 0, 0)
     try:
-        if entry.is_symlink() and not os.path.exists(entry.path):
-            return entry.stat(follow_symlinks=False)
+        st = entry.stat(follow_symlinks=False)
     except OSError:
-        pass  # gone since the listing
-    return None
+        return None
+    return FileStat(entry.path, st.st_size, st.st_mtime_ns)
 
 
 def content_hash(path: str, size: int | None = None) -> str:

@@ -31,6 +31,11 @@ class QueryEmbedder:
             self._encoder = self._load()
         return self._encoder
 
+    @property
+    def loaded(self) -> Encoder | None:
+        """The model when it has been loaded, without loading it."""
+        return self._encoder
+
     def forget_model(self) -> None:
         """The library's model changed (`index --rebuild`): load the new one when next needed."""
         self._encoder = None

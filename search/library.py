@@ -162,6 +162,11 @@ class Library:
             spec, self.device, runtime=self.runtime, precision=self.precision, recorded=self.settings.recorded_runtime()
         )
 
+    def runtime_in_use(self) -> str | None:
+        """Which runtime embeds queries and why (indexer/runtime.py's one line), once the model is loaded."""
+        choice = getattr(self._embedder.loaded, "choice", None)
+        return None if choice is None else choice.reason
+
     def embed_text(self, text: str, ensemble: bool = True) -> np.ndarray:
         """The text's embedding, averaged over prompt templates when `ensemble` (search/prompts.py)."""
         return self._embedder.text(text, ensemble)

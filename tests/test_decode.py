@@ -360,6 +360,33 @@ def test_pillow_bomb_error_becomes_decode_error(tmp_path: Path, monkeypatch: pyt
     assert info.value.reason.startswith("too large")
 
 
+def test_a_jpeg_declaring_13000x13000_with_little_data_is_refused_as_truncated(tmp_path: Path) -> None:
+    """Its header passes the size limits; its data ends long before the picture: not grey filler."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")  # baseline frame header: length, precision, height, width
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 13_000, 13_000)
+    path = tmp_path / "declared-huge.jpg"
+    path.write_bytes(bytes(data))
+    assert Image.open(path).size == (13_000, 13_000)
+    for target in (None, 224):  # full decoding, and the reduced (draft) decoding indexing does
+        with pytest.raises(DecodeError) as info:
+            decode_image(path, target)
+        assert info.value.reason == decode.REASON_CORRUPT
+
+
+def test_a_png_with_a_3_mb_compressed_xmp_packet_decodes(tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    text = PngImagePlugin.PngInfo()
+    text.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta>" + "<rdf:li>edit</rdf:li>" * 150_000 + "</x:xmpmeta>", zip=True)
+    path = tmp_path / "edited.png"
+    Image.new("RGB", (32, 24), (10, 200, 30)).save(path, "PNG", pnginfo=text)
+    assert path.stat().st_size < 1_000_000  # small on disk, 3 MB of text once decompressed
+    assert decode_image(path).image.getpixel((5, 5)) == (10, 200, 30)
+
+
 def test_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.jpg"
     path.write_bytes(b"")

@@ -120,10 +120,37 @@ def build_hostile_folder(folder: Path, can_deny_reads: bool) -> dict[str, tuple[
     os.symlink("good.jpg", folder / "link-to-good.jpg")
     expected[str(folder / "link-to-good.jpg")] = (INDEXED, None)
 
-    # Never catalogued: hidden files, and a FIFO (opening it would block the reader forever).
-    (folder / ".hidden.jpg").write_bytes(_encoded(red_circle, "JPEG"))
+    # Not regular files: listed and refused with a reason, never opened for reading (a FIFO would block).
     os.mkfifo(folder / "pipe.jpg")
+    os.symlink("/dev/zero", folder / "zero.jpg")
+    for name in ("pipe.jpg", "zero.jpg"):
+        expected[str(folder / name)] = ("skipped", decode.REASON_NOT_REGULAR)
+    expected[_past_path_max(folder, _encoded(red_circle, "JPEG"))] = ("skipped", decode.REASON_PATH_TOO_LONG)
+
+    # Never catalogued: hidden files.
+    (folder / ".hidden.jpg").write_bytes(_encoded(red_circle, "JPEG"))
     return expected
+
+
+def _past_path_max(folder: Path, data: bytes) -> str:
+    """A photo whose path is longer than PATH_MAX (its folder's is not), written through folder descriptors."""
+    limit = os.pathconf(folder, "PC_PATH_MAX")
+    parent, fds = folder, []
+    try:
+        fds.append(os.open(folder, os.O_RDONLY | os.O_DIRECTORY))
+        name = "p" * 246 + ".jpg"
+        while len(str(parent / name)) <= limit:  # each step adds 201 bytes: the folder stays under the limit
+            os.mkdir("d" * 200, dir_fd=fds[-1])
+            fds.append(os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+            parent = parent / ("d" * 200)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fds[-1])
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert len(str(parent)) < limit < len(str(parent / name))
+    return str(parent / name)
 
 
 @pytest.fixture(scope="module")

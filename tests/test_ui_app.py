@@ -410,3 +410,9 @@ def test_the_explain_view_splits_a_results_score_into_its_terms(library, labels,
     assert "**Words matched** none" in [m.value for m in at.markdown]
     search(at, "a blue star")  # another search: the choice goes unless that photo is among its results
     assert at.selectbox(key="explain_id").value in [None, *result_ids(at)]
+
+
+def test_the_sidebar_names_the_runtime_queries_run_on(library, monkeypatch):
+    at = search(open_page(library.root, monkeypatch), "a red circle")
+    about = [c.value for c in at.sidebar.caption if "photos · indexed" in c.value]
+    assert len(about) == 1 and f"Runtime {literal('torch fp32 (asked for)')}" in about[0]  # the page's default

@@ -216,7 +216,7 @@ def _explanation(lib: PageLibrary, request: SearchRequest, image_id: int) -> dic
 
 # presentation -----------------------------------------------------------------------------------
 def _sidebar(
-    root: str, version: str, summary: LibraryInfo, concepts: list[str]
+    root: str, version: str, summary: LibraryInfo, concepts: list[str], runtime: str | None
 ) -> tuple[Filters, int, str, str | None]:
     folders = _folders(root, version)
     tags = _tags(root, version)
@@ -285,7 +285,7 @@ def _sidebar(
             else "Teach one below the results: tick photos that show it and photos that don't.",
         )
         per_page = st.selectbox("Photos per page", PAGE_SIZES, key="per_page", on_change=_go_to_page, args=(1,))
-        _about(summary, root)
+        _about(summary, root, runtime)
     filters = Filters(
         folder=None if folder is None or folder >= len(folders) else folders[folder][0],
         tag=tag,
@@ -295,12 +295,13 @@ def _sidebar(
     return filters, per_page, view, concept
 
 
-def _about(summary: LibraryInfo, root: str) -> None:
+def _about(summary: LibraryInfo, root: str, runtime: str | None) -> None:
     st.markdown("### Library")
     st.caption(
         f"**{summary.images:,}** photos · indexed {moment(summary.last_indexed_at)}  \n"
         f"Model {literal(model_name(summary.model))} · index {literal(summary.index['type'])}  \n"
-        f"{literal(root)}"
+        + (f"Runtime {literal(runtime)}  \n" if runtime else "")
+        + literal(root)
     )
     if summary.skipped:
         with st.expander(f"{summary.skipped:,} files skipped"):
@@ -625,7 +626,7 @@ def main() -> None:
     except PixseekError as exc:
         st.info(str(exc))
         return
-    filters, per_page, view, concept = _sidebar(str(root), version, summary, lib.concepts())
+    filters, per_page, view, concept = _sidebar(str(root), version, summary, lib.concepts(), lib.runtime_in_use())
     if view == "Duplicates":
         _duplicates_view(lib, str(root), version)
         return

@@ -132,6 +132,10 @@ class PageLibrary:
         with self.lock:
             return self._lib.version()
 
+    def runtime_in_use(self) -> str | None:
+        with self.lock:
+            return self._lib.runtime_in_use()
+
     def summary(self) -> LibraryInfo:
         with self.lock:
             return self._lib.info()
