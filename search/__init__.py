@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from indexer.library import ENV_LIBRARY, LibraryPaths
     from indexer.library.filters import Filters
     from indexer.model import ModelSpec
+    from indexer.runtime import check_runtime_request
     from search.info import LibraryInfo
     from search.library import Library
     from search.request import SearchRequest, build_request
@@ -41,6 +42,7 @@ _WHERE = {
     "ENV_LIBRARY": "indexer.library",
     "LibraryPaths": "indexer.library",
     "ModelSpec": "indexer.model",
+    "check_runtime_request": "indexer.runtime",  # --runtime / --precision, refused before any work
     # the guarded decoder, for pictures of indexed images (the page's thumbnails)
     "decode_image": "indexer.decode",
     "DecodeError": "indexer.decode",
@@ -60,6 +62,7 @@ __all__ = [
     "Result",
     "SearchRequest",
     "build_request",
+    "check_runtime_request",
     "decode_image",
 ]
 

@@ -243,7 +243,9 @@ def test_ctrl_c_in_a_terminal_stops_the_run_and_its_workers_with_one_line(paused
     os.killpg(run.pid, signal.SIGCONT)
     assert run.wait() == 130
     saved = _kept_vectors(lib)
-    assert len(saved) == 2 * COMMIT_EVERY  # the interrupted batch was committed on the way out
+    # The interrupted batch was committed on the way out, and with it any batch already embedded
+    # behind it (how many were depends on how far decoding had got: timing, not the test's to fix).
+    assert len(saved) >= 2 * COMMIT_EVERY
     assert run.stderr == (
         f"error: interrupted: {len(saved)} images saved: run `pixseek index` again to continue where it stopped\n"
     )

@@ -18,6 +18,7 @@ ALLOWED = {
         "search",
         "indexer.library",
         "indexer.model",
+        "indexer.runtime",  # which runtime embeds queries (the facade re-exports its request check)
         "indexer.decode",
         "indexer.regular_file",
         "indexer.errors",

@@ -975,8 +975,7 @@ def serve_api(
     precision: PrecisionOpt = None,
 ) -> None:
     """Serve the library as an HTTP API (search, thumbnails, files, embeddings); docs at /docs."""
-    from indexer.runtime import check_runtime_request
-    from search import LibraryPaths
+    from search import LibraryPaths, check_runtime_request
     from ui.api.serve import ServeOptions, run
 
     check_runtime_request(runtime, precision)
