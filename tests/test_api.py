@@ -631,6 +631,7 @@ def test_serve_refuses_bad_options_in_one_line_before_it_listens(tmp_path, serve
         (["--library", str(library.root), "--port", str(servers["open"].port)], "cannot serve"),
         (["--library", str(library.root), "--port", "70000"], "--port"),
         (["--library", str(library.root), "--port", port, "--max-upload-mb", "0"], "--max-upload-mb"),
+        (["--library", str(library.root), "--port", port, "--runtime", "tpu"], "unknown runtime 'tpu'"),
     ]
     for args, words in cases:
         done = cli("serve", *args, code=1, env={"PIXSEEK_TOKEN": None})
