@@ -390,6 +390,9 @@ def run_cli(args: list[str]) -> None:
     from indexer.writer import Writer
     from ui.cli import main as cli_main
 
+    # Ctrl-C as in a terminal, even when the tests themselves run as a background job of a
+    # non-interactive shell, which starts them with SIGINT ignored (and Python keeps it so).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.environ.get("PIXSEEK_FAULT"):
         install(os.environ["PIXSEEK_FAULT"])
     if os.environ.get("PIXSEEK_FAULT_COMMIT_EVERY"):
