@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`pixseek serve` under load: concurrent clients searching, with and without an index run.
 
-    python3 benchmarks/api_load.py [--seconds 10] [--clients 1 8 32] [--model demo] [--runtime torch] [--smoke]
+    python3 benchmarks/api_load.py [--seconds 10] [--clients 1 8 32] [--model demo] [--runtime torch] [--workers 1]
+                                   [--smoke]
 
 Indexes the Caltech photos (../shared/data/caltech101-bench, 1,192 JPEGs) once into a cached
 library (~/.cache/pixseek-bench or $PIXSEEK_BENCH_CACHE), copies it to a temporary folder,
@@ -73,11 +74,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, library: Path, runtime: str) -> None:
+    def __init__(self, library: Path, runtime: str, workers: int) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
         port = self.url.rsplit(":", 1)[1]
         self.proc = subprocess.Popen(
-            [*CLI, "serve", "--library", str(library), "--port", port, "--runtime", runtime],
+            [*CLI, "serve", "--library", str(library), "--port", port, "--runtime", runtime, "--workers", str(workers)],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
         )
@@ -101,8 +102,9 @@ class Server:
         """CPU time the server has used: unlike latency, hardly moved by other work on a shared machine."""
         import psutil
 
-        times = psutil.Process(self.proc.pid).cpu_times()
-        return times.user + times.system
+        server = psutil.Process(self.proc.pid)
+        processes = [server, *server.children(recursive=True)]  # --workers: the worker processes
+        return sum(sum(p.cpu_times()[:2]) for p in processes)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -284,9 +286,9 @@ async def main_async(args: argparse.Namespace) -> int:
         print(f"machine: {machine()}; load average before: {load_average()}")
         print(
             f"library: {len(ids)} photos indexed with {args.model}; {len(texts)} text queries, "
-            f"{len(images)} query photos; server runtime {args.runtime}"
+            f"{len(images)} query photos; server runtime {args.runtime}, {args.workers} worker(s)"
         )
-        server = Server(library, args.runtime)
+        server = Server(library, args.runtime, args.workers)
         results: dict[tuple[int, bool], dict] = {}
         try:
             server.wait_ready()
@@ -300,13 +302,18 @@ async def main_async(args: argparse.Namespace) -> int:
                 label = "index run adding photos" if with_index else "no index run"
                 for clients in args.clients:
                     print(f"\n== {clients} client{'s' if clients > 1 else ''}, {label}, {args.seconds:g} s ==")
-                    cpu = server.cpu_seconds()
+                    cpu, own = server.cpu_seconds(), time.process_time()
                     run = await load_run(server.url, clients, args.seconds, queries)
-                    cpu = server.cpu_seconds() - cpu
+                    cpu, own = server.cpu_seconds() - cpu, time.process_time() - own
                     results[(clients, with_index)] = rows = report(run)
                     print(
                         f"server CPU per request  {cpu / rows['all']['requests'] * 1000:.1f} ms "
                         f"({cpu / run['seconds']:.2f} cores busy)"
+                    )
+                    # On the same 2 cores as the server: what the clients take, the server cannot have.
+                    print(
+                        f"client CPU per request  {own / rows['all']['requests'] * 1000:.1f} ms "
+                        f"({own / run['seconds']:.2f} cores busy)"
                     )
                     if with_index:
                         print(f"photos added during the load  {run['added']} (library now {run['images']})")
@@ -327,6 +334,7 @@ def main() -> int:
     parser.add_argument("--add-per-run", type=int, default=200, help="photos each index run adds")
     parser.add_argument("--model", default="demo", help="model the library is indexed with")
     parser.add_argument("--runtime", default="torch", help="the server's --runtime: torch, onnx or auto")
+    parser.add_argument("--workers", type=int, default=1, help="the server's --workers (processes)")
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_PHOTOS} photos, 1 and 4 clients, 1.5 s runs")
     args = parser.parse_args()
     if args.smoke:

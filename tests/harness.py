@@ -159,11 +159,11 @@ class ForkedRun:
 
     @property
     def stdout(self) -> str:
-        return self.out.read_bytes().decode("utf-8", "surrogateescape")
+        return _output(self.out)
 
     @property
     def stderr(self) -> str:
-        return self.err.read_bytes().decode("utf-8", "surrogateescape")
+        return _output(self.err)
 
     def wait_until_stopped(self, timeout: float = 120) -> None:
         """Block until the run has frozen itself (a `:stop` fault); fail if it ended instead."""
@@ -177,6 +177,14 @@ class ForkedRun:
                 raise AssertionError(f"ended ({self.wait()}) before reaching its stop point: {self.stderr}")
             time.sleep(0.01)
         raise AssertionError("the run never reached its stop point")
+
+
+def _output(path: Path) -> str:
+    """What a forked run has written to `path`: nothing yet if it has not opened the file."""
+    try:
+        return path.read_bytes().decode("utf-8", "surrogateescape")
+    except FileNotFoundError:
+        return ""
 
 
 @dataclass

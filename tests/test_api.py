@@ -25,6 +25,7 @@ from types import SimpleNamespace
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -62,12 +63,15 @@ class ApiServer:
     """`pixseek serve` as a process of its own, forked from the harness's start-up server (which
     imported torch while this process indexed the test library), running this worktree's code."""
 
-    def __init__(self, forker: Forker, library: Path, *args: str) -> None:
+    def __init__(self, forker: Forker, library: Path, *args: str, token: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.library = library
-        self.run = forker.start(["serve", "--library", str(library), "--port", str(self.port), *args], server_env())
-        self.token: str | None = None
+        self.token = token  # else the one the server prints
+        given = ["--token", token] if token else []
+        self.run = forker.start(
+            ["serve", "--library", str(library), "--port", str(self.port), *args, *given], server_env()
+        )
 
     @property
     def output(self) -> str:
@@ -78,7 +82,7 @@ class ApiServer:
         while time.monotonic() < deadline:
             assert self.run.poll() is None, "server exited:\n" + self.output
             found = re.search(r"^API token .*: (\S+)$", self.run.stdout, re.M)
-            self.token = found.group(1) if found else None
+            self.token = found.group(1) if found else self.token
             try:
                 if self.client().get("/readyz").status_code == 200:
                     return
@@ -348,6 +352,23 @@ def test_the_page_the_cli_and_http_give_the_same_results(api, library, page_libr
         from_cli = [(r["id"], r["score"]) for r in found]
         http = [(r["id"], r["score"]) for r in search(api, **body)]
         assert len(page) == body["k"] and page == from_cli == http, body
+
+
+def test_workers_answer_from_processes_of_their_own_with_the_same_results_and_token(start_up_server, library, api):
+    server = ApiServer(start_up_server, library.root, "--workers", "2", token="s3cret")
+    try:
+        server.wait_ready()
+        workers = [p for p in psutil.Process(server.run.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2
+        with httpx.Client(base_url=server.url, timeout=60) as anonymous:
+            assert_error(anonymous.post("/api/search", json={"text": "a red circle"}), 401, "token")
+        with server.client() as client:
+            for body in ({"text": "a yellow star", "k": 8}, {"like": search(api, text="a red circle", k=1)[0]["id"]}):
+                answers = [[(r["id"], r["score"]) for r in search(client, **body)] for _ in range(6)]
+                assert answers == [[(r["id"], r["score"]) for r in search(api, **body)]] * 6, body
+    finally:
+        server.stop()
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in workers)
 
 
 # words, concepts and explanations, in this process -------------------------------------------
@@ -632,6 +653,7 @@ def test_serve_refuses_bad_options_in_one_line_before_it_listens(tmp_path, serve
         (["--library", str(library.root), "--port", "70000"], "--port"),
         (["--library", str(library.root), "--port", port, "--max-upload-mb", "0"], "--max-upload-mb"),
         (["--library", str(library.root), "--port", port, "--runtime", "tpu"], "unknown runtime 'tpu'"),
+        (["--library", str(library.root), "--port", port, "--workers", "0"], "--workers"),
     ]
     for args, words in cases:
         done = cli("serve", *args, code=1, env={"PIXSEEK_TOKEN": None})

@@ -973,6 +973,15 @@ def serve_api(
     device: DeviceOpt = None,
     runtime: RuntimeOpt = "torch",
     precision: PrecisionOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="Server processes, each with its own copy of the model: one process serves from "
+            "about one core, so give one per core that searches may use. /metrics counts the "
+            "requests of the process that answers it.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the library as an HTTP API (search, thumbnails, files, embeddings); docs at /docs."""
     from search import LibraryPaths, check_runtime_request
@@ -992,6 +1001,7 @@ def serve_api(
             device,
             runtime,
             precision,
+            workers,
         ),
         typer.echo,
     )

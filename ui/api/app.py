@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException
 
 from indexer.errors import NotInLibrary, PixseekError, UnreadableImage
 from search import Filters, build_request
-from ui.api.backend import Backend, ModelNotReady
+from ui.api.backend import Backend, ModelNotReady, uses_model
 from ui.api.guard import Guard, GuardConfig
 from ui.api.metrics import Metrics
 from ui.api.schemas import (
@@ -170,33 +170,38 @@ def create_app(backend: Backend, config: ApiConfig) -> FastAPI:
             min_prob=params.min_prob,
             explain=params.explain,
         )
+
+        def answer() -> str:
+            # On the search thread, not the event loop, which every request's parsing goes through.
+            results, note = backend.search(request)
+            # Hits are built from the catalog's typed rows, unvalidated: validating each hit again,
+            # and the response once more in FastAPI, was a good part of a search request's CPU.
+            page = [
+                Hit.model_construct(
+                    rank=params.offset + i + 1,
+                    score=round(r.score, 4),
+                    matched_words=r.matched_words,
+                    explanation=None if r.explanation is None else Explanation.model_validate(r.explanation),
+                    **_photo_fields(r),
+                )
+                for i, r in enumerate(results[params.offset : window])
+            ]
+            more = len(results) == window and window <= MAX_OFFSET
+            return SearchResponse.model_construct(
+                results=page, offset=params.offset, k=params.k, next_offset=window if more else None, note=note
+            ).model_dump_json()
+
         started = time.perf_counter()
-        results, note = await backend.call(backend.search, request)
+        body = await backend.call(answer, model=uses_model(request))
         metrics.search.observe(time.perf_counter() - started, given[0] if len(given) == 1 else "mixed")
-        # Hits are built from the catalog's typed rows, unvalidated: validating each hit again,
-        # and the response once more in FastAPI, was a good part of a search request's CPU.
-        page = [
-            Hit.model_construct(
-                rank=params.offset + i + 1,
-                score=round(r.score, 4),
-                matched_words=r.matched_words,
-                explanation=None if r.explanation is None else Explanation.model_validate(r.explanation),
-                **_photo_fields(r),
-            )
-            for i, r in enumerate(results[params.offset : window])
-        ]
-        more = len(results) == window and window <= MAX_OFFSET
-        found = SearchResponse.model_construct(
-            results=page, offset=params.offset, k=params.k, next_offset=window if more else None, note=note
-        )
-        return Response(found.model_dump_json(), media_type="application/json")
+        return Response(body, media_type="application/json")
 
     async def run_embed(text: str | None, image: bytes | None, ensemble: bool) -> Embedding:
         started = time.perf_counter()
         if text is not None:
-            vector = await backend.call(backend.embed_text, text, ensemble)
+            vector = await backend.call(backend.embed_text, text, ensemble, model=True)
         else:
-            vector = await backend.call(backend.embed_image, image)
+            vector = await backend.call(backend.embed_image, image, model=True)
         kind = "text" if text is not None else "image"
         metrics.embed.observe(time.perf_counter() - started, kind)
         info = await backend.call(backend.info)

@@ -2,10 +2,11 @@
 
 Everything the HTTP side asks of the `search` facade goes through `Backend`, so a change of the
 search API touches this file alone. A Library holds one SQLite connection and follows index runs
-by changing itself, so it must not be shared between threads; each of SEARCH_THREADS threads
-opens its own (a connection, a memory map of the vectors and the ANN index each), and all of them
-use the one loaded model (`Library.open(encoder=...)`), whose calls take turns under a lock.
-A more-like-this search, which needs no model, never waits behind a text being embedded.
+by changing itself, so it must not be shared between threads; each search thread opens its own
+(a connection, a memory map of the vectors and the ANN index each), and all of them use the one
+loaded model (`Library.open(encoder=...)`), whose calls take turns under a lock. Work that may
+run the model (`uses_model`) has MODEL_THREADS threads of its own, so a more-like-this search,
+metadata or info never queues behind texts waiting for the model: they get LOOKUP_THREADS.
 Thumbnails and files are served outside these threads, from search results only.
 """
 
@@ -26,9 +27,16 @@ from search import Library, LibraryInfo, LibraryPaths, PixseekError, Result, Sea
 from search.concepts import Concept, all_concepts, example_paths, forget_concept, load_concept, teach_concept
 from search.query import parse_query
 
-# Enough to keep two cores busy while one thread waits on SQLite or the model lock; each holds
-# its own copy of the ANN index.
-SEARCH_THREADS = 4
+# Enough for the model's next batch to gather several waiting requests; each thread holds its own
+# copy of the ANN index.
+MODEL_THREADS = 4
+# Enough to keep two cores busy while one thread waits on SQLite.
+LOOKUP_THREADS = 2
+
+
+def uses_model(request: SearchRequest) -> bool:
+    """Whether a search may embed a text or an image (a like, a concept or words alone read stored vectors)."""
+    return bool(request.text) or request.image is not None
 
 
 class ModelNotReady(PixseekError):
@@ -99,7 +107,8 @@ class Backend:
         self._opened: list[Library] = []
         self._opened_lock = threading.Lock()
         self._load_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="pixseek-search")
+        self._model_pool = ThreadPoolExecutor(MODEL_THREADS, thread_name_prefix="pixseek-model")
+        self._lookup_pool = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="pixseek-lookup")
         self._model: SharedModel | None = None
         # Opened here first, so a missing library fails `pixseek serve` at once, in one line.
         self.thumbs_dir: Path = self._open(None).thumbs_dir
@@ -126,13 +135,14 @@ class Backend:
             self._local.opened = (lib, model)
         return lib
 
-    async def call(self, method: Callable[..., Any], *args: Any) -> Any:
-        """Run one of the methods below on a search thread."""
-        return await asyncio.wrap_future(self._pool.submit(method, *args))
+    async def call(self, method: Callable[..., Any], *args: Any, model: bool = False) -> Any:
+        """Run one of the methods below on a search thread; model=True for work that may run the model."""
+        pool = self._model_pool if model else self._lookup_pool
+        return await asyncio.wrap_future(pool.submit(method, *args))
 
     def load_model(self) -> None:
         """Load the library's model now, so that no request waits for it (`ready` says when it is in)."""
-        self._pool.submit(self._load).result()
+        self._model_pool.submit(self._load).result()
 
     def _load(self) -> None:
         with self._load_lock:
@@ -217,7 +227,8 @@ class Backend:
         return len(parse_query(text, allow_paths=False))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._model_pool.shutdown(wait=True)
+        self._lookup_pool.shutdown(wait=True)
         with self._opened_lock:
             for lib in self._opened:
                 lib.close()

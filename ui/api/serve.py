@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from search import LibraryPaths, PixseekError
 from ui.api.guard import GuardConfig
@@ -14,6 +18,11 @@ WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 # A JSON body carries the image as base64 (4/3 of its size) plus a few fields.
 JSON_OVERHEAD = 64 * 1024
+# How the options reach the worker processes uvicorn spawns (as PIXSEEK_TOKEN can give the token).
+WORKER_ENV = "PIXSEEK_SERVE_WORKER"
+
+
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -28,10 +37,13 @@ class ServeOptions:
     device: str | None = None
     runtime: str | None = None  # torch, onnx or auto, as for `pixseek search`
     precision: str | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
             raise PixseekError(f"--port must be from 1 to 65535, not {self.port}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise PixseekError(f"--workers must be from 1 to {MAX_WORKERS}, not {self.workers}")
         if not self.max_upload_mb > 0:
             raise PixseekError(f"--max-upload-mb must be more than 0, not {self.max_upload_mb:g}")
 
@@ -59,23 +71,15 @@ def host_names(options: ServeOptions) -> frozenset[str] | None:
 def run(options: ServeOptions, echo: Callable[[str], None]) -> None:
     import uvicorn
 
-    from ui.api.app import ApiConfig, create_app
     from ui.api.backend import Backend
 
     check_port_free(options.host, options.port)
-    backend = Backend(
-        options.library, options.device, options.runtime, options.precision
-    )  # before the token is printed: a missing library fails first
-    max_upload = int(options.max_upload_mb * 2**20)
-    guard = GuardConfig(
-        token=api_token(options, echo), allowed_hosts=host_names(options), max_body=max_upload * 4 // 3 + JSON_OVERHEAD
-    )
-    app = create_app(backend, ApiConfig(guard=guard, max_upload=max_upload, cors_origins=options.cors_origins))
+    Backend(options.library).close()  # before the token is printed: a missing library fails first
+    token = api_token(options, echo)
     url = server_url(options.host, options.port)
     echo(f"pixseek API at {url} (docs {url}/docs, library {options.library.root}); press Ctrl-C to stop")
     # No Server header, no forwarded-for trust: a proxy in front is the deployment's business.
-    uvicorn.run(
-        app,
+    settings = dict(
         host=options.host,
         port=options.port,
         log_level="warning",
@@ -84,3 +88,32 @@ def run(options: ServeOptions, echo: Callable[[str], None]) -> None:
         proxy_headers=False,
         timeout_graceful_shutdown=5,
     )
+    if options.workers == 1:
+        uvicorn.run(create(options, token), **settings)
+        return
+    # Processes of their own, each with its model and its search threads: one process's Python
+    # runs on one core at a time (the GIL), however many threads it has.
+    fields = dataclasses.asdict(options) | {"library": str(options.library.root), "token": token}
+    os.environ[WORKER_ENV] = json.dumps(fields)
+    uvicorn.run("ui.api.serve:worker_app", factory=True, workers=options.workers, **settings)
+
+
+def create(options: ServeOptions, token: str | None):
+    """The app serving `options`, requests checked against `token`."""
+    from ui.api.app import ApiConfig, create_app
+    from ui.api.backend import Backend
+
+    backend = Backend(options.library, options.device, options.runtime, options.precision)
+    max_upload = int(options.max_upload_mb * 2**20)
+    guard = GuardConfig(token=token, allowed_hosts=host_names(options), max_body=max_upload * 4 // 3 + JSON_OVERHEAD)
+    return create_app(backend, ApiConfig(guard=guard, max_upload=max_upload, cors_origins=options.cors_origins))
+
+
+def worker_app():
+    """The app of one of `--workers` processes, from the options `run` left in the environment."""
+    fields = json.loads(os.environ[WORKER_ENV])
+    fields["library"] = LibraryPaths.at(Path(fields["library"]))
+    for name in ("cors_origins", "allowed_hosts"):
+        fields[name] = tuple(fields[name])
+    options = ServeOptions(**fields)
+    return create(options, options.token)
