@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from indexer.errors import PixseekError
+from indexer.library import index_file
 from indexer.library.catalog import Catalog
 from indexer.library.rows import ImageRow
 from indexer.library.vectors import VectorStore
@@ -66,7 +67,7 @@ def phash_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
     hashes that differ in at most max_distance bits agree exactly on at least one block, so only
     hashes sharing a block are compared, never all pairs. Seconds for 100,000 photos.
     """
-    import faiss
+    faiss = index_file.faiss()
 
     bits = hashes.shape[1] * 8
     tables = max(max_distance + 1, -(-bits // 64))  # FAISS keys a table by at most 64 bits
@@ -77,7 +78,7 @@ def phash_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
 
 def cosine_pairs(vectors: np.ndarray, min_cosine: float) -> np.ndarray:
     """(i, j) index pairs, i < j, of rows whose cosine similarity is above `min_cosine`."""
-    import faiss
+    faiss = index_file.faiss()
 
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)

@@ -41,6 +41,9 @@ FETCH_MAX = 65_536
 # IVF-PQ only shortlists; the exact re-rank looks at this many candidates per wanted result.
 RERANK_FACTOR = 50
 SHORTLIST_MIN = 500
+# Past this many images searched among, the shortlist grows as the square root of their number:
+# a denser library holds more images within the PQ codes' error of the true best.
+SHORTLIST_FLAT_UP_TO = 1_000_000
 PROBE_GROWTH = 4  # how much wider a restricted search probes when its shortlist came back short
 _CHUNK = 65_536  # vectors scored at a time
 
@@ -49,8 +52,9 @@ def _ids(ids: list[int]) -> np.ndarray:
     return np.array(ids, dtype=np.int64)
 
 
-def shortlist(k: int) -> int:
-    return max(k * RERANK_FACTOR, SHORTLIST_MIN)
+def shortlist(k: int, among: int) -> int:
+    """How many ANN candidates the exact re-rank reads for k results among `among` images."""
+    return math.ceil(max(k * RERANK_FACTOR, SHORTLIST_MIN) * math.sqrt(max(1.0, among / SHORTLIST_FLAT_UP_TO)))
 
 
 def allowed_ids(catalog: Catalog, filters: Filters, within: np.ndarray | None = None) -> np.ndarray:
@@ -109,10 +113,11 @@ def _restricted(
     mask[allowed] = True
     bitmap = np.packbits(mask, bitorder="little")
     selector = faiss.IDSelectorBitmap(bitmap)
-    want, nprobe = min(shortlist(k), len(allowed)), index_file.nprobe_for(ivf.nlist)
+    size = shortlist(k, len(allowed))
+    want, nprobe = min(size, len(allowed)), index_file.nprobe_for(ivf.nlist)
     while True:
         params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
-        ann_ids, _ = index_file.search(loaded, vec, shortlist(k), params)
+        ann_ids, _ = index_file.search(loaded, vec, size, params)
         if len(ann_ids) >= want or nprobe >= ivf.nlist:
             break
         nprobe = min(ivf.nlist, nprobe * PROBE_GROWTH)
@@ -125,8 +130,11 @@ def _over_fetched(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """For filters too many images pass to list: unrestricted candidates checked against the
     filters by id, fetched in rounds sized by the share passing so far. None when the candidates
-    (at most FETCH_MAX) held too few of them for a full shortlist."""
-    want, fetch, checked = shortlist(k), 4 * shortlist(k), 0
+    (at most FETCH_MAX) held too few of them for a full shortlist, sized for as many images as
+    the share passing so far says pass."""
+    # The first round is sized for filters most images pass (three times what all passing would
+    # want): no second round for them. Rarer ones grow the rounds as they go.
+    want, fetch, checked = shortlist(k, COUNT_MAX), 3 * shortlist(k, loaded.ntotal), 0
     kept: list[int] = []
     while True:
         ann_ids, _ = index_file.search(loaded, vec, fetch)
@@ -134,6 +142,7 @@ def _over_fetched(
         ok = catalog.passing(filters, fresh)
         kept += [i for i in fresh if i in ok]
         checked = len(ann_ids)
+        want = shortlist(k, round(loaded.ntotal * len(kept) / max(1, checked)))
         if len(kept) >= want or checked < fetch or fetch >= FETCH_MAX:
             break
         # Enough for the shortlist at the rate seen (half again, for luck), at most 64 times more.
@@ -177,7 +186,7 @@ def _ann_then_exact(
     # without the file (deleted, or a run stopped before writing it) all of them are.
     if loaded is None:
         return exact(vectors, vec, indexed(), k)
-    ann_ids, _ = index_file.search(loaded, vec, shortlist(k))
+    ann_ids, _ = index_file.search(loaded, vec, shortlist(k, loaded.ntotal))
     late = kept("ids not in ann", lambda: _ids(catalog.ids_not_in_ann()))
     return exact(vectors, vec, np.union1d(ann_ids, late), k)
 

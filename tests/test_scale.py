@@ -109,6 +109,20 @@ def test_ivf_recall_against_exact_search(library, synthetic, monkeypatch):
     assert recall >= 0.97
 
 
+def test_the_shortlist_grows_as_the_square_root_of_the_library_past_its_flat_size(library, synthetic, monkeypatch):
+    monkeypatch.setattr(retrieve, "EXACT_MAX", 0)
+    monkeypatch.setattr(retrieve, "SHORTLIST_MIN", 20)
+    monkeypatch.setattr(retrieve, "RERANK_FACTOR", 1)
+    asked: list[int] = []
+    search = index_file.search
+    monkeypatch.setattr(index_file, "search", lambda index, q, k, params=None: asked.append(k) or search(index, q, k))
+    query = synthetic.vectors(np.random.default_rng(7), 1)[0]
+    for flat_up_to in (N, N // 4, N // 100):  # the library is 1, 4 and 100 times that
+        monkeypatch.setattr(retrieve, "SHORTLIST_FLAT_UP_TO", flat_up_to)
+        assert len(library.search_vector(query, k=K)) == K
+    assert asked == [20, 40, 200]
+
+
 def plans(conn: sqlite3.Connection, statements: list[str]) -> list[str]:
     """Every step of every statement's query plan, as SQLite words it."""
     steps = []

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,20 @@ def nprobe_for(nlist: int) -> int:
 
 
 def faiss():
-    import faiss  # heavy: only commands that build or search an index pay for it
+    """The faiss module (heavy: only commands that build or search an index import it)."""
+    if "faiss" not in sys.modules:
+        # Each query scores its shortlist with NumPy's BLAS threads right after a FAISS search;
+        # FAISS's OpenMP threads, left spinning after it, would take the cores from them. Asleep
+        # instead, they cost a wake-up per parallel region: nothing next to a k-means or a batch.
+        # The variable is read once, as FAISS's own libgomp loads, and set for it alone.
+        preset = os.environ.get("OMP_WAIT_POLICY")
+        os.environ["OMP_WAIT_POLICY"] = preset or "PASSIVE"
+        try:
+            import faiss
+        finally:
+            if preset is None:
+                del os.environ["OMP_WAIT_POLICY"]
+    import faiss
 
     return faiss
 
